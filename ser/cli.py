@@ -1,0 +1,80 @@
+"""The command line: ``ser fit|validate|test|predict`` (LightningCLI) with data -> model links."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from lightning.pytorch.cli import ArgsType, LightningCLI
+
+from ser.data.base import SERDataModule
+from ser.report import format_table, write_report
+from ser.tasks.classification import EmotionClassifier
+
+log = logging.getLogger("ser")
+
+#: Attributes every DataModule knows after ``__init__``, passed into the model.
+LINKED = ("n_classes", "n_features", "sample_rate", "class_names")
+
+
+class SERCLI(LightningCLI):
+    """LightningCLI with the data linked into the model and a report after every test."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for key in LINKED:
+            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True,
+            help="After fit, test the best checkpoint on the test split and write the report.",
+        )  # fmt: skip
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit", True):
+            return
+        callback = self.trainer.checkpoint_callback
+        ckpt_path = "best" if callback is not None and callback.best_model_path else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        self.after_test()
+
+    def after_test(self) -> None:
+        """Print the per-class table and write the confusion matrix (CSV, PNG), metrics JSON and
+        TensorBoard figure into ``<log dir>/test``."""
+        confusion = self.model.test_confusion
+        if confusion is None or not self.trainer.is_global_zero:
+            return
+        confusion = confusion.numpy().astype(np.int64)
+        class_names = self.model.class_names
+        out_dir = Path(self.trainer.log_dir or ".") / "test"
+        extra = {"ckpt_path": self.trainer.ckpt_path, "data": type(self.datamodule).__name__}
+        logger = self.trainer.logger
+        add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
+        paths = write_report(confusion, class_names, out_dir, extra=extra, add_figure=add_figure)
+        print(format_table(paths.metrics), flush=True)
+        for kind, path in paths.files.items():
+            print(f"wrote {kind}: {path}", flush=True)
+
+
+def main(args: ArgsType = None) -> None:
+    """Entry point of ``ser`` and ``python -m ser``."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[ser] %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    # Audio is decoded once into memory, so worker processes are not the bottleneck here.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    SERCLI(
+        EmotionClassifier,
+        SERDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""The shared corpus machinery: clips, the in-memory dataset, collate and the base DataModule.
+
+A batch is a dict (the one place it is documented):
+
+- ``waveform``: ``(B, T)`` float32 mono audio at ``sample_rate``, zero-padded to the longest clip
+- ``lengths``: ``(B,)`` int64 valid samples per clip
+- ``label``: ``(B,)`` int64 class index into ``class_names``
+- ``speaker``: list of B speaker ids; ``path``: list of B file paths
+
+On the device, :meth:`SERDataModule.on_after_batch_transfer` adds
+
+- ``features``: ``(B, n_features, F)`` front-end output (``F`` frames, or samples for ``waveform``)
+- ``feature_lengths``: ``(B,)`` int64 valid frames per clip
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ser.audio import read_audio
+from ser.data.emotions import resolve_classes
+from ser.data.splits import Split, random_split, speaker_split
+from ser.errors import AudioError, CorpusNotFoundError, SERError
+from ser.transforms import FeatureName, build_frontend
+
+log = logging.getLogger("ser")
+
+STAGES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One recording of a corpus: where it is, its canonical emotion and its speaker."""
+
+    path: Path
+    emotion: str
+    speaker: str
+
+
+class ClipDataset(Dataset):
+    """Decoded clips held in memory; random crop while training, centre crop otherwise.
+
+    Args:
+        waves: one ``(n_samples,)`` waveform per clip.
+        labels: class index per clip.
+        clips: the clips the waveforms came from.
+        max_samples: longer clips are cropped to this many samples.
+        train: crop at random (``True``) or deterministically from the centre.
+    """
+
+    def __init__(
+        self,
+        waves: list[torch.Tensor],
+        labels: list[int],
+        clips: list[Clip],
+        max_samples: int,
+        train: bool,
+    ) -> None:
+        self.waves, self.labels, self.clips = waves, labels, clips
+        self.max_samples, self.train = max_samples, train
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def __getitem__(self, i: int) -> dict:
+        wave = self.waves[i]
+        excess = wave.numel() - self.max_samples
+        if excess > 0:
+            start = int(torch.randint(excess + 1, ())) if self.train else excess // 2
+            wave = wave[start : start + self.max_samples]
+        clip = self.clips[i]
+        return {"waveform": wave, "label": self.labels[i], "speaker": clip.speaker, "path": str(clip.path)}
+
+
+def collate(items: list[dict]) -> dict:
+    """Zero-pad the waveforms of ``items`` to the longest one and stack them into a batch."""
+    lengths = torch.tensor([it["waveform"].numel() for it in items])
+    waveform = torch.zeros(len(items), int(lengths.max()))  # (B, T)
+    for row, it in zip(waveform, items, strict=True):
+        row[: it["waveform"].numel()] = it["waveform"]
+    return {
+        "waveform": waveform,
+        "lengths": lengths,
+        "label": torch.tensor([it["label"] for it in items]),
+        "speaker": [it["speaker"] for it in items],
+        "path": [it["path"] for it in items],
+    }
+
+
+class SERDataModule(L.LightningDataModule):
+    """Base of every corpus: scanning, class selection, splitting, decoding and device features.
+
+    A corpus subclass sets ``EMOTIONS`` (its canonical emotions), ``SOURCE`` and ``LAYOUT`` (for the
+    error when the root is missing), and implements :meth:`scan`.
+
+    Args:
+        root: folder of the corpus.
+        sample_rate: audio is resampled to this rate (Hz).
+        max_seconds: clips are cropped to this duration (random crop while training).
+        features: front-end computed on the batch's device: ``logmel``, ``mfcc`` or ``waveform``.
+        n_mels: mel bands of ``logmel`` and ``mfcc``.
+        n_mfcc: coefficients of ``mfcc``.
+        win_ms: analysis window length in milliseconds.
+        hop_ms: hop between frames in milliseconds.
+        normalize: standardise each clip's features (mean 0, std 1 over its valid frames).
+        emotions: keep only these emotions, in this class order (``None``: all of the corpus).
+        merge: map emotions onto others before selecting, e.g. ``{calm: neutral}``.
+        split: ``speaker`` (no speaker in two stages) or ``random`` (stratified, the seeds' protocol).
+        test_speakers: speakers held out for test (``speaker`` split); default: fold ``fold``.
+        val_speakers: speakers held out for validation; default: the fold after the test fold.
+        fold: test fold of the speaker folds when ``test_speakers`` is not given.
+        n_folds: number of speaker folds.
+        test_ratio: share of clips for test (``random`` split).
+        val_ratio: share of the remaining clips for validation (``random`` split).
+        seed: seed of the ``random`` split.
+        batch_size: clips per batch.
+        num_workers: DataLoader worker processes (audio is decoded once, up front).
+    """
+
+    EMOTIONS: tuple[str, ...] = ()
+    SOURCE: str = ""
+    LAYOUT: str = ""
+
+    def __init__(
+        self,
+        root: str | None,
+        sample_rate: int = 16000,
+        max_seconds: float = 4.0,
+        features: FeatureName = "logmel",
+        n_mels: int = 64,
+        n_mfcc: int = 40,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        normalize: bool = True,
+        emotions: list[str] | None = None,
+        merge: dict[str, str] | None = None,
+        split: Literal["speaker", "random"] = "speaker",
+        test_speakers: list[str] | None = None,
+        val_speakers: list[str] | None = None,
+        fold: int = 0,
+        n_folds: int = 6,
+        test_ratio: float = 0.3,
+        val_ratio: float = 0.05,
+        seed: int = 42,
+        batch_size: int = 32,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if sample_rate <= 0 or max_seconds <= 0:
+            raise SERError(f"sample_rate ({sample_rate}) and max_seconds ({max_seconds}) must be positive")
+        self.root = Path(root).expanduser() if root is not None else None
+        self.class_names, self._emotion_to_class = resolve_classes(self.EMOTIONS, emotions, merge)
+        self.frontend_config = dict(
+            features=features, sample_rate=sample_rate, n_mels=n_mels, n_mfcc=n_mfcc,
+            win_ms=win_ms, hop_ms=hop_ms, normalize=normalize,
+        )  # fmt: skip
+        self.frontend = build_frontend(**self.frontend_config)
+        self.datasets: dict[str, ClipDataset] = {}
+
+    # What the CLI links into the model.
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.hparams.sample_rate
+
+    @property
+    def n_features(self) -> int:
+        return self.frontend.n_features
+
+    # Corpus-specific part.
+    def scan(self, root: Path) -> list[Clip]:
+        """Find the corpus's clips under ``root`` with their emotion and speaker."""
+        raise NotImplementedError
+
+    def check_root(self) -> Path:
+        """Return the corpus root, or raise a :class:`CorpusNotFoundError` that says how to get it."""
+        if self.root is None or not self.root.is_dir():
+            raise CorpusNotFoundError(
+                f"{type(self).__name__} corpus not found at {self.root}. "
+                f"Get it from {self.SOURCE} and pass its folder as --data.root PATH. "
+                f"Expected layout: {self.LAYOUT}"
+            )
+        return self.root
+
+    # Building the datasets.
+    def clips(self) -> list[Clip]:
+        """The clips of the selected classes, sorted by path."""
+        root = self.check_root()
+        clips = [c for c in self.scan(root) if c.emotion in self._emotion_to_class]
+        if not clips:
+            raise CorpusNotFoundError(
+                f"no {type(self).__name__} clips of classes {self.class_names} under {root}. "
+                f"Expected layout: {self.LAYOUT}"
+            )
+        return sorted(clips, key=lambda c: str(c.path))
+
+    def make_split(self, clips: list[Clip], labels: list[int]) -> Split:
+        hp = self.hparams
+        if hp.split == "random":
+            return random_split(labels, hp.test_ratio, hp.val_ratio, hp.seed)
+        return speaker_split(
+            [c.speaker for c in clips], hp.test_speakers, hp.val_speakers, hp.fold, hp.n_folds
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        clips = self.clips()
+        waves, kept = [], []
+        for clip in clips:
+            try:
+                waves.append(read_audio(clip.path, self.sample_rate))
+                kept.append(clip)
+            except AudioError as err:
+                log.warning("skipping %s", err)
+        if not kept:
+            raise CorpusNotFoundError(f"none of the {len(clips)} files under {self.root} could be read")
+        labels = [self.class_names.index(self._emotion_to_class[c.emotion]) for c in kept]
+        split = self.make_split(kept, labels)
+        max_samples = round(self.hparams.max_seconds * self.sample_rate)
+        for name, index in split.items():
+            self.datasets[name] = ClipDataset(
+                [waves[i] for i in index], [labels[i] for i in index], [kept[i] for i in index],
+                max_samples, train=name == "train",
+            )  # fmt: skip
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items())
+        log.info("%s: %d clips, %d classes %s; split %s: %s", type(self).__name__, len(kept),
+                 self.n_classes, self.class_names, self.hparams.split, sizes)  # fmt: skip
+
+    def _loader(self, stage: str) -> DataLoader:
+        dataset = self.datasets[stage]
+        if len(dataset) == 0:
+            raise SERError(f"the {stage} split is empty; check the split settings")
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=stage == "train",
+            drop_last=stage == "train" and len(dataset) > self.hparams.batch_size,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            collate_fn=collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Compute the features on the batch's device, in float32 outside autocast."""
+        wave = batch["waveform"]
+        self.frontend.to(wave.device)
+        with torch.autocast(wave.device.type, enabled=False):
+            batch["features"], batch["feature_lengths"] = self.frontend(wave.float(), batch["lengths"])
+        return batch

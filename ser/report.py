@@ -1,0 +1,142 @@
+"""The test report: per-class table, overall metrics, confusion matrix as CSV, PNG and JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ser.io import atomic_path, write_text
+
+
+def metrics_from_confusion(confusion: np.ndarray, class_names: list[str]) -> dict:
+    """Per-class recall, precision, F1 and support, and UAR / accuracy / macro F1, from counts.
+
+    Args:
+        confusion: ``(n_classes, n_classes)`` counts, rows = true class, columns = predicted.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    tp = np.diag(confusion).astype(float)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = support > 0
+    total = int(confusion.sum())
+    return {
+        "uar": float(recall[present].mean()) if present.any() else 0.0,
+        "accuracy": float(tp.sum() / total) if total else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "n_clips": total,
+        "per_class": {
+            name: {"recall": float(r), "precision": float(p), "f1": float(f), "support": int(s)}
+            for name, r, p, f, s in zip(class_names, recall, precision, f1, support, strict=True)
+        },
+    }
+
+
+def format_table(metrics: dict) -> str:
+    """A plain-text per-class table followed by the overall figures."""
+    names = list(metrics["per_class"])
+    width = max(8, *(len(n) for n in names))
+    lines = [f"{'class':<{width}}  recall  precision      f1  support"]
+    for name, m in metrics["per_class"].items():
+        lines.append(
+            f"{name:<{width}}  {m['recall']:6.3f}  {m['precision']:9.3f}  {m['f1']:6.3f}  {m['support']:7d}"
+        )
+    lines.append(
+        f"UAR {metrics['uar']:.4f}  accuracy {metrics['accuracy']:.4f}  "
+        f"macro F1 {metrics['macro_f1']:.4f}  ({metrics['n_clips']} clips)"
+    )
+    return "\n".join(lines)
+
+
+def confusion_figure(confusion: np.ndarray, class_names: list[str]):
+    """A matplotlib figure: counts and row-normalised confusion matrices side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confusion = np.asarray(confusion)
+    rows = confusion.sum(axis=1, keepdims=True)
+    normalised = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
+    n = len(class_names)
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * n, 1.6 + 0.6 * n), squeeze=True)
+    for ax, data, title, fmt in (
+        (axes[0], confusion, "counts", "{:d}"),
+        (axes[1], normalised, "row-normalised (recall)", "{:.2f}"),
+    ):
+        ax.imshow(data, cmap="Blues", vmin=0)
+        ax.set_title(title)
+        ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(n), class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        top = data.max() if data.size else 0
+        for i in range(n):
+            for j in range(n):
+                value = data[i, j]
+                ax.text(j, i, fmt.format(value.item()), ha="center", va="center", fontsize=8,
+                        color="white" if top and value > 0.6 * top else "black")  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` computed and wrote."""
+
+    metrics: dict
+    files: dict[str, Path]
+
+
+def write_report(
+    confusion: np.ndarray,
+    class_names: list[str],
+    out_dir: str | Path,
+    extra: dict | None = None,
+    add_figure: Callable | None = None,
+) -> Report:
+    """Write ``confusion_matrix.csv``, ``confusion_matrix.png`` and ``metrics.json`` to ``out_dir``.
+
+    Every file is written to a temporary name and renamed into place.
+
+    Args:
+        confusion: ``(n_classes, n_classes)`` counts, rows = true class.
+        class_names: names in label order.
+        out_dir: folder to write to (created).
+        extra: more fields for ``metrics.json`` (checkpoint, corpus...).
+        add_figure: also hand the figure to this, e.g. TensorBoard's ``SummaryWriter.add_figure``.
+    """
+    out_dir = Path(out_dir)
+    confusion = np.asarray(confusion, dtype=np.int64)
+    metrics = metrics_from_confusion(confusion, class_names)
+    paths = {
+        "csv": out_dir / "confusion_matrix.csv",
+        "png": out_dir / "confusion_matrix.png",
+        "json": out_dir / "metrics.json",
+    }
+    with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true\\predicted", *class_names])
+        for name, row in zip(class_names, confusion, strict=True):
+            writer.writerow([name, *row.tolist()])
+    fig = confusion_figure(confusion, class_names)
+    with atomic_path(paths["png"]) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    if add_figure is not None:
+        add_figure("test/confusion_matrix", fig)  # closes the figure
+    else:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    payload = {**metrics, "class_names": class_names, "confusion_matrix": confusion.tolist(), **(extra or {})}
+    write_text(paths["json"], json.dumps(payload, indent=2, default=str) + "\n")
+    return Report(metrics=metrics, files=paths)

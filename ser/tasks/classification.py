@@ -1,0 +1,117 @@
+"""Emotion classification: one shared step and one metric path for every net."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from ser.tasks.metrics import classification_metrics
+from ser.tasks.spec import SPEC_KEY, factory_spec
+
+STAGES = ("train", "val", "test")
+NetFactory = Callable[[int, int, int], nn.Module]
+
+
+class EmotionClassifier(L.LightningModule):
+    """Train a net on a batch's ``features`` with cross-entropy; log UAR, accuracy and macro F1.
+
+    Args:
+        net: the network, given in YAML as ``class_path``/``init_args`` (``n_classes``,
+            ``n_features`` and ``sample_rate`` come from the data).
+        n_classes: number of classes (linked from the data).
+        n_features: feature bins per frame (linked from the data).
+        sample_rate: audio sample rate (linked from the data).
+        class_names: class names in label order (linked from the data).
+        optimizer: optimiser factory, e.g. ``torch.optim.AdamW``.
+        lr_scheduler: optional scheduler factory; ``ReduceLROnPlateau`` watches ``val/uar``.
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    def __init__(
+        self,
+        net: NetFactory,
+        n_classes: int,
+        n_features: int,
+        sample_rate: int,
+        class_names: list[str] | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        self.net_spec = factory_spec(net)
+        self.net = net(n_classes, n_features, sample_rate)
+        self.class_names = list(class_names or [str(i) for i in range(n_classes)])
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        metrics = classification_metrics(n_classes)
+        # ModuleDict keys must not shadow nn.Module attributes such as ``train``.
+        self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in STAGES})
+        self.test_confusion_metric = MulticlassConfusionMatrix(n_classes)
+        #: Confusion matrix (true x predicted counts) of the last test run.
+        self.test_confusion: torch.Tensor | None = None
+        self.frontend_config: dict | None = None
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(features, lengths)
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
+
+    def shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        logits = self(batch["features"], batch["feature_lengths"])  # (B, n_classes)
+        loss = self.loss(logits, batch)
+        labels = batch["label"]
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        metrics = self.metrics[f"{stage}_metrics"]
+        metrics.update(logits.detach(), labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(labels))
+        if stage == "test":
+            self.test_confusion_metric.update(logits.detach(), labels)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.shared_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_confusion = self.test_confusion_metric.compute().cpu()
+        self.test_confusion_metric.reset()
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/uar", "interval": "epoch"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store what inference needs (classes, rate, front-end, net) as plain data."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        frontend = getattr(datamodule, "frontend_config", None) or self.frontend_config
+        checkpoint[SPEC_KEY] = {
+            "class_names": self.class_names,
+            "sample_rate": self.hparams.sample_rate,
+            "n_features": self.hparams.n_features,
+            "frontend": frontend,
+            "net": self.net_spec,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        spec = checkpoint.get(SPEC_KEY)
+        if spec is not None:
+            self.frontend_config = spec["frontend"]

@@ -1,0 +1,139 @@
+"""Feature front-ends: batched waveform -> features, with the valid length of each clip.
+
+Every front-end maps ``(waveform (B, T), lengths (B,))`` to ``(features (B, n_features, F),
+feature_lengths (B,))`` and exposes ``n_features``. Filterbanks and windows are buffers, so
+``.to(device)`` moves them and the same module serves training, inference and export.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torchaudio
+from torch import nn
+
+FeatureName = Literal["logmel", "mfcc", "waveform"]
+
+
+def standardize(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Give each clip of ``x`` (B, C, F) mean 0 and std 1 over its valid frames; zero the padding."""
+    mask = (torch.arange(x.shape[-1], device=x.device) < lengths[:, None])[:, None, :]  # (B, 1, F)
+    count = (lengths.clamp(min=1) * x.shape[1]).to(x.dtype)[:, None, None]  # (B, 1, 1)
+    mean = (x * mask).sum(dim=(1, 2), keepdim=True) / count
+    var = (((x - mean) * mask) ** 2).sum(dim=(1, 2), keepdim=True) / count
+    return (x - mean) / (var + 1e-5).sqrt() * mask
+
+
+class Waveform(nn.Module):
+    """The raw waveform as a one-channel feature: ``(B, T) -> (B, 1, T)``.
+
+    Args:
+        normalize: standardise each clip over its valid samples.
+    """
+
+    n_features = 1
+
+    def __init__(self, normalize: bool = True) -> None:
+        super().__init__()
+        self.normalize = normalize
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = wave.unsqueeze(1)  # (B, 1, T)
+        if self.normalize:
+            x = standardize(x, lengths)
+        return x, lengths
+
+
+class LogMel(nn.Module):
+    """Log-mel spectrogram in dB, as ``librosa.power_to_db(librosa.feature.melspectrogram(...))``.
+
+    Slaney mel scale and filter normalisation, Hann window, centred frames: the librosa defaults.
+
+    Args:
+        sample_rate: audio sample rate (Hz).
+        n_mels: mel bands.
+        win_ms: window length (ms); the FFT size is the next power of two.
+        hop_ms: hop between frames (ms).
+        f_min: lowest frequency (Hz).
+        f_max: highest frequency (Hz); ``None``: Nyquist.
+        normalize: standardise each clip over its valid frames.
+
+    Shapes: ``(B, T), (B,) -> (B, n_mels, F), (B,)`` with ``F = T // hop + 1``.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_mels: int = 64,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        self.n_features = n_mels
+        self.win_length = round(sample_rate * win_ms / 1000)
+        self.hop_length = round(sample_rate * hop_ms / 1000)
+        self.n_fft = 1 << (self.win_length - 1).bit_length()
+        self.normalize = normalize
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=self.n_fft, win_length=self.win_length,
+            hop_length=self.hop_length, f_min=f_min, f_max=f_max, n_mels=n_mels, power=2.0,
+            center=True, pad_mode="constant", norm="slaney", mel_scale="slaney",
+        )  # fmt: skip
+
+    def frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Number of frames that hold signal for clips of ``lengths`` samples."""
+        return torch.div(lengths, self.hop_length, rounding_mode="floor") + 1
+
+    def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """``(B, T) -> (B, n_mels, F)`` log-mel in dB, not normalised."""
+        return 10.0 * torch.log10(self.mel(wave).clamp(min=1e-10))
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.log_mel(wave)  # (B, n_mels, F)
+        frames = self.frames(lengths).clamp(max=x.shape[-1])
+        if self.normalize:
+            x = standardize(x, frames)
+        return x, frames
+
+
+class MFCC(LogMel):
+    """MFCC as ``librosa.feature.mfcc``: orthonormal DCT-II of the log-mel (dB) spectrogram.
+
+    Args:
+        n_mfcc: coefficients kept. The other arguments are those of :class:`LogMel`.
+
+    Shapes: ``(B, T), (B,) -> (B, n_mfcc, F), (B,)``.
+    """
+
+    def __init__(self, sample_rate: int, n_mfcc: int = 40, n_mels: int = 64, **kwargs) -> None:
+        super().__init__(sample_rate, n_mels=n_mels, **kwargs)
+        self.n_features = n_mfcc
+        dct = torchaudio.functional.create_dct(n_mfcc, n_mels, norm="ortho")  # (n_mels, n_mfcc)
+        self.register_buffer("dct", dct.T.contiguous(), persistent=False)  # (n_mfcc, n_mels)
+
+    def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(self.dct, super().log_mel(wave))  # (B, n_mfcc, F)
+
+
+def build_frontend(
+    features: FeatureName,
+    sample_rate: int,
+    n_mels: int = 64,
+    n_mfcc: int = 40,
+    win_ms: float = 25.0,
+    hop_ms: float = 10.0,
+    normalize: bool = True,
+) -> nn.Module:
+    """Build the front-end named ``features`` (the DataModule's feature settings, flat)."""
+    if features == "waveform":
+        return Waveform(normalize=normalize)
+    common = dict(n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms, normalize=normalize)
+    if features == "logmel":
+        return LogMel(sample_rate, **common)
+    if features == "mfcc":
+        return MFCC(sample_rate, n_mfcc=n_mfcc, **common)
+    raise ValueError(f"features={features!r}: choose logmel, mfcc or waveform")
