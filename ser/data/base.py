@@ -109,6 +109,7 @@ class SERDataModule(L.LightningDataModule):
         n_mfcc: coefficients of ``mfcc``.
         win_ms: analysis window length in milliseconds.
         hop_ms: hop between frames in milliseconds.
+        top_db: floor log-mel features this many dB below each clip's peak (``None``: no floor).
         normalize: standardise each clip's features (mean 0, std 1 over its valid frames).
         emotions: keep only these emotions, in this class order (``None``: all of the corpus).
         merge: map emotions onto others before selecting, e.g. ``{calm: neutral}``.
@@ -138,6 +139,7 @@ class SERDataModule(L.LightningDataModule):
         n_mfcc: int = 40,
         win_ms: float = 25.0,
         hop_ms: float = 10.0,
+        top_db: float | None = 80.0,
         normalize: bool = True,
         emotions: list[str] | None = None,
         merge: dict[str, str] | None = None,
@@ -160,7 +162,7 @@ class SERDataModule(L.LightningDataModule):
         self.class_names, self._emotion_to_class = resolve_classes(self.EMOTIONS, emotions, merge)
         self.frontend_config = dict(
             features=features, sample_rate=sample_rate, n_mels=n_mels, n_mfcc=n_mfcc,
-            win_ms=win_ms, hop_ms=hop_ms, normalize=normalize,
+            win_ms=win_ms, hop_ms=hop_ms, top_db=top_db, normalize=normalize,
         )  # fmt: skip
         self.frontend = build_frontend(**self.frontend_config)
         self.datasets: dict[str, ClipDataset] = {}

@@ -144,14 +144,16 @@ class DemoCorpus(RAVDESS):
 
     Args:
         root: where the demo corpus lives; ``None``: ``$SER_CACHE_DIR`` or ``~/.cache/ser``.
+        max_seconds: clips are cropped to this duration (the demo clips last about 2 s).
         All other arguments are those of :class:`SERDataModule`.
     """
 
     EMOTIONS = tuple(PROFILES)
     SOURCE = "ser itself (generated on first use)"
 
-    def __init__(self, root: str | None = None, **kwargs) -> None:
-        super().__init__(root=str(default_root()) if root is None else root, **kwargs)
+    def __init__(self, root: str | None = None, max_seconds: float = 2.0, **kwargs) -> None:
+        root = str(default_root()) if root is None else root
+        super().__init__(root=root, max_seconds=max_seconds, **kwargs)
 
     def prepare_data(self) -> None:
         if not (self.root / "Actor_01").is_dir():

@@ -9,7 +9,8 @@ from ser.models.pooling import downsampled_lengths, mean_std_pool
 
 
 class CNN2D(nn.Module):
-    """Conv blocks (conv-BN-ReLU twice, 2x2 max-pool) then statistics pooling over time.
+    """Conv blocks (conv-BN-ReLU, ``convs_per_block`` times, then 2x2 max-pool), then statistics
+    pooling over time.
 
     Frequency is averaged out after the blocks and time is pooled over the valid frames only, so
     any clip length works and padding does not leak into the prediction.
@@ -19,6 +20,7 @@ class CNN2D(nn.Module):
         n_features: feature bins of the input (``n_mels`` / ``n_mfcc``).
         sample_rate: unused; part of every net's signature.
         channels: output channels of each block.
+        convs_per_block: 3x3 convolutions in each block.
         dropout: dropout before the classifier.
     """
 
@@ -28,21 +30,20 @@ class CNN2D(nn.Module):
         n_features: int,
         sample_rate: int,
         channels: list[int] = [32, 64, 128, 256],  # noqa: B006 - read-only, and jsonargparse needs a literal
+        convs_per_block: int = 2,
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
         blocks, c_in = [], 1
         for c_out in channels:
-            blocks += [
-                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            c_in = c_out
+            for _ in range(convs_per_block):
+                blocks += [
+                    nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(inplace=True),
+                ]
+                c_in = c_out
+            blocks.append(nn.MaxPool2d(2))
         self.blocks = nn.Sequential(*blocks)
         self.time_factor = 2 ** len(channels)
         self.head = nn.Sequential(

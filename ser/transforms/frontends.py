@@ -57,6 +57,8 @@ class LogMel(nn.Module):
         hop_ms: hop between frames (ms).
         f_min: lowest frequency (Hz).
         f_max: highest frequency (Hz); ``None``: Nyquist.
+        top_db: floor each clip at this many dB below its loudest bin, as ``power_to_db`` does;
+            digital silence would otherwise sit at -100 dB and dominate the clip's statistics.
         normalize: standardise each clip over its valid frames.
 
     Shapes: ``(B, T), (B,) -> (B, n_mels, F), (B,)`` with ``F = T // hop + 1``.
@@ -70,10 +72,12 @@ class LogMel(nn.Module):
         hop_ms: float = 10.0,
         f_min: float = 0.0,
         f_max: float | None = None,
+        top_db: float | None = 80.0,
         normalize: bool = True,
     ) -> None:
         super().__init__()
         self.n_features = n_mels
+        self.top_db = top_db
         self.win_length = round(sample_rate * win_ms / 1000)
         self.hop_length = round(sample_rate * hop_ms / 1000)
         self.n_fft = 1 << (self.win_length - 1).bit_length()
@@ -90,7 +94,11 @@ class LogMel(nn.Module):
 
     def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         """``(B, T) -> (B, n_mels, F)`` log-mel in dB, not normalised."""
-        return 10.0 * torch.log10(self.mel(wave).clamp(min=1e-10))
+        db = 10.0 * torch.log10(self.mel(wave).clamp(min=1e-10))
+        if self.top_db is not None:
+            floor = db.amax(dim=(1, 2), keepdim=True) - self.top_db  # (B, 1, 1)
+            db = torch.maximum(db, floor)
+        return db
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.log_mel(wave)  # (B, n_mels, F)
@@ -126,12 +134,13 @@ def build_frontend(
     n_mfcc: int = 40,
     win_ms: float = 25.0,
     hop_ms: float = 10.0,
+    top_db: float | None = 80.0,
     normalize: bool = True,
 ) -> nn.Module:
     """Build the front-end named ``features`` (the DataModule's feature settings, flat)."""
     if features == "waveform":
         return Waveform(normalize=normalize)
-    common = dict(n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms, normalize=normalize)
+    common = dict(n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms, top_db=top_db, normalize=normalize)
     if features == "logmel":
         return LogMel(sample_rate, **common)
     if features == "mfcc":

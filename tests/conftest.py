@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny corpora generated in each corpus's real layout and file naming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+RAVDESS_16K = REPO.parent / "shared" / "data" / "ravdess-16k"
+
+#: emotion code -> tone frequency of the toy corpus: a learnable, known answer.
+TONES = {"01": 220.0, "03": 440.0, "04": 880.0, "05": 1760.0}
+
+
+def tone(freq: float, seconds: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)
+    return wave.astype(np.float32)
+
+
+def write_ravdess(
+    root: Path,
+    actors=(1, 2, 15, 16, 19, 20),
+    clips_per_emotion: int = 2,
+    sample_rate: int = 16000,
+    seconds: float = 0.6,
+    ext: str = "wav",
+) -> Path:
+    """A toy RAVDESS: ``Actor_XX/03-01-EE-01-SS-01-XX.<ext>``, one tone per emotion."""
+    rng = np.random.default_rng(0)
+    for actor in actors:
+        folder = root / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for code, freq in TONES.items():
+            for k in range(clips_per_emotion):
+                name = f"03-01-{code}-01-{k % 2 + 1:02d}-{k // 2 + 1:02d}-{actor:02d}.{ext}"
+                sf.write(folder / name, tone(freq * (1 + 0.005 * actor), seconds, sample_rate, rng), sample_rate)
+    return root
+
+
+@pytest.fixture
+def ravdess_root(tmp_path: Path) -> Path:
+    return write_ravdess(tmp_path / "ravdess")
+
+
+@pytest.fixture
+def real_ravdess() -> Path:
+    if not (RAVDESS_16K / "Actor_01").is_dir():
+        pytest.skip(f"real RAVDESS not found at {RAVDESS_16K}")
+    return RAVDESS_16K

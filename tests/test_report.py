@@ -1,0 +1,43 @@
+import csv
+import json
+
+import numpy as np
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from ser.report import format_table, metrics_from_confusion, write_report
+
+
+def test_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    y_pred[:100] = y_true[:100]
+    confusion = np.zeros((4, 4), dtype=int)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    m = metrics_from_confusion(confusion, list("abcd"))
+    assert np.isclose(m["uar"], recall_score(y_true, y_pred, average="macro"))
+    assert np.isclose(m["macro_f1"], f1_score(y_true, y_pred, average="macro"))
+    assert np.isclose(m["accuracy"], (y_true == y_pred).mean())
+    precision = precision_score(y_true, y_pred, average=None)
+    assert np.allclose([m["per_class"][c]["precision"] for c in "abcd"], precision)
+    assert m["n_clips"] == 200
+
+
+def test_absent_class_does_not_count_in_uar():
+    confusion = np.array([[5, 0, 0], [1, 4, 0], [0, 0, 0]])
+    m = metrics_from_confusion(confusion, ["x", "y", "z"])
+    assert np.isclose(m["uar"], (1.0 + 0.8) / 2)
+    assert "z" in format_table(m)
+
+
+def test_write_report(tmp_path):
+    confusion = np.array([[3, 1], [2, 4]])
+    figures = []
+    report = write_report(confusion, ["sad", "angry"], tmp_path / "out", add_figure=lambda tag, fig: figures.append(tag))
+    with open(report.files["csv"]) as f:
+        rows = list(csv.reader(f))
+    assert rows == [["true\\predicted", "sad", "angry"], ["sad", "3", "1"], ["angry", "2", "4"]]
+    assert report.files["png"].read_bytes()[:4] == b"\x89PNG"
+    data = json.loads(report.files["json"].read_text())
+    assert data["confusion_matrix"] == [[3, 1], [2, 4]] and data["n_clips"] == 10
+    assert figures == ["test/confusion_matrix"]
+    assert not list((tmp_path / "out").glob(".*tmp"))  # no temporary files left behind
