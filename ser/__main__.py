@@ -1,3 +1,24 @@
-from ser.cli import main
+"""``python -m ser`` / ``ser``: training commands go to LightningCLI; inference stays light."""
 
-main()
+from __future__ import annotations
+
+import sys
+
+#: Subcommands served without importing lightning (fast start, no training stack).
+LIGHT_COMMANDS: dict[str, str] = {"predict": "ser.predict", "export": "ser.export"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in LIGHT_COMMANDS:
+        import importlib
+
+        importlib.import_module(LIGHT_COMMANDS[argv[0]]).main(argv[1:])
+        return
+    from ser.cli import main as cli_main
+
+    cli_main(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,9 @@ def read_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
         raise AudioError(f"{path}: no such file")
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)  # (n_samples, n_channels)
-    except Exception as err:  # libsndfile reports every decoding failure as a RuntimeError/LibsndfileError
+    except (
+        Exception
+    ) as err:  # libsndfile reports every decoding failure as a RuntimeError/LibsndfileError
         raise AudioError(f"{path}: not a readable audio file ({err})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: holds no samples (0 s of audio)")
@@ -44,7 +46,8 @@ def read_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
 
 #: File endings of the formats soundfile (libsndfile) decodes.
 AUDIO_EXTENSIONS = frozenset(
-    {f".{fmt.lower()}" for fmt in sf.available_formats()} | {".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"}
+    {f".{fmt.lower()}" for fmt in sf.available_formats()}
+    | {".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"}
 )
 
 

@@ -25,4 +25,6 @@ class EpochSummary(L.Callback):
             for k in ("train/loss", "val/loss", "val/uar", "val/accuracy")
             if k in metrics
         )
-        log.info("epoch %d: %s (%.1f s)", trainer.current_epoch, shown, time.perf_counter() - self._start)
+        log.info(
+            "epoch %d: %s (%.1f s)", trainer.current_epoch, shown, time.perf_counter() - self._start
+        )

@@ -32,7 +32,10 @@ class SERCLI(LightningCLI):
         )  # fmt: skip
 
     def after_fit(self) -> None:
-        if not self.config[self.subcommand].get("test_after_fit", True):
+        if (
+            not self.config[self.subcommand].get("test_after_fit", True)
+            or self.trainer.fast_dev_run
+        ):
             return
         callback = self.trainer.checkpoint_callback
         ckpt_path = "best" if callback is not None and callback.best_model_path else None
@@ -57,8 +60,8 @@ class SERCLI(LightningCLI):
             print(f"wrote {kind}: {path}", flush=True)
 
 
-def main(args: ArgsType = None) -> None:
-    """Entry point of ``ser`` and ``python -m ser``."""
+def main(args: ArgsType = None) -> SERCLI:
+    """Entry point of the training commands of ``ser`` and ``python -m ser``; returns the CLI."""
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("[ser] %(levelname)s %(message)s"))
@@ -66,7 +69,7 @@ def main(args: ArgsType = None) -> None:
         log.setLevel(logging.INFO)
     # Audio is decoded once into memory, so worker processes are not the bottleneck here.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    SERCLI(
+    return SERCLI(
         EmotionClassifier,
         SERDataModule,
         subclass_mode_model=True,

@@ -137,6 +137,11 @@ def write_report(
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-    payload = {**metrics, "class_names": class_names, "confusion_matrix": confusion.tolist(), **(extra or {})}
+    payload = {
+        **metrics,
+        "class_names": class_names,
+        "confusion_matrix": confusion.tolist(),
+        **(extra or {}),
+    }
     write_text(paths["json"], json.dumps(payload, indent=2, default=str) + "\n")
     return Report(metrics=metrics, files=paths)

@@ -37,7 +37,11 @@ def write_ravdess(
         for code, freq in TONES.items():
             for k in range(clips_per_emotion):
                 name = f"03-01-{code}-01-{k % 2 + 1:02d}-{k // 2 + 1:02d}-{actor:02d}.{ext}"
-                sf.write(folder / name, tone(freq * (1 + 0.005 * actor), seconds, sample_rate, rng), sample_rate)
+                sf.write(
+                    folder / name,
+                    tone(freq * (1 + 0.005 * actor), seconds, sample_rate, rng),
+                    sample_rate,
+                )
     return root
 
 

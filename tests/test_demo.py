@@ -43,5 +43,12 @@ def test_demo_fit_end_to_end(tmp_path: Path, monkeypatch):
     assert len(files) == 12 * 4 * 8
     info = sf.info(files[0])
     assert info.samplerate == 16000 and info.channels == 1
-    metrics = json.loads(next(tmp_path.glob("lightning_logs/cnn2d/version_0/test/metrics.json")).read_text())
-    assert metrics["n_clips"] == 2 * 4 * 8 and metrics["class_names"] == ["neutral", "happy", "sad", "angry"]
+    metrics = json.loads(
+        next(tmp_path.glob("lightning_logs/cnn2d/version_0/test/metrics.json")).read_text()
+    )
+    assert metrics["n_clips"] == 2 * 4 * 8 and metrics["class_names"] == [
+        "neutral",
+        "happy",
+        "sad",
+        "angry",
+    ]

@@ -11,7 +11,9 @@ from ser.transforms.frontends import standardize
 def signal() -> np.ndarray:
     rng = np.random.default_rng(0)
     t = np.arange(16000) / 16000
-    return (0.5 * np.sin(2 * np.pi * 300 * t) + 0.1 * rng.standard_normal(t.size)).astype(np.float32)
+    return (0.5 * np.sin(2 * np.pi * 300 * t) + 0.1 * rng.standard_normal(t.size)).astype(
+        np.float32
+    )
 
 
 def test_logmel_matches_librosa(signal):
@@ -68,7 +70,10 @@ def test_build_frontend_shapes(features, n_features):
     assert frontend.n_features == n_features
     x, lengths = frontend(torch.randn(3, 8000), torch.tensor([8000, 4000, 100]))
     assert x.shape[:2] == (3, n_features) and x.dtype == torch.float32
-    assert lengths.tolist() == sorted(lengths.tolist(), reverse=True) and int(lengths.max()) <= x.shape[-1]
+    assert (
+        lengths.tolist() == sorted(lengths.tolist(), reverse=True)
+        and int(lengths.max()) <= x.shape[-1]
+    )
 
 
 def test_waveform_frontend_standardizes():

@@ -32,7 +32,12 @@ def test_absent_class_does_not_count_in_uar():
 def test_write_report(tmp_path):
     confusion = np.array([[3, 1], [2, 4]])
     figures = []
-    report = write_report(confusion, ["sad", "angry"], tmp_path / "out", add_figure=lambda tag, fig: figures.append(tag))
+    report = write_report(
+        confusion,
+        ["sad", "angry"],
+        tmp_path / "out",
+        add_figure=lambda tag, fig: figures.append(tag),
+    )
     with open(report.files["csv"]) as f:
         rows = list(csv.reader(f))
     assert rows == [["true\\predicted", "sad", "angry"], ["sad", "3", "1"], ["angry", "2", "4"]]

@@ -19,7 +19,9 @@ def test_speaker_folds_are_disjoint_and_cover(fold):
 
 
 def test_folds_rotate_test_speakers():
-    tests = [frozenset(SPEAKERS[i] for i in speaker_split(SPEAKERS, fold=f)["test"]) for f in range(6)]
+    tests = [
+        frozenset(SPEAKERS[i] for i in speaker_split(SPEAKERS, fold=f)["test"]) for f in range(6)
+    ]
     assert len(set(tests)) == 6 and set().union(*tests) == set(SPEAKERS)
 
 

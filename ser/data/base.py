@@ -76,7 +76,12 @@ class ClipDataset(Dataset):
             start = int(torch.randint(excess + 1, ())) if self.train else excess // 2
             wave = wave[start : start + self.max_samples]
         clip = self.clips[i]
-        return {"waveform": wave, "label": self.labels[i], "speaker": clip.speaker, "path": str(clip.path)}
+        return {
+            "waveform": wave,
+            "label": self.labels[i],
+            "speaker": clip.speaker,
+            "path": str(clip.path),
+        }
 
 
 def collate(items: list[dict]) -> dict:
@@ -157,7 +162,9 @@ class SERDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         if sample_rate <= 0 or max_seconds <= 0:
-            raise SERError(f"sample_rate ({sample_rate}) and max_seconds ({max_seconds}) must be positive")
+            raise SERError(
+                f"sample_rate ({sample_rate}) and max_seconds ({max_seconds}) must be positive"
+            )
         self.root = Path(root).expanduser() if root is not None else None
         self.class_names, self._emotion_to_class = resolve_classes(self.EMOTIONS, emotions, merge)
         self.frontend_config = dict(
@@ -227,7 +234,9 @@ class SERDataModule(L.LightningDataModule):
             except AudioError as err:
                 log.warning("skipping %s", err)
         if not kept:
-            raise CorpusNotFoundError(f"none of the {len(clips)} files under {self.root} could be read")
+            raise CorpusNotFoundError(
+                f"none of the {len(clips)} files under {self.root} could be read"
+            )
         labels = [self.class_names.index(self._emotion_to_class[c.emotion]) for c in kept]
         split = self.make_split(kept, labels)
         max_samples = round(self.hparams.max_seconds * self.sample_rate)
@@ -268,5 +277,7 @@ class SERDataModule(L.LightningDataModule):
         wave = batch["waveform"]
         self.frontend.to(wave.device)
         with torch.autocast(wave.device.type, enabled=False):
-            batch["features"], batch["feature_lengths"] = self.frontend(wave.float(), batch["lengths"])
+            batch["features"], batch["feature_lengths"] = self.frontend(
+                wave.float(), batch["lengths"]
+            )
         return batch

@@ -41,13 +41,17 @@ def default_root() -> Path:
     return Path(base).expanduser() / f"demo-v{VERSION}"
 
 
-def synthesize_clip(rng: np.random.Generator, speaker: dict, emotion: str, strong: bool) -> np.ndarray:
+def synthesize_clip(
+    rng: np.random.Generator, speaker: dict, emotion: str, strong: bool
+) -> np.ndarray:
     """One clip of about 2 s at 16 kHz for ``speaker`` speaking with ``emotion``."""
     _, f0_factor, f0_range, rate, level_db, tilt, breath = PROFILES[emotion]
     k = 1.6 if strong else 1.0  # strong intensity exaggerates the departure from neutral
     neutral = PROFILES["neutral"]
     f0_factor = 1 + k * (f0_factor - 1) * rng.uniform(0.6, 1.4)
-    f0_range = neutral[2] + k * (f0_range - neutral[2]) * rng.uniform(0.5, 1.5) + rng.uniform(0, 0.04)
+    f0_range = (
+        neutral[2] + k * (f0_range - neutral[2]) * rng.uniform(0.5, 1.5) + rng.uniform(0, 0.04)
+    )
     rate = speaker["rate"] * (rate + k * rng.normal(0, 0.5))
     level_db = speaker["level_db"] + k * level_db + rng.normal(0, 2.5)
     tilt = tilt + rng.normal(0, 2.5)
@@ -71,7 +75,15 @@ def synthesize_clip(rng: np.random.Generator, speaker: dict, emotion: str, stron
     edges = np.concatenate([[lead], bounds, [lead + speech]])
     env = np.zeros(n)
     formants = np.zeros((n, 3))
-    vowels = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]])
+    vowels = np.array(
+        [
+            [730, 1090, 2440],
+            [270, 2290, 3010],
+            [300, 870, 2240],
+            [530, 1840, 2480],
+            [570, 840, 2410],
+        ]
+    )
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         i, j = int(a * sr), int(b * sr)
         width = j - i
@@ -165,7 +177,8 @@ class DemoCorpus(RAVDESS):
             self.prepare_data()
         log.warning(
             "Using the built-in synthetic DEMO corpus at %s (not real speech). To train on real data: "
-            "--data configs/data/ravdess.yaml --data.root PATH (see README, 'Corpora').", self.root
+            "--data configs/data/ravdess.yaml --data.root PATH (see README, 'Corpora').",
+            self.root,
         )
         super().setup(stage)
 

@@ -8,15 +8,29 @@ from ser.errors import SERError
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
 _ALIASES = {
-    "neutral": "neutral", "neu": "neutral", "n": "neutral",
+    "neutral": "neutral",
+    "neu": "neutral",
+    "n": "neutral",
     "calm": "calm",
-    "happy": "happy", "happiness": "happy", "hap": "happy", "joy": "happy",
-    "sad": "sad", "sadness": "sad",
-    "angry": "angry", "anger": "angry", "ang": "angry",
-    "fearful": "fearful", "fear": "fearful", "fea": "fearful",
-    "disgust": "disgust", "dis": "disgust",
-    "surprised": "surprised", "surprise": "surprised", "ps": "surprised",
-    "pleasant_surprise": "surprised", "pleasant_surprised": "surprised",
+    "happy": "happy",
+    "happiness": "happy",
+    "hap": "happy",
+    "joy": "happy",
+    "sad": "sad",
+    "sadness": "sad",
+    "angry": "angry",
+    "anger": "angry",
+    "ang": "angry",
+    "fearful": "fearful",
+    "fear": "fearful",
+    "fea": "fearful",
+    "disgust": "disgust",
+    "dis": "disgust",
+    "surprised": "surprised",
+    "surprise": "surprised",
+    "ps": "surprised",
+    "pleasant_surprise": "surprised",
+    "pleasant_surprised": "surprised",
 }
 
 

@@ -36,7 +36,9 @@ class RAVDESS(SERDataModule):
 
     EMOTIONS = tuple(EMOTION_CODES.values())
     SOURCE = "https://zenodo.org/records/1188976 (Audio_Speech_Actors_01-24.zip, CC BY-NC-SA 4.0)"
-    LAYOUT = "ROOT/Actor_01 .. Actor_24/03-01-<emotion>-<intensity>-<statement>-<repetition>-<actor>.wav"
+    LAYOUT = (
+        "ROOT/Actor_01 .. Actor_24/03-01-<emotion>-<intensity>-<statement>-<repetition>-<actor>.wav"
+    )
 
     def scan(self, root: Path) -> list[Clip]:
         clips, foreign = [], 0
@@ -47,5 +49,9 @@ class RAVDESS(SERDataModule):
             else:
                 clips.append(clip)
         if foreign:
-            log.info("RAVDESS: ignored %d files under %s that are not RAVDESS speech audio", foreign, root)
+            log.info(
+                "RAVDESS: ignored %d files under %s that are not RAVDESS speech audio",
+                foreign,
+                root,
+            )
         return clips

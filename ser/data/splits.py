@@ -79,4 +79,8 @@ def random_split(labels: Sequence[int], test_ratio: float, val_ratio: float, see
     train, val = train_test_split(
         rest, test_size=val_ratio, stratify=labels[rest], random_state=seed
     )
-    return {"train": sorted(train.tolist()), "val": sorted(val.tolist()), "test": sorted(test.tolist())}
+    return {
+        "train": sorted(train.tolist()),
+        "val": sorted(val.tolist()),
+        "test": sorted(test.tolist()),
+    }

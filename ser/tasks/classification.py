@@ -11,8 +11,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from ser.spec import SPEC_KEY, factory_spec
 from ser.tasks.metrics import classification_metrics
-from ser.tasks.spec import SPEC_KEY, factory_spec
 
 STAGES = ("train", "val", "test")
 NetFactory = Callable[[int, int, int], nn.Module]
@@ -45,14 +45,23 @@ class EmotionClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        # Factories are stored as plain class_path/init_args data: the checkpoint stays loadable
+        # with weights_only=True, and `ser test --ckpt_path` can rebuild the model from it.
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
         self.net_spec = factory_spec(net)
+        self.hparams.update(
+            net=self.net_spec,
+            optimizer=factory_spec(optimizer),
+            lr_scheduler=None if lr_scheduler is None else factory_spec(lr_scheduler),
+        )
         self.net = net(n_classes, n_features, sample_rate)
         self.class_names = list(class_names or [str(i) for i in range(n_classes)])
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         metrics = classification_metrics(n_classes)
         # ModuleDict keys must not shadow nn.Module attributes such as ``train``.
-        self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in STAGES})
+        self.metrics = nn.ModuleDict(
+            {f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in STAGES}
+        )
         self.test_confusion_metric = MulticlassConfusionMatrix(n_classes)
         #: Confusion matrix (true x predicted counts) of the last test run.
         self.test_confusion: torch.Tensor | None = None
@@ -68,10 +77,19 @@ class EmotionClassifier(L.LightningModule):
         logits = self(batch["features"], batch["feature_lengths"])  # (B, n_classes)
         loss = self.loss(logits, batch)
         labels = batch["label"]
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(labels),
+        )
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), labels)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(labels))
+        self.log_dict(
+            metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(labels)
+        )
         if stage == "test":
             self.test_confusion_metric.update(logits.detach(), labels)
         return loss

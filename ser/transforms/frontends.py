@@ -38,7 +38,9 @@ class Waveform(nn.Module):
         super().__init__()
         self.normalize = normalize
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = wave.unsqueeze(1)  # (B, 1, T)
         if self.normalize:
             x = standardize(x, lengths)
@@ -100,7 +102,9 @@ class LogMel(nn.Module):
             db = torch.maximum(db, floor)
         return db
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.log_mel(wave)  # (B, n_mels, F)
         frames = self.frames(lengths).clamp(max=x.shape[-1])
         if self.normalize:

@@ -1,0 +1,205 @@
+"""``ser export CKPT --output DIR``: the whole chain, waveform in, logits out, for deployment.
+
+Writes ``model.ts`` (TorchScript) and ``model.onnx`` (ONNX, when the ``onnx`` and ``onnxscript``
+packages are installed), each taking a mono waveform ``(B, T)`` at the model's sample rate (any
+batch size, any length) and returning logits ``(B, n_classes)``, front-end included; and
+``classes.json`` (class names, sample rate) beside them. Each export is checked against the
+checkpoint on two input lengths before the command reports success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ser.errors import SERError
+from ser.inference import CLASSES_FILE, EmotionModel, load_model, model_info
+from ser.io import atomic_path, write_text
+
+FORMATS = ("torchscript", "onnx")
+FILENAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
+ONNX_HINT = "ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript (or pip install 'ser[export]')"
+#: Input lengths (s) the exports are checked on: the traced one and another.
+CHECK_SECONDS = (3.0, 5.3)
+#: Largest max |logit difference| between an export and the checkpoint that passes the check.
+TOLERANCE = 1e-3
+
+
+class WaveformClassifier(nn.Module):
+    """What gets exported: ``waveform (B, T) -> logits (B, n_classes)``, every clip full length."""
+
+    def __init__(self, model: EmotionModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.model(waveform)
+
+
+def example_waveform(
+    sample_rate: int, seconds: float, batch_size: int = 2, seed: int = 0
+) -> torch.Tensor:
+    """A reproducible noisy test input ``(batch_size, T)``."""
+    generator = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(batch_size, round(seconds * sample_rate), generator=generator)
+
+
+def max_logit_difference(
+    model: EmotionModel,
+    run: Callable[[torch.Tensor], torch.Tensor],
+    seconds: float,
+    batch_size: int = 2,
+) -> float:
+    """max |logits(model) - logits(run)| on a noisy input of ``seconds`` s."""
+    waveform = example_waveform(model.sample_rate, seconds, batch_size, seed=round(seconds * 100))
+    with torch.inference_mode():
+        expected = model(waveform)
+    return float((torch.as_tensor(np.asarray(run(waveform))) - expected).abs().max())
+
+
+def export_torchscript(model: EmotionModel, path: Path) -> Path:
+    """Trace ``model`` (batch and time stay dynamic) and save it with ``classes.json`` inside."""
+    example = example_waveform(model.sample_rate, CHECK_SECONDS[0])
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        # a deprecation notice; the parity check after saving is the real test
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(WaveformClassifier(model).eval(), example, check_trace=False)
+    info = json.dumps(model_info(model.class_names, model.sample_rate))
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(traced, str(tmp), _extra_files={CLASSES_FILE: info})
+    return path
+
+
+def export_onnx(model: EmotionModel, path: Path) -> Path:
+    """Export ``model`` to ONNX with dynamic batch and time axes; class names in its metadata."""
+    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None:
+        raise SERError(ONNX_HINT)
+    import logging
+
+    example = example_waveform(model.sample_rate, CHECK_SECONDS[0])
+    dims = {
+        0: torch.export.Dim("batch"),
+        1: torch.export.Dim("time", min=round(0.1 * model.sample_rate)),
+    }
+    quiet = logging.getLogger("torch.onnx")
+    level, quiet.level = quiet.level, logging.ERROR  # it lists every optional op it cannot register
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                WaveformClassifier(model).eval(), (example,), input_names=["waveform"],
+                output_names=["logits"], dynamic_shapes={"waveform": dims}, dynamo=True, verbose=False,
+            )  # fmt: skip
+    finally:
+        quiet.level = level
+    program.model.metadata_props[CLASSES_FILE] = json.dumps(
+        model_info(model.class_names, model.sample_rate)
+    )
+    with atomic_path(path) as tmp:
+        program.save(str(tmp), external_data=False)
+    return path
+
+
+def onnx_runner(path: Path) -> Callable[[torch.Tensor], np.ndarray] | None:
+    """Run an ONNX file with onnxruntime on the CPU; ``None`` when onnxruntime is absent."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda waveform: session.run(None, {"waveform": waveform.numpy()})[0]
+
+
+def check(
+    model: EmotionModel, run: Callable[[torch.Tensor], torch.Tensor], path: Path
+) -> list[float]:
+    """Max |logit difference| at each of :data:`CHECK_SECONDS`; a clear error beyond the tolerance."""
+    differences = [
+        max_logit_difference(model, run, s, batch_size=2 + i) for i, s in enumerate(CHECK_SECONDS)
+    ]
+    if max(differences) > TOLERANCE:
+        raise SERError(
+            f"{path}: the export disagrees with the checkpoint (max |logit difference| {max(differences):.2e})"
+        )
+    return differences
+
+
+def export(
+    checkpoint: str | Path, output: str | Path, formats: list[str] | None = None
+) -> dict[str, list[float] | None]:
+    """Export ``checkpoint`` into ``output``; return each format's parity figures (``None``: unchecked).
+
+    ``formats`` defaults to both; ONNX is then skipped with a note when its packages are missing.
+    """
+    model = load_model(checkpoint)
+    if not isinstance(model, EmotionModel):
+        raise SERError(f"{checkpoint}: already an export; `ser export` takes a training checkpoint")
+    output = Path(output).expanduser()
+    requested = formats is not None
+    figures: dict[str, list[float] | None] = {}
+    for fmt in formats or FORMATS:
+        path = output / FILENAMES[fmt]
+        if fmt == "torchscript":
+            export_torchscript(model, path)
+            loaded = load_model(path)
+            figures[fmt] = check(model, lambda w, m=loaded: m(w).detach(), path)
+        else:
+            try:
+                export_onnx(model, path)
+            except SERError:
+                if requested:
+                    raise
+                print(f"note: skipping ONNX. {ONNX_HINT}", file=sys.stderr)
+                continue
+            run = onnx_runner(path)
+            figures[fmt] = None if run is None else check(model, run, path)
+    write_text(
+        output / CLASSES_FILE,
+        json.dumps(model_info(model.class_names, model.sample_rate), indent=2) + "\n",
+    )
+    return figures
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ser export",
+        description="Export a checkpoint's whole chain (mono waveform at the model's rate in, logits out).",
+    )
+    parser.add_argument("checkpoint", help="a checkpoint written by `ser fit`")
+    parser.add_argument(
+        "--output", "-o", required=True, help="folder for model.ts / model.onnx / classes.json"
+    )
+    parser.add_argument(
+        "--format", nargs="+", choices=FORMATS, default=None, help="formats (default: both)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        figures = export(args.checkpoint, args.output, args.format)
+    except SERError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    output = Path(args.output)
+    for fmt, differences in figures.items():
+        if differences is None:
+            verdict = "not checked (pip install onnxruntime to check it)"
+        else:
+            at = ", ".join(
+                f"{d:.1e} at {s:g} s" for d, s in zip(differences, CHECK_SECONDS, strict=True)
+            )
+            verdict = f"max |logit difference| vs the checkpoint: {at}"
+        print(f"wrote {output / FILENAMES[fmt]}: {verdict}")
+    print(f"wrote {output / CLASSES_FILE}")

@@ -1,0 +1,24 @@
+"""Every committed experiment config runs one training and one validation batch on toy data."""
+
+from pathlib import Path
+
+import pytest
+
+from ser.cli import main
+
+from .conftest import REPO
+
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "data" not in p.parts)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_config_runs_one_batch(config: Path, ravdess_root: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main([
+        "fit", "--config", str(config), "--data", str(REPO / "configs" / "data" / "ravdess.yaml"),
+        "--data.root", str(ravdess_root), "--data.test_speakers", '["19", "20"]',
+        "--data.val_speakers", '["15", "16"]', "--data.batch_size", "4",
+        "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
+    ])  # fmt: skip
+    assert cli.trainer.global_step == 1  # one optimiser step ran
+    assert cli.model.hparams.n_classes == cli.datamodule.n_classes == 8  # linked from the data

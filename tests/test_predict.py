@@ -1,0 +1,237 @@
+"""Inference from a checkpoint: loading, windowing, batching, bad files, the ``ser predict`` CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ser.audio import read_audio
+from ser.errors import SERError
+from ser.inference import EmotionModel, load_model, predict_files, window_bounds
+from ser.models import CNN2D
+from ser.predict import expand_paths, main
+from ser.transforms import build_frontend
+
+from .conftest import REPO
+
+CLASSES = ["neutral", "happy", "sad", "angry"]
+RATE = 16000
+
+
+def write_checkpoint(path: Path, features: str = "logmel", seed: int = 0) -> Path:
+    """A checkpoint in the layout ``ser fit`` writes, with a tiny randomly initialised CNN2D.
+
+    Batch-norm statistics are randomised and the last layer scaled, so logits vary with the input.
+    """
+    torch.manual_seed(seed)
+    frontend = dict(features=features, sample_rate=RATE, n_mels=32, n_mfcc=16)
+    n_features = build_frontend(**frontend).n_features
+    init_args = {"channels": [4, 8], "convs_per_block": 1}
+    net = CNN2D(len(CLASSES), n_features, RATE, **init_args)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.5)
+            module.running_var.uniform_(0.2, 2.0)
+            module.weight.data.normal_(1, 0.5)
+    net.head[-1].weight.data *= 20  # confident, input-dependent logits
+    checkpoint = {
+        "epoch": 3,
+        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}
+        | {"metrics.val_metrics.x": torch.zeros(1)},
+        "ser": {
+            "class_names": CLASSES, "sample_rate": RATE, "n_features": n_features, "frontend": frontend,
+            "net": {"class_path": "ser.models.CNN2D", "init_args": init_args},
+        },
+    }  # fmt: skip
+    torch.save(checkpoint, path)
+    return path
+
+
+def noise(seconds: float, rate: int = RATE, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """Noise with a moving tone, so different windows really differ."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * (200 + 150 * t) * t)
+    wave = tone[:, None] + 0.05 * rng.standard_normal((t.size, channels))
+    return wave.astype(np.float32).squeeze()
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    return write_checkpoint(tmp_path / "tiny.ckpt")
+
+
+def probabilities(model: EmotionModel, wave: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(wave[None]).softmax(-1)[0]
+
+
+def test_load_model_rebuilds_the_chain(checkpoint: Path):
+    model = load_model(checkpoint)
+    assert isinstance(model, EmotionModel) and not model.training
+    assert model.class_names == CLASSES and model.sample_rate == RATE
+    saved = torch.load(checkpoint, weights_only=True)["state_dict"]
+    assert torch.equal(model.net.head[-1].weight, saved["net.head.4.weight"])
+    wave = torch.from_numpy(noise(1.5))[None]  # (1, T)
+    with torch.inference_mode():
+        features, lengths = build_frontend(**torch.load(checkpoint)["ser"]["frontend"])(
+            wave, torch.tensor([wave.shape[1]])
+        )
+        assert torch.allclose(model(wave), model.net(features, lengths))
+
+
+def test_missing_and_wrong_files_are_clear_errors(tmp_path: Path):
+    with pytest.raises(SERError, match="nope.ckpt: no such checkpoint"):
+        load_model(tmp_path / "nope.ckpt")
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(SERError, match="notes.txt: not a ser checkpoint"):
+        load_model(tmp_path / "notes.txt")
+    torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
+    with pytest.raises(SERError, match="plain.ckpt: a checkpoint without the 'ser' entry"):
+        load_model(tmp_path / "plain.ckpt")
+
+
+def test_stereo_44k_file_is_mixed_down_and_resampled(checkpoint: Path, tmp_path: Path):
+    path = tmp_path / "stereo.wav"
+    sf.write(path, noise(2.0, rate=44100, channels=2), 44100)
+    model = load_model(checkpoint)
+    [prediction] = predict_files(model, [path])
+    assert prediction.duration == pytest.approx(2.0, abs=1e-3)
+    assert prediction.window_probabilities.shape == (1, len(CLASSES))
+    expected = probabilities(model, read_audio(path, RATE))
+    assert torch.allclose(prediction.probabilities, expected, atol=1e-6)
+    assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_long_file_is_split_into_windows(checkpoint: Path, tmp_path: Path):
+    path = tmp_path / "long.flac"
+    sf.write(path, noise(10.0), RATE)
+    model = load_model(checkpoint)
+    [prediction] = predict_files(model, [path], window_seconds=4.0, hop_seconds=2.0)
+    assert prediction.starts == [0.0, 2.0, 4.0, 6.0] and prediction.ends == [4.0, 6.0, 8.0, 10.0]
+    assert prediction.window_probabilities.shape == (4, len(CLASSES))
+    assert torch.allclose(prediction.probabilities, prediction.window_probabilities.mean(0))
+    wave = read_audio(path, RATE)
+    for start, probs in zip(prediction.starts, prediction.window_probabilities, strict=True):
+        window = wave[int(start * RATE) : int(start * RATE) + 4 * RATE]
+        assert torch.allclose(probs, probabilities(model, window), atol=1e-5)
+    assert not torch.allclose(
+        prediction.window_probabilities[0], prediction.window_probabilities[3], atol=1e-4
+    )
+    # A window of 3 s with hop 3 s: 0, 3, 6 and a last one aligned to the end (7-10 s).
+    [prediction] = predict_files(model, [path], window_seconds=3.0, hop_seconds=3.0)
+    assert prediction.starts == [0.0, 3.0, 6.0, 7.0]
+
+
+def test_window_bounds():
+    assert window_bounds(100, 400, 200) == [(0, 100)]
+    assert window_bounds(400, 400, 200) == [(0, 400)]
+    assert window_bounds(800, 400, 200) == [(0, 400), (200, 600), (400, 800)]
+    assert window_bounds(850, 400, 400) == [(0, 400), (400, 800), (450, 850)]
+
+
+def test_results_do_not_depend_on_the_batch(checkpoint: Path, tmp_path: Path):
+    paths = []
+    for i, seconds in enumerate([0.7, 1.2, 2.9, 5.0, 0.1]):
+        paths.append(tmp_path / f"clip{i}.wav")
+        sf.write(paths[-1], noise(seconds, seed=i), RATE)
+    model = load_model(checkpoint)
+    one = predict_files(model, paths, window_seconds=2.0, hop_seconds=1.0, batch_size=1)
+    many = predict_files(model, paths, window_seconds=2.0, hop_seconds=1.0, batch_size=64)
+    assert [p.path for p in many] == paths
+    for a, b in zip(one, many, strict=True):  # 1.2 s is where padding would leak into the net
+        assert torch.allclose(a.window_probabilities, b.window_probabilities, atol=1e-6)
+
+
+def test_bad_files_are_skipped_with_a_warning(checkpoint: Path, tmp_path: Path, caplog):
+    good, corrupt, empty = tmp_path / "good.wav", tmp_path / "corrupt.wav", tmp_path / "empty.wav"
+    sf.write(good, noise(1.0), RATE)
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    sf.write(empty, np.zeros(0, dtype=np.float32), RATE)
+    with caplog.at_level(logging.WARNING, logger="ser.inference"):
+        predictions = predict_files(
+            load_model(checkpoint), [corrupt, good, empty, tmp_path / "gone.wav"]
+        )
+    assert [p.path for p in predictions] == [good]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3
+    assert str(corrupt) in warnings[0] and str(empty) in warnings[1] and "gone.wav" in warnings[2]
+
+
+def test_cli_folder_to_json_and_csv(checkpoint: Path, tmp_path: Path, capsys):
+    folder = tmp_path / "audio"
+    (folder / "sub").mkdir(parents=True)
+    sf.write(folder / "a.wav", noise(1.0), RATE)
+    sf.write(folder / "sub" / "b.flac", noise(6.0, seed=1), 22050)
+    (folder / "readme.txt").write_text("not audio")
+    main([str(checkpoint), str(folder), "--top-k", "2", "--output", str(tmp_path / "out.json")])
+    out = capsys.readouterr().out
+    assert "a.wav" in out and "b.flac" in out and "readme" not in out and "top-2" in out
+    table = json.loads((tmp_path / "out.json").read_text())
+    assert [Path(r["file"]).name for r in table] == ["a.wav", "b.flac"]
+    assert table[0]["emotion"] in CLASSES and sum(
+        table[0]["probabilities"].values()
+    ) == pytest.approx(1.0, abs=1e-4)
+    main(
+        [
+            str(checkpoint),
+            str(folder / "sub" / "*.flac"),
+            "--per-window",
+            "--output",
+            str(tmp_path / "out.csv"),
+        ]
+    )
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    assert lines[0] == "file,window,start,end,emotion,confidence," + ",".join(CLASSES)
+    assert [line.split(",")[1] for line in lines[1:]] == ["all", "0", "1"]  # 6 s: windows 0-4, 2-6
+
+
+def test_expand_paths_globs_and_folders(tmp_path: Path):
+    for name in ["x/1.wav", "x/y/2.ogg", "x/3.txt", "z.wav"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / name, noise(0.2), RATE, format="WAV")
+    assert [p.name for p in expand_paths([str(tmp_path / "x")])] == ["1.wav", "2.ogg"]
+    assert [p.name for p in expand_paths([str(tmp_path / "**" / "*.wav")])] == ["1.wav", "z.wav"]
+    assert expand_paths([str(tmp_path / "z.wav"), str(tmp_path / "z.wav")]) == [tmp_path / "z.wav"]
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nope.ckpt"), str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"error: {tmp_path / 'nope.ckpt'}: no such checkpoint or exported model"
+    ]
+
+
+LIGHTNING_FREE = """
+import sys
+from ser.__main__ import main
+main(["predict", *sys.argv[1:]])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "torchmetrics"))
+print("HEAVY", heavy)
+"""
+
+
+def run_without_lightning(model: Path, audio: Path) -> str:
+    """Run ``ser predict`` in a fresh interpreter; return its output, which lists heavy imports."""
+    result = subprocess.run(
+        [sys.executable, "-c", LIGHTNING_FREE, str(model), str(audio)],
+        capture_output=True, text=True, cwd=REPO, timeout=300, check=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+def test_predict_does_not_import_lightning(checkpoint: Path, tmp_path: Path):
+    sf.write(tmp_path / "a.wav", noise(1.0), RATE)
+    out = run_without_lightning(checkpoint, tmp_path / "a.wav")
+    assert "a.wav" in out and "HEAVY []" in out
