@@ -202,6 +202,16 @@ class SERDataModule(L.LightningDataModule):
             )
         return self.root
 
+    # Decoding: what a clip's waveform is made of. A cache of decoded audio is keyed by
+    # decode_settings(), so any setting that changes decode() must appear there.
+    def decode_settings(self) -> dict:
+        """The settings that determine :meth:`decode`'s output (the key of a decoded-audio cache)."""
+        return {"sample_rate": self.sample_rate}
+
+    def decode(self, path: Path) -> torch.Tensor:
+        """Read one file as ``(n_samples,)`` float32 mono at ``sample_rate``; raises AudioError."""
+        return read_audio(path, self.sample_rate)
+
     # Building the datasets.
     def clips(self) -> list[Clip]:
         """The clips of the selected classes, sorted by path."""
@@ -229,7 +239,7 @@ class SERDataModule(L.LightningDataModule):
         waves, kept = [], []
         for clip in clips:
             try:
-                waves.append(read_audio(clip.path, self.sample_rate))
+                waves.append(self.decode(clip.path))
                 kept.append(clip)
             except AudioError as err:
                 log.warning("skipping %s", err)
