@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import sys
 
+from ser.errors import SERError
+
 #: Subcommands served without importing lightning (fast start, no training stack).
 LIGHT_COMMANDS: dict[str, str] = {"predict": "ser.predict", "export": "ser.export"}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in LIGHT_COMMANDS:
-        import importlib
+    try:
+        if argv and argv[0] in LIGHT_COMMANDS:
+            import importlib
 
-        importlib.import_module(LIGHT_COMMANDS[argv[0]]).main(argv[1:])
-        return
-    from ser.cli import main as cli_main
+            importlib.import_module(LIGHT_COMMANDS[argv[0]]).main(argv[1:])
+            return
+        from ser.cli import main as cli_main
 
-    cli_main(argv)
+        cli_main(argv)
+    except SERError as err:  # bad input: one line naming the file and the fix, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

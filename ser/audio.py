@@ -11,16 +11,18 @@ import torchaudio.functional as AF
 
 from ser.errors import AudioError
 
+#: A recording whose peak is below this (-80 dBFS) holds no usable speech.
+SILENCE_PEAK = 1e-4
 
-def read_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
-    """Decode ``path`` to a mono float32 waveform at ``sample_rate``.
+
+def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
+    """Decode ``path`` to a mono float32 waveform at the file's own rate.
 
     Args:
         path: any file soundfile (libsndfile) reads: WAV, FLAC, OGG, MP3, AIFF...
-        sample_rate: the rate to resample to.
 
     Returns:
-        Tensor of shape ``(n_samples,)``.
+        ``(waveform (n_samples,), sample_rate)``.
 
     Raises:
         AudioError: the file is missing, unreadable, empty, or holds NaN/inf samples.
@@ -30,18 +32,35 @@ def read_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
         raise AudioError(f"{path}: no such file")
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)  # (n_samples, n_channels)
-    except (
-        Exception
-    ) as err:  # libsndfile reports every decoding failure as a RuntimeError/LibsndfileError
+    except Exception as err:  # libsndfile reports every decoding failure as its own error
         raise AudioError(f"{path}: not a readable audio file ({err})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: holds no samples (0 s of audio)")
     if not np.isfinite(data).all():
         raise AudioError(f"{path}: holds NaN or infinite samples")
-    wave = torch.from_numpy(data.mean(axis=1))  # (n_samples,)
+    return torch.from_numpy(data.mean(axis=1)), int(rate)  # (n_samples,)
+
+
+def resample(wave: torch.Tensor, rate: int, sample_rate: int) -> torch.Tensor:
+    """``wave`` (..., T) from ``rate`` to ``sample_rate`` Hz (band-limited sinc interpolation)."""
     if rate != sample_rate:
         wave = AF.resample(wave, rate, sample_rate)
     return wave.contiguous()
+
+
+def read_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
+    """Decode ``path`` to a mono float32 waveform ``(n_samples,)`` at ``sample_rate``.
+
+    Raises:
+        AudioError: see :func:`load_audio`.
+    """
+    wave, rate = load_audio(path)
+    return resample(wave, rate, sample_rate)
+
+
+def is_silent(wave: torch.Tensor) -> bool:
+    """Whether ``wave`` never rises above :data:`SILENCE_PEAK` (digital silence, a dead microphone)."""
+    return wave.numel() == 0 or float(wave.abs().max()) < SILENCE_PEAK
 
 
 #: File endings of the formats soundfile (libsndfile) decodes.

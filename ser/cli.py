@@ -11,13 +11,17 @@ import numpy as np
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from ser.data.base import SERDataModule
-from ser.report import format_table, write_report
+from ser.errors import SERError
+from ser.io import ensure_writable
+from ser.report import format_table, metrics_from_confusion, write_report
 from ser.tasks.classification import EmotionClassifier
 
 log = logging.getLogger("ser")
 
 #: Attributes every DataModule knows after ``__init__``, passed into the model.
 LINKED = ("n_classes", "n_features", "sample_rate", "class_names")
+#: ``--ckpt_path`` values Lightning resolves itself.
+CKPT_ALIASES = ("last", "best", "hpc", "registry")
 
 
 class SERCLI(LightningCLI):
@@ -30,6 +34,22 @@ class SERCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True,
             help="After fit, test the best checkpoint on the test split and write the report.",
         )  # fmt: skip
+
+    def _check_paths(self) -> None:
+        """Fail before any work on a checkpoint that is not there or a run folder not writable."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path and ckpt_path not in CKPT_ALIASES and not Path(ckpt_path).is_file():
+            raise SERError(
+                f"--ckpt_path {ckpt_path}: no such checkpoint; runs keep theirs in "
+                "lightning_logs/<model>/version_N/checkpoints/"
+            )
+        if self.trainer.is_global_zero:
+            ensure_writable(
+                self.trainer.log_dir or self.trainer.default_root_dir,
+                "run folder (--trainer.logger.init_args.save_dir)",
+            )
+
+    before_fit = before_validate = before_test = _check_paths
 
     def after_fit(self) -> None:
         if (
@@ -54,8 +74,9 @@ class SERCLI(LightningCLI):
         extra = {"ckpt_path": self.trainer.ckpt_path, "data": type(self.datamodule).__name__}
         logger = self.trainer.logger
         add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
+        # Printed first: the figures reach the user even if the folder cannot be written.
+        print(format_table(metrics_from_confusion(confusion, class_names)), flush=True)
         paths = write_report(confusion, class_names, out_dir, extra=extra, add_figure=add_figure)
-        print(format_table(paths.metrics), flush=True)
         for kind, path in paths.files.items():
             print(f"wrote {kind}: {path}", flush=True)
 

@@ -187,11 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        figures = export(args.checkpoint, args.output, args.format)
-    except SERError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    figures = export(args.checkpoint, args.output, args.format)
     output = Path(args.output)
     for fmt, differences in figures.items():
         if differences is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ser.audio import read_audio
+from ser.audio import is_silent, load_audio, resample
 from ser.errors import AudioError, SERError
 from ser.spec import SPEC_KEY, build_net
 from ser.transforms.frontends import build_frontend
@@ -97,7 +97,8 @@ def load_checkpoint(path: Path) -> EmotionModel:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling reports every kind of damage with a different class
         raise SERError(
-            f"{path}: not a ser checkpoint or exported model ({type(err).__name__}: {err})"
+            f"{path}: not a ser checkpoint or exported model ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0]}); ser loads checkpoints with weights_only=True"
         ) from None
     if not isinstance(checkpoint, dict) or SPEC_KEY not in checkpoint:
         raise SERError(
@@ -192,10 +193,19 @@ def _windows(
     min_samples = round(MIN_SECONDS * sample_rate)
     for path in paths:
         try:
-            wave = read_audio(path, sample_rate)  # (T,)
+            wave, rate = load_audio(path)  # (T,)
         except AudioError as err:
             log.warning("skipping %s", err)
             continue
+        if is_silent(wave):
+            log.warning("skipping %s: silent (peak below -80 dBFS), no speech to classify", path)
+            continue
+        if rate < sample_rate:
+            log.warning(
+                "%s: %d Hz audio upsampled to the model's %d Hz; it holds nothing above %d Hz, "
+                "so expect lower accuracy than on full-band audio", path, rate, sample_rate, rate // 2
+            )  # fmt: skip
+        wave = resample(wave, rate, sample_rate)
         prediction = Prediction(Path(path), duration=len(wave) / sample_rate)
         if len(wave) < min_samples:
             wave = nn.functional.pad(wave, (0, min_samples - len(wave)))

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ser.errors import SERError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -29,3 +31,26 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def ensure_writable(folder: str | Path, what: str) -> Path:
+    """Create ``folder`` if needed and prove a file can be written there, before any long work.
+
+    Args:
+        folder: the folder results will go to.
+        what: the option or setting that chose it, named in the error (e.g. ``--output``).
+
+    Raises:
+        SERError: the folder cannot be created or written to.
+    """
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".ser-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise SERError(
+            f"{what}: cannot write to {folder} ({err.strerror or err}); choose a writable folder"
+        ) from None
+    return folder

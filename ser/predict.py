@@ -14,7 +14,7 @@ from pathlib import Path
 from ser.audio import is_audio_file
 from ser.errors import SERError
 from ser.inference import Prediction, load_model, predict_files
-from ser.io import write_text
+from ser.io import ensure_writable, write_text
 
 log = logging.getLogger(__name__)
 GLOB_CHARS = frozenset("*?[")
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     if args.output is not None and args.output.suffix.lower() not in (".csv", ".json"):
         raise SERError(f"--output {args.output}: use a .csv or .json file name")
+    if args.output is not None:
+        ensure_writable(args.output.parent, f"--output {args.output}")
     model = load_model(args.model)
     paths = expand_paths(args.paths)
     if not paths:
@@ -149,8 +151,4 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(
             level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr
         )
-    try:
-        run(args)
-    except SERError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run(args)

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from ser.__main__ import main as ser_main
 from ser.errors import SERError
 from ser.export import example_waveform, export, main
 from ser.inference import ExportedModel, load_model, predict_files
@@ -121,8 +122,8 @@ def test_missing_onnx_is_a_clear_message(tmp_path: Path, monkeypatch, capsys):
 
 def test_export_errors_exit_2(tmp_path: Path, capsys, exported):
     with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path / "nope.ckpt"), "--output", str(tmp_path / "out")])
+        ser_main(["export", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "nope.ckpt: no such checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        main([str(exported[1] / "model.ts"), "--output", str(tmp_path / "out")])
+        ser_main(["export", str(exported[1] / "model.ts"), "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "already an export" in capsys.readouterr().err

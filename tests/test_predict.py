@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from ser.__main__ import main as ser_main
 from ser.audio import read_audio
 from ser.errors import SERError
 from ser.inference import EmotionModel, load_model, predict_files, window_bounds
@@ -205,7 +206,7 @@ def test_expand_paths_globs_and_folders(tmp_path: Path):
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path / "nope.ckpt"), str(tmp_path)])
+        ser_main(["predict", str(tmp_path / "nope.ckpt"), str(tmp_path)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [

@@ -11,10 +11,13 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from ser import rng
 from ser.spec import SPEC_KEY, factory_spec
 from ser.tasks.metrics import classification_metrics
 
 STAGES = ("train", "val", "test")
+#: Checkpoint entry holding the generators' state (see :mod:`ser.rng`).
+RNG_KEY = "ser_rng"
 NetFactory = Callable[[int, int, int], nn.Module]
 
 
@@ -66,6 +69,7 @@ class EmotionClassifier(L.LightningModule):
         #: Confusion matrix (true x predicted counts) of the last test run.
         self.test_confusion: torch.Tensor | None = None
         self.frontend_config: dict | None = None
+        self._resumed_rng: dict | None = None
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(features, lengths)
@@ -128,8 +132,18 @@ class EmotionClassifier(L.LightningModule):
             "frontend": frontend,
             "net": self.net_spec,
         }
+        # Saved after validation, before the next epoch draws anything: restoring it when training
+        # resumes replays the shuffles, crops and dropout of the uninterrupted run.
+        checkpoint[RNG_KEY] = rng.capture()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         spec = checkpoint.get(SPEC_KEY)
         if spec is not None:
             self.frontend_config = spec["frontend"]
+        self._resumed_rng = checkpoint.get(RNG_KEY)
+
+    def on_train_start(self) -> None:
+        # After the sanity check (which draws a DataLoader seed), before the first resumed epoch.
+        if self._resumed_rng is not None:
+            rng.restore(self._resumed_rng)
+            self._resumed_rng = None

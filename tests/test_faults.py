@@ -1,0 +1,78 @@
+"""Faults: a fit killed mid-epoch resumes to the same result; same seed, same metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from .conftest import REPO, write_ravdess
+from .test_cli import CONFIG, FAST, RAVDESS_YAML, fit
+
+# 16 training clips in batches of 4: 4 steps per epoch; step 6 is in the middle of epoch 1.
+TINY = ["--model.net.init_args.channels", "[4, 8]", "--trainer.max_epochs", "3"]
+KILL_STEP = 6
+
+
+def ser_fit(cwd: Path, root: Path, *extra: str) -> subprocess.CompletedProcess:
+    cwd.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(REPO))  # ``tests.faults`` importable by class_path
+    cmd = [sys.executable, "-m", "ser", "fit", "--config", CONFIG, "--data", RAVDESS_YAML,
+           "--data.root", str(root), *FAST, *TINY, *extra]  # fmt: skip
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_killed_fit_resumes_to_the_same_test_metrics(tmp_path: Path):
+    root = write_ravdess(tmp_path / "ravdess")
+    whole = ser_fit(tmp_path / "whole", root)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = ser_fit(
+        tmp_path / "killed", root,
+        "--trainer.callbacks+=tests.faults.KillAtStep", f"--trainer.callbacks.step={KILL_STEP}",
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run_dir = tmp_path / "killed" / "lightning_logs" / "cnn2d" / "version_0"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # epoch 1 died half-way
+    assert not (run_dir / "test").exists()
+
+    resumed = ser_fit(tmp_path / "killed", root, "--ckpt_path", str(last))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def metrics(cwd: Path, version: int) -> dict:
+        path = cwd / "lightning_logs" / "cnn2d" / f"version_{version}" / "test" / "metrics.json"
+        data = json.loads(path.read_text())
+        return {k: data[k] for k in ("uar", "accuracy", "macro_f1", "confusion_matrix")}
+
+    assert metrics(tmp_path / "killed", 1) == metrics(tmp_path / "whole", 0)
+
+    def weights(cwd: Path, version: int) -> dict:
+        path = cwd / "lightning_logs" / "cnn2d" / f"version_{version}" / "checkpoints" / "last.ckpt"
+        return torch.load(path, weights_only=True)["state_dict"]
+
+    # The toy task is easy enough for any run to ace it: the weights show an exact replay.
+    whole_weights, resumed_weights = weights(tmp_path / "whole", 0), weights(tmp_path / "killed", 1)
+    assert all(torch.equal(whole_weights[k], resumed_weights[k]) for k in whole_weights)
+
+
+def test_same_seed_gives_identical_metrics_and_weights(tmp_path: Path, monkeypatch):
+    root = write_ravdess(tmp_path / "ravdess")
+    results = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        monkeypatch.chdir(tmp_path / run)
+        fit(root, *TINY[:2], "--trainer.max_epochs", "2")
+        run_dir = tmp_path / run / "lightning_logs" / "cnn2d" / "version_0"
+        weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        results.append((json.loads((run_dir / "test" / "metrics.json").read_text()), weights))
+    (metrics_a, weights_a), (metrics_b, weights_b) = results
+    for key in ("uar", "accuracy", "macro_f1", "confusion_matrix"):
+        assert metrics_a[key] == metrics_b[key]
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
