@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ser.checkpointing import AtomicCheckpointIO, last_checkpoint
 from ser.data.base import SERDataModule
 from ser.errors import SERError
 from ser.io import ensure_writable
@@ -34,6 +36,12 @@ class SERCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True,
             help="After fit, test the best checkpoint on the test split and write the report.",
         )  # fmt: skip
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the config chose
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     def _check_paths(self) -> None:
         """Fail before any work on a checkpoint that is not there or a run folder not writable."""
@@ -97,6 +105,8 @@ def main(args: ArgsType = None) -> SERCLI:
         subclass_mode_data=True,
         args=args,
         save_config_kwargs={"overwrite": True},
+        # Added to every config's callbacks: a last.ckpt after every epoch.
+        trainer_defaults={"callbacks": [last_checkpoint()]},
     )
 
 

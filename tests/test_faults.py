@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from .conftest import REPO, write_ravdess
 from .test_cli import CONFIG, FAST, RAVDESS_YAML, fit
 
-# 16 training clips in batches of 4: 4 steps per epoch; step 6 is in the middle of epoch 1.
+# 16 training clips in batches of 4: 4 steps per epoch; step 10 is in the middle of epoch 2.
 TINY = ["--model.net.init_args.channels", "[4, 8]", "--trainer.max_epochs", "3"]
-KILL_STEP = 6
+KILL_STEP = 10
 
 
 def ser_fit(cwd: Path, root: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -39,7 +41,7 @@ def test_killed_fit_resumes_to_the_same_test_metrics(tmp_path: Path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run_dir = tmp_path / "killed" / "lightning_logs" / "cnn2d" / "version_0"
     last = run_dir / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=True)["epoch"] == 0  # epoch 1 died half-way
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # written every epoch; 2 died half-way
     assert not (run_dir / "test").exists()
 
     resumed = ser_fit(tmp_path / "killed", root, "--ckpt_path", str(last))
@@ -76,3 +78,14 @@ def test_same_seed_gives_identical_metrics_and_weights(tmp_path: Path, monkeypat
         assert metrics_a[key] == metrics_b[key]
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_a_checkpoint_write_that_dies_leaves_the_previous_one(tmp_path: Path):
+    from ser.checkpointing import AtomicCheckpointIO
+
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"epoch": 1}, str(path))
+    with pytest.raises(pickle.PicklingError):  # a lambda cannot be pickled: the write fails
+        io.save_checkpoint({"epoch": 2, "bad": lambda: None}, str(path))
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

@@ -22,7 +22,7 @@ from typing import Literal
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ser.audio import read_audio
 from ser.data.emotions import resolve_classes
@@ -69,11 +69,17 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.waves)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Clip ``key``, or ``(index, crop seed)`` as :class:`EpochSampler` yields while training."""
+        i, crop_seed = key if isinstance(key, tuple) else (key, None)
         wave = self.waves[i]
         excess = wave.numel() - self.max_samples
         if excess > 0:
-            start = int(torch.randint(excess + 1, ())) if self.train else excess // 2
+            if self.train:
+                generator = None if crop_seed is None else torch.Generator().manual_seed(crop_seed)
+                start = int(torch.randint(excess + 1, (), generator=generator))
+            else:
+                start = excess // 2
             wave = wave[start : start + self.max_samples]
         clip = self.clips[i]
         return {
@@ -82,6 +88,34 @@ class ClipDataset(Dataset):
             "speaker": clip.speaker,
             "path": str(clip.path),
         }
+
+
+class EpochSampler(Sampler):
+    """Shuffled training order and per-clip crop seeds that depend only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch, also after resuming from a checkpoint, so
+    a resumed run replays the order and crops of the uninterrupted one; the global random
+    generators are left to the model (dropout, augmentation).
+
+    Args:
+        n_clips: size of the dataset.
+        seed: base seed (the run's seed).
+    """
+
+    def __init__(self, n_clips: int, seed: int) -> None:
+        self.n_clips, self.seed, self.epoch = n_clips, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_clips
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n_clips, generator=generator).tolist()
+        crop_seeds = torch.randint(2**62, (self.n_clips,), generator=generator).tolist()
+        yield from zip(order, crop_seeds, strict=True)
 
 
 def collate(items: list[dict]) -> dict:
@@ -263,10 +297,13 @@ class SERDataModule(L.LightningDataModule):
         dataset = self.datasets[stage]
         if len(dataset) == 0:
             raise SERError(f"the {stage} split is empty; check the split settings")
+        # The run's seed (seed_everything); the loaders draw from their own generators only.
+        seed = torch.initial_seed() % 2**32
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=stage == "train",
+            sampler=EpochSampler(len(dataset), seed) if stage == "train" else None,
+            generator=torch.Generator().manual_seed(seed),
             drop_last=stage == "train" and len(dataset) > self.hparams.batch_size,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,

@@ -1,0 +1,35 @@
+"""How runs write checkpoints: atomically, and a ``last.ckpt`` after every epoch to resume from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ser.io import atomic_path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file, then rename it into place.
+
+    A process killed while writing leaves the previous checkpoint intact, never a truncated one.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def last_checkpoint() -> ModelCheckpoint:
+    """``checkpoints/last.ckpt``, rewritten after every epoch (resume with ``--ckpt_path`` on it).
+
+    Lightning's ``save_last`` only writes when a best checkpoint is written, so a run resumed from
+    it could lose many epochs; this one has no monitor and keeps the latest epoch.
+    """
+    return ModelCheckpoint(filename="last", enable_version_counter=False)
