@@ -50,8 +50,9 @@ def test_random_split_is_seeded_and_stratified():
 def test_emotion_vocabulary():
     assert canonical("ANG") == canonical("anger") == canonical("Angry") == "angry"
     assert canonical("ps") == "surprised"
+    assert canonical("Langeweile") == canonical("boredom") == "bored"
     with pytest.raises(SERError, match="unknown emotion"):
-        canonical("boredom")
+        canonical("contempt")
 
 
 def test_resolve_classes_subset_and_merge():
