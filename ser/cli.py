@@ -11,7 +11,9 @@ import numpy as np
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from ser.data.base import SERDataModule
+from ser.errors import SERError
 from ser.report import format_table, write_report
+from ser.spec import SPEC_KEY
 from ser.tasks.classification import EmotionClassifier
 
 log = logging.getLogger("ser")
@@ -30,6 +32,10 @@ class SERCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True,
             help="After fit, test the best checkpoint on the test split and write the report.",
         )  # fmt: skip
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand == "test" and self.config.test.get("ckpt_path"):
+            adapt_data_to_checkpoint(self.config.test.data, self.config.test.ckpt_path)
 
     def after_fit(self) -> None:
         if (
@@ -51,13 +57,52 @@ class SERCLI(LightningCLI):
         confusion = confusion.numpy().astype(np.int64)
         class_names = self.model.class_names
         out_dir = Path(self.trainer.log_dir or ".") / "test"
-        extra = {"ckpt_path": self.trainer.ckpt_path, "data": type(self.datamodule).__name__}
+        compared = getattr(self.datamodule, "compared_classes", class_names)
+        extra = {
+            "ckpt_path": self.trainer.ckpt_path,
+            "data": type(self.datamodule).__name__,
+            "compared_classes": compared,
+        }
         logger = self.trainer.logger
         add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
         paths = write_report(confusion, class_names, out_dir, extra=extra, add_figure=add_figure)
         print(format_table(paths.metrics), flush=True)
+        if list(compared) != list(class_names):
+            print(f"compared on the classes the model and the data share: {', '.join(compared)}",
+                  flush=True)  # fmt: skip
         for kind, path in paths.files.items():
             print(f"wrote {kind}: {path}", flush=True)
+
+
+def adapt_data_to_checkpoint(data, ckpt_path: str) -> None:
+    """Make the data of ``ser test --ckpt_path`` speak the checkpoint's label space.
+
+    The data's labels are mapped onto the checkpoint's class indices, clips of classes the model
+    lacks are dropped (``target_classes``), and a corpus other than the one the model was trained
+    on is tested on all of its clips (``split: all``): a cross-corpus test.
+
+    Args:
+        data: the ``data`` part of the parsed config (``class_path``/``init_args``), changed in place.
+        ckpt_path: the checkpoint to test.
+    """
+    import torch
+
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise SERError(f"--ckpt_path {path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise SERError(f"--ckpt_path {path} is not a readable checkpoint ({err})") from None
+    spec = checkpoint.get(SPEC_KEY)
+    if spec is None:  # not written by ser: leave the linked classes alone
+        return
+    data.init_args.target_classes = list(spec["class_names"])
+    trained_on = (checkpoint.get("datamodule_hyper_parameters") or {}).get("_class_path")
+    if trained_on and trained_on != data.class_path:
+        log.info("cross-corpus test: model trained on %s, testing on every clip of %s",
+                 trained_on, data.class_path)  # fmt: skip
+        data.init_args.split = "all"
 
 
 def main(args: ArgsType = None) -> SERCLI:
