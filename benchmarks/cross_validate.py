@@ -12,6 +12,11 @@ run resumes at the first missing fold.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's ser
+
 import argparse
 import contextlib
 import fcntl

@@ -312,15 +312,9 @@ class SERDataModule(L.LightningDataModule):
         )  # fmt: skip
         (log.info if report.ok else log.warning)("%s", report.text)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        if self.hparams.download:
-            self.prepare_data()
-        scanned = self.scan(self.check_root())
-        if self.hparams.verify:
-            self.verify(scanned)
-        clips = self.select(scanned)
+    def usable(self, clips: list[Clip]) -> tuple[list[Clip], list[torch.Tensor]]:
+        """Decode ``clips``; skip unreadable, empty and silent files with a warning naming each,
+        and (with ``verify``) report files whose decoded audio is identical."""
         waves, kept = [], []
         for clip, wave in zip(clips, self.decode_clips(clips), strict=True):
             if isinstance(wave, AudioError):
@@ -337,6 +331,17 @@ class SERDataModule(L.LightningDataModule):
         if self.hparams.verify:
             for group in duplicate_groups([c.path for c in kept], waves):
                 log.warning("identical audio in %d files: %s", len(group), ", ".join(group))
+        return kept, waves
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        if self.hparams.download:
+            self.prepare_data()
+        scanned = self.scan(self.check_root())
+        if self.hparams.verify:
+            self.verify(scanned)
+        kept, waves = self.usable(self.select(scanned))
         labels = [self.class_names.index(self._emotion_to_class[c.emotion]) for c in kept]
         split = self.make_split(kept, labels)
         max_samples = round(self.hparams.max_seconds * self.sample_rate)
