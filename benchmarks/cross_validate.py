@@ -117,6 +117,8 @@ def main() -> None:
             continue
         with held(args.lock):
             results[fold] = run_fold(args, fold)
+        if args.lock:
+            time.sleep(5)  # let jobs queued on the lock run between folds
         write_text(
             results_path, json.dumps(sorted(results.values(), key=lambda r: r["fold"]), indent=2)
         )
