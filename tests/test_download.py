@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from ser.__main__ import main as ser_main
+from ser.data import RAVDESS
 from ser.data.cache import cache_root
-from ser.data.download import Archive, DownloadError, download_corpus
+from ser.data.download import ARCHIVES, Archive, DownloadError, download_corpus
+
+from .conftest import write_ravdess
 
 
 def tiny_zip() -> bytes:
@@ -105,3 +108,16 @@ def test_server_without_range_support_restarts_cleanly(tmp_path: Path, payload: 
 def test_corpus_without_archive_says_where_to_get_it(tmp_path: Path):
     with pytest.raises(SystemExit, match="doi.org/10.5683/SP2/E8H2MF"):
         ser_main(["download", "tess", "--root", str(tmp_path / "tess")])
+
+
+def test_data_download_flag_fetches_then_trains_on_it(tmp_path: Path, monkeypatch):
+    source = write_ravdess(tmp_path / "src", actors=(1, 2, 3), clips_per_emotion=1, seconds=0.2)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for f in sorted(source.rglob("*.wav")):
+            zf.write(f, f.relative_to(source))
+    server = Server(buffer.getvalue())
+    monkeypatch.setitem(ARCHIVES, "ravdess", server.archive())
+    dm = RAVDESS(root=str(tmp_path / "ravdess"), download=True, n_folds=3)
+    dm.setup("fit")
+    assert sum(len(ds) for ds in dm.datasets.values()) == 12

@@ -54,8 +54,9 @@ class Archive:
 
 
 ARCHIVES = {
-    # Zenodo record 1188976 (CC BY-NC-SA 4.0). Size and MD5 as given for the file on the record;
-    # they could not be re-checked from here (no network), so a mismatch names both values.
+    # Zenodo record 1188976 (CC BY-NC-SA 4.0). Size and MD5 of the file as published for the
+    # record; several independent projects report the same two values after downloading it. They
+    # were not re-read from Zenodo's API here (no network), and a mismatch names both values.
     "ravdess": Archive(
         url="https://zenodo.org/records/1188976/files/Audio_Speech_Actors_01-24.zip?download=1",
         filename="Audio_Speech_Actors_01-24.zip",
