@@ -121,3 +121,11 @@ def test_data_download_flag_fetches_then_trains_on_it(tmp_path: Path, monkeypatc
     dm = RAVDESS(root=str(tmp_path / "ravdess"), download=True, n_folds=3)
     dm.setup("fit")
     assert sum(len(ds) for ds in dm.datasets.values()) == 12
+
+
+def test_data_download_flag_on_a_corpus_without_archive(tmp_path: Path):
+    from ser.data import TESS
+    from ser.errors import SERError
+
+    with pytest.raises(SERError, match="TESS has no public archive.*doi.org"):
+        TESS(root=str(tmp_path / "tess"), download=True).setup("fit")

@@ -16,6 +16,7 @@ On the device, :meth:`SERDataModule.on_after_batch_transfer` adds
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,7 +244,9 @@ class SERDataModule(L.LightningDataModule):
         return read_audio(path, self.sample_rate)
 
     # Building the datasets.
-    def scan_files(self, root: Path, parse, pattern: str = "**/*") -> list[Clip]:
+    def scan_files(
+        self, root: Path, parse: Callable[[Path], Clip | None], pattern: str = "**/*"
+    ) -> list[Clip]:
         """Clips of the audio files under ``root`` matching ``pattern`` that ``parse(path)`` names.
 
         ``parse`` returns a :class:`Clip` or ``None`` for a file that is not one of the corpus's
@@ -251,9 +254,13 @@ class SERDataModule(L.LightningDataModule):
         """
         clips, foreign = [], []
         for path in sorted(root.glob(pattern)):
-            if is_audio_file(path):
-                clip = parse(path)
-                (foreign if clip is None else clips).append(clip or path)
+            if not is_audio_file(path):
+                continue
+            clip = parse(path)
+            if clip is None:
+                foreign.append(path)
+            else:
+                clips.append(clip)
         if foreign:
             log.info("%s: ignored %d audio files under %s that do not follow its naming, e.g. %s",
                      type(self).__name__, len(foreign), root, foreign[0])  # fmt: skip
@@ -283,10 +290,17 @@ class SERDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download the corpus into ``root`` when ``download`` is set and it is not there yet."""
-        if self.hparams.download and self.ARCHIVE is not None and self.root is not None:
-            from ser.data.download import download_corpus
+        if not self.hparams.download:
+            return
+        if self.ARCHIVE is None or self.root is None:
+            raise SERError(
+                f"--data.download: {type(self).__name__} has no public archive ser can fetch"
+                + (" (and --data.root is not set)" if self.root is None else "")
+                + f"; get it from {self.SOURCE} and pass its folder as --data.root PATH"
+            )
+        from ser.data.download import download_corpus
 
-            download_corpus(self.ARCHIVE, self.root)
+        download_corpus(self.ARCHIVE, self.root)
 
     def cache_name(self) -> str:
         """The name of this corpus's decoded-audio cache file (with its root and settings)."""
