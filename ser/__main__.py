@@ -8,15 +8,18 @@ from ser.errors import SERError
 
 #: Subcommands served without importing lightning (fast start, no training stack).
 LIGHT_COMMANDS: dict[str, str] = {"predict": "ser.predict", "export": "ser.export"}
+#: Subcommands with their own small parser (no Trainer): corpus download and exploration.
+TOOL_COMMANDS: dict[str, str] = {"download": "ser.data.download", "explore": "ser.explore"}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    commands = {**LIGHT_COMMANDS, **TOOL_COMMANDS}
     try:
-        if argv and argv[0] in LIGHT_COMMANDS:
+        if argv and argv[0] in commands:
             import importlib
 
-            importlib.import_module(LIGHT_COMMANDS[argv[0]]).main(argv[1:])
+            importlib.import_module(commands[argv[0]]).main(argv[1:])
             return
         from ser.cli import main as cli_main
 

@@ -16,6 +16,7 @@ from ser.data.base import SERDataModule
 from ser.errors import SERError
 from ser.io import ensure_writable
 from ser.report import format_table, metrics_from_confusion, write_report
+from ser.spec import SPEC_KEY
 from ser.tasks.classification import EmotionClassifier
 
 log = logging.getLogger("ser")
@@ -37,27 +38,32 @@ class SERCLI(LightningCLI):
             help="After fit, test the best checkpoint on the test split and write the report.",
         )  # fmt: skip
 
-    def instantiate_trainer(self, **kwargs):
-        trainer = super().instantiate_trainer(**kwargs)
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the config chose
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        return trainer
-
-    def _check_paths(self) -> None:
-        """Fail before any work on a checkpoint that is not there or a run folder not writable."""
+    def before_instantiate_classes(self) -> None:
+        """Fail before any work on a checkpoint that is not there; fit test data to the checkpoint."""
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in CKPT_ALIASES and not Path(ckpt_path).is_file():
             raise SERError(
                 f"--ckpt_path {ckpt_path}: no such checkpoint; runs keep theirs in "
                 "lightning_logs/<model>/version_N/checkpoints/"
             )
+        if self.subcommand == "test" and ckpt_path:
+            adapt_data_to_checkpoint(self.config.test.data, ckpt_path)
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the config chose
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+    def _check_run_folder(self) -> None:
+        """Fail before any work when the run folder cannot be written."""
         if self.trainer.is_global_zero:
             ensure_writable(
                 self.trainer.log_dir or self.trainer.default_root_dir,
                 "run folder (--trainer.logger.init_args.save_dir)",
             )
 
-    before_fit = before_validate = before_test = _check_paths
+    before_fit = before_validate = before_test = _check_run_folder
 
     def after_fit(self) -> None:
         if (
@@ -79,14 +85,54 @@ class SERCLI(LightningCLI):
         confusion = confusion.numpy().astype(np.int64)
         class_names = self.model.class_names
         out_dir = Path(self.trainer.log_dir or ".") / "test"
-        extra = {"ckpt_path": self.trainer.ckpt_path, "data": type(self.datamodule).__name__}
+        compared = getattr(self.datamodule, "compared_classes", class_names)
+        extra = {
+            "ckpt_path": self.trainer.ckpt_path,
+            "data": type(self.datamodule).__name__,
+            "compared_classes": compared,
+        }
         logger = self.trainer.logger
         add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
         # Printed first: the figures reach the user even if the folder cannot be written.
         print(format_table(metrics_from_confusion(confusion, class_names)), flush=True)
+        if list(compared) != list(class_names):
+            print(f"compared on the classes the model and the data share: {', '.join(compared)}",
+                  flush=True)  # fmt: skip
         paths = write_report(confusion, class_names, out_dir, extra=extra, add_figure=add_figure)
         for kind, path in paths.files.items():
             print(f"wrote {kind}: {path}", flush=True)
+
+
+def adapt_data_to_checkpoint(data, ckpt_path: str) -> None:
+    """Make the data of ``ser test --ckpt_path`` speak the checkpoint's label space.
+
+    The data's labels are mapped onto the checkpoint's class indices, clips of classes the model
+    lacks are dropped (``target_classes``), and a corpus other than the one the model was trained
+    on is tested on all of its clips (``split: all``): a cross-corpus test.
+
+    Args:
+        data: the ``data`` part of the parsed config (``class_path``/``init_args``), changed in place.
+        ckpt_path: the checkpoint to test.
+    """
+    import torch
+
+    path = Path(ckpt_path).expanduser()
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # unpickling reports every kind of damage with a different class
+        raise SERError(
+            f"--ckpt_path {path}: not a readable checkpoint ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0]}); ser loads checkpoints with weights_only=True"
+        ) from None
+    spec = checkpoint.get(SPEC_KEY)
+    if spec is None:  # not written by ser: leave the linked classes alone
+        return
+    data.init_args.target_classes = list(spec["class_names"])
+    trained_on = (checkpoint.get("datamodule_hyper_parameters") or {}).get("_class_path")
+    if trained_on and trained_on != data.class_path:
+        log.info("cross-corpus test: model trained on %s, testing on every clip of %s",
+                 trained_on, data.class_path)  # fmt: skip
+        data.init_args.split = "all"
 
 
 def main(args: ArgsType = None) -> SERCLI:

@@ -55,3 +55,25 @@ def real_ravdess() -> Path:
     if not (RAVDESS_16K / "Actor_01").is_dir():
         pytest.skip(f"real RAVDESS not found at {RAVDESS_16K}")
     return RAVDESS_16K
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch) -> None:
+    """Every test gets its own cache root, so none reads or fills the user's ~/.cache/ser."""
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path_factory.mktemp("ser-cache")))
+
+
+def write_tone(path: Path, freq: float = 440.0, seconds: float = 0.3, sample_rate: int = 16000,
+               seed: int = 0) -> Path:  # fmt: skip
+    """A short noisy tone at ``path`` (folders created): a valid, distinct clip in any naming."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, tone(freq, seconds, sample_rate, np.random.default_rng(seed)), sample_rate)
+    return path
+
+
+def write_corpus(root: Path, names: list[str], freqs: dict[str, float] | None = None) -> Path:
+    """Write one tone per relative path in ``names``; ``freqs`` maps a name part to its tone."""
+    for i, name in enumerate(names):
+        freq = next((f for k, f in (freqs or {}).items() if k in name), 300.0 + 7 * i)
+        write_tone(root / name, freq * (1 + 0.001 * i), seed=i)
+    return root

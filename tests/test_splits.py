@@ -1,7 +1,7 @@
 import pytest
 
 from ser.data.emotions import canonical, resolve_classes
-from ser.data.splits import random_split, speaker_split
+from ser.data.splits import make_split, random_split, speaker_split
 from ser.errors import SERError
 
 SPEAKERS = [f"{a:02d}" for a in range(1, 25) for _ in range(10)]
@@ -50,8 +50,9 @@ def test_random_split_is_seeded_and_stratified():
 def test_emotion_vocabulary():
     assert canonical("ANG") == canonical("anger") == canonical("Angry") == "angry"
     assert canonical("ps") == "surprised"
+    assert canonical("Langeweile") == canonical("boredom") == "bored"
     with pytest.raises(SERError, match="unknown emotion"):
-        canonical("boredom")
+        canonical("contempt")
 
 
 def test_resolve_classes_subset_and_merge():
@@ -62,3 +63,47 @@ def test_resolve_classes_subset_and_merge():
     assert classes == ["neutral", "happy", "sad", "angry"] and mapping["calm"] == "neutral"
     with pytest.raises(SERError, match="not in this corpus"):
         resolve_classes(corpus, ["fearful"], None)
+
+
+def test_fold_loop_tests_every_speaker_exactly_once():
+    tested = [SPEAKERS[i] for f in range(6) for i in speaker_split(SPEAKERS, fold=f)["test"]]
+    assert sorted(set(tested)) == sorted(set(SPEAKERS)) and len(tested) == len(SPEAKERS)
+
+
+def test_loso_has_one_test_speaker_per_fold_and_no_overlap():
+    labels = [i % 4 for i in range(len(SPEAKERS))]
+    seen = []
+    for fold in range(24):
+        split = make_split("loso", SPEAKERS, labels, [None] * len(SPEAKERS), fold=fold)
+        groups = {stage: {SPEAKERS[i] for i in idx} for stage, idx in split.items()}
+        assert len(groups["test"]) == 1 and len(groups["val"]) == 1
+        assert not (groups["train"] & groups["test"] or groups["train"] & groups["val"])
+        seen += groups["test"]
+    assert sorted(seen) == sorted(set(SPEAKERS))
+
+
+def test_empty_val_speakers_carves_validation_from_training_speakers():
+    labels = [i % 4 for i in range(len(SPEAKERS))]
+    split = make_split("speaker", SPEAKERS, labels, [None] * len(SPEAKERS),
+                       test_speakers=["01"], val_speakers=[], val_ratio=0.1)  # fmt: skip
+    val = {SPEAKERS[i] for i in split["val"]}
+    assert "01" not in val and len(split["val"]) == 23  # ceil(0.1 * 230)
+    assert not set(split["val"]) & set(split["train"])
+
+
+def test_random_split_same_seed_same_split_other_seed_other_split():
+    labels = [i % 6 for i in range(600)]
+    a, b = random_split(labels, 0.3, 0.05, 42), random_split(labels, 0.3, 0.05, 42)
+    assert a == b and a != random_split(labels, 0.3, 0.05, 7)
+
+
+def test_predefined_split_and_its_errors():
+    stages = ["train"] * 8 + ["test"] * 2
+    split = make_split("predefined", ["x"] * 10, [0, 1] * 5, stages, val_ratio=0.25)
+    assert split["test"] == [8, 9] and len(split["val"]) == 2 and len(split["train"]) == 6
+    with pytest.raises(SERError, match="predefined"):
+        make_split("predefined", ["x"] * 10, [0, 1] * 5, [None] * 10)
+    with pytest.raises(SERError, match="speaker labels"):
+        make_split("speaker", ["unknown"] * 10, [0, 1] * 5, [None] * 10)
+    assert make_split("all", ["x"] * 3, [0, 1, 0], [None] * 3) == {
+        "train": [], "val": [], "test": [0, 1, 2]}  # fmt: skip

@@ -16,17 +16,19 @@ On the device, :meth:`SERDataModule.on_after_batch_transfer` adds
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ser.audio import read_audio
-from ser.data.emotions import resolve_classes
-from ser.data.splits import Split, random_split, speaker_split
+from ser.audio import is_audio_file, read_audio
+from ser.data.cache import AudioCache, decode_uncached
+from ser.data.emotions import resolve_classes, restrict_to_classes
+from ser.data.splits import Split, SplitName, make_split
+from ser.data.verify import Official, count_report, duplicate_groups, is_silent
 from ser.errors import AudioError, CorpusNotFoundError, SERError
 from ser.transforms import FeatureName, build_frontend
 
@@ -37,11 +39,13 @@ STAGES = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class Clip:
-    """One recording of a corpus: where it is, its canonical emotion and its speaker."""
+    """One recording of a corpus: where it is, its canonical emotion, its speaker, and the stage
+    (``train``/``val``/``test``) the corpus itself assigns it to, if it has a predefined split."""
 
     path: Path
     emotion: str
     speaker: str
+    stage: str | None = None
 
 
 class ClipDataset(Dataset):
@@ -152,21 +156,37 @@ class SERDataModule(L.LightningDataModule):
         normalize: standardise each clip's features (mean 0, std 1 over its valid frames).
         emotions: keep only these emotions, in this class order (``None``: all of the corpus).
         merge: map emotions onto others before selecting, e.g. ``{calm: neutral}``.
-        split: ``speaker`` (no speaker in two stages) or ``random`` (stratified, the seeds' protocol).
+        split: ``speaker`` (speaker folds: no speaker in two stages), ``loso`` (leave one speaker
+            out: one fold per speaker), ``random`` (stratified, the seeds' protocol),
+            ``predefined`` (the corpus's own train/test) or ``all`` (every clip in test).
         test_speakers: speakers held out for test (``speaker`` split); default: fold ``fold``.
         val_speakers: speakers held out for validation; default: the fold after the test fold.
-        fold: test fold of the speaker folds when ``test_speakers`` is not given.
+        fold: test fold of the speaker folds when ``test_speakers`` is not given; loop it over
+            ``0..n_folds-1`` (``speaker``) or ``0..n_speakers-1`` (``loso``) to cross-validate.
         n_folds: number of speaker folds.
         test_ratio: share of clips for test (``random`` split).
-        val_ratio: share of the remaining clips for validation (``random`` split).
+        val_ratio: share of the remaining clips for validation (``random`` split; also the share
+            of train carved out for validation by a ``predefined`` split without one).
         seed: seed of the ``random`` split.
         batch_size: clips per batch.
         num_workers: DataLoader worker processes (audio is decoded once, up front).
+        cache: keep the decoded audio in ``$SER_CACHE_DIR`` (default ``~/.cache/ser``), so later
+            runs do not decode again; rebuilt when a file or a decode setting changes.
+        verify: on setup, compare the files found with the corpus's official counts and report
+            silent files (skipped) and identical-audio duplicates.
+        download: fetch and unpack the corpus into ``root`` first if it is not there (corpora
+            with a public archive; see ``ser download --help``).
+        target_classes: use this label space (a trained model's class names) and keep only the
+            clips of the classes it shares with the corpus; ``ser test --ckpt_path`` sets it.
     """
 
     EMOTIONS: tuple[str, ...] = ()
     SOURCE: str = ""
     LAYOUT: str = ""
+    #: The documented counts that ``verify`` checks a copy against (``None``: not documented).
+    OFFICIAL: Official | None = None
+    #: Name of the public archive in :data:`ser.data.download.ARCHIVES` (``None``: none).
+    ARCHIVE: str | None = None
 
     def __init__(
         self,
@@ -182,7 +202,7 @@ class SERDataModule(L.LightningDataModule):
         normalize: bool = True,
         emotions: list[str] | None = None,
         merge: dict[str, str] | None = None,
-        split: Literal["speaker", "random"] = "speaker",
+        split: SplitName = "speaker",
         test_speakers: list[str] | None = None,
         val_speakers: list[str] | None = None,
         fold: int = 0,
@@ -192,6 +212,10 @@ class SERDataModule(L.LightningDataModule):
         seed: int = 42,
         batch_size: int = 32,
         num_workers: int = 0,
+        cache: bool = True,
+        verify: bool = True,
+        download: bool = False,
+        target_classes: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -201,6 +225,13 @@ class SERDataModule(L.LightningDataModule):
             )
         self.root = Path(root).expanduser() if root is not None else None
         self.class_names, self._emotion_to_class = resolve_classes(self.EMOTIONS, emotions, merge)
+        #: The classes the corpus and the label space share (all of them unless target_classes).
+        self.compared_classes = list(self.class_names)
+        if target_classes is not None:
+            self._emotion_to_class, self.compared_classes = restrict_to_classes(
+                self._emotion_to_class, self.class_names, list(target_classes)
+            )
+            self.class_names = list(target_classes)
         self.frontend_config = dict(
             features=features, sample_rate=sample_rate, n_mels=n_mels, n_mfcc=n_mfcc,
             win_ms=win_ms, hop_ms=hop_ms, top_db=top_db, normalize=normalize,
@@ -247,40 +278,118 @@ class SERDataModule(L.LightningDataModule):
         return read_audio(path, self.sample_rate)
 
     # Building the datasets.
+    def scan_files(
+        self, root: Path, parse: Callable[[Path], Clip | None], pattern: str = "**/*"
+    ) -> list[Clip]:
+        """Clips of the audio files under ``root`` matching ``pattern`` that ``parse(path)`` names.
+
+        ``parse`` returns a :class:`Clip` or ``None`` for a file that is not one of the corpus's
+        clips; how many such audio files were ignored is logged.
+        """
+        clips, foreign = [], []
+        for path in sorted(root.glob(pattern)):
+            if not is_audio_file(path):
+                continue
+            clip = parse(path)
+            if clip is None:
+                foreign.append(path)
+            else:
+                clips.append(clip)
+        if foreign:
+            log.info("%s: ignored %d audio files under %s that do not follow its naming, e.g. %s",
+                     type(self).__name__, len(foreign), root, foreign[0])  # fmt: skip
+        return clips
+
+    def select(self, clips: list[Clip]) -> list[Clip]:
+        """The clips of the selected classes, sorted by path."""
+        kept = [c for c in clips if c.emotion in self._emotion_to_class]
+        if not kept:
+            raise CorpusNotFoundError(
+                f"no {type(self).__name__} clips of classes {self.compared_classes} under "
+                f"{self.root}. Expected layout: {self.LAYOUT}"
+            )
+        return sorted(kept, key=lambda c: str(c.path))
+
     def clips(self) -> list[Clip]:
         """The clips of the selected classes, sorted by path."""
-        root = self.check_root()
-        clips = [c for c in self.scan(root) if c.emotion in self._emotion_to_class]
-        if not clips:
-            raise CorpusNotFoundError(
-                f"no {type(self).__name__} clips of classes {self.class_names} under {root}. "
-                f"Expected layout: {self.LAYOUT}"
-            )
-        return sorted(clips, key=lambda c: str(c.path))
+        return self.select(self.scan(self.check_root()))
 
     def make_split(self, clips: list[Clip], labels: list[int]) -> Split:
         hp = self.hparams
-        if hp.split == "random":
-            return random_split(labels, hp.test_ratio, hp.val_ratio, hp.seed)
-        return speaker_split(
-            [c.speaker for c in clips], hp.test_speakers, hp.val_speakers, hp.fold, hp.n_folds
-        )
+        return make_split(
+            hp.split, [c.speaker for c in clips], labels, [c.stage for c in clips],
+            hp.test_speakers, hp.val_speakers, hp.fold, hp.n_folds, hp.test_ratio, hp.val_ratio,
+            hp.seed,
+        )  # fmt: skip
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
+    def prepare_data(self) -> None:
+        """Download the corpus into ``root`` when ``download`` is set and it is not there yet."""
+        if not self.hparams.download:
             return
-        clips = self.clips()
+        if self.ARCHIVE is None or self.root is None:
+            raise SERError(
+                f"--data.download: {type(self).__name__} has no public archive ser can fetch"
+                + (" (and --data.root is not set)" if self.root is None else "")
+                + f"; get it from {self.SOURCE} and pass its folder as --data.root PATH"
+            )
+        from ser.data.download import download_corpus
+
+        download_corpus(self.ARCHIVE, self.root)
+
+    def cache_name(self) -> str:
+        """The name of this corpus's decoded-audio cache file (with its root and settings)."""
+        return type(self).__name__
+
+    def decode_clips(self, clips: list[Clip]) -> list[torch.Tensor | AudioError]:
+        """Each clip's :meth:`decode` output (or its :class:`AudioError`), through the cache."""
+        paths = [c.path for c in clips]
+        if not self.hparams.cache:
+            return decode_uncached(paths, self.decode)
+        cache = AudioCache(self.cache_name(), self.root, self.decode_settings())
+        return cache.decode_all(paths, self.decode)
+
+    def verify(self, scanned: list[Clip]) -> None:
+        """Log how the files found compare with the official counts (a warning if they differ)."""
+        if self.OFFICIAL is None:
+            log.info("%s: %d files found (no official counts to check against)",
+                     type(self).__name__, len(scanned))  # fmt: skip
+            return
+        report = count_report(
+            type(self).__name__, [c.emotion for c in scanned], [c.speaker for c in scanned],
+            self.OFFICIAL,
+        )  # fmt: skip
+        (log.info if report.ok else log.warning)("%s", report.text)
+
+    def usable(self, clips: list[Clip]) -> tuple[list[Clip], list[torch.Tensor]]:
+        """Decode ``clips``; skip unreadable, empty and silent files with a warning naming each,
+        and (with ``verify``) report files whose decoded audio is identical."""
         waves, kept = [], []
-        for clip in clips:
-            try:
-                waves.append(self.decode(clip.path))
+        for clip, wave in zip(clips, self.decode_clips(clips), strict=True):
+            if isinstance(wave, AudioError):
+                log.warning("skipping %s", wave)
+            elif is_silent(wave):
+                log.warning("skipping %s: silent (peak below -80 dBFS)", clip.path)
+            else:
+                waves.append(wave)
                 kept.append(clip)
-            except AudioError as err:
-                log.warning("skipping %s", err)
         if not kept:
             raise CorpusNotFoundError(
                 f"none of the {len(clips)} files under {self.root} could be read"
             )
+        if self.hparams.verify:
+            for group in duplicate_groups([c.path for c in kept], waves):
+                log.warning("identical audio in %d files: %s", len(group), ", ".join(group))
+        return kept, waves
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        if self.hparams.download:
+            self.prepare_data()
+        scanned = self.scan(self.check_root())
+        if self.hparams.verify:
+            self.verify(scanned)
+        kept, waves = self.usable(self.select(scanned))
         labels = [self.class_names.index(self._emotion_to_class[c.emotion]) for c in kept]
         split = self.make_split(kept, labels)
         max_samples = round(self.hparams.max_seconds * self.sample_rate)
@@ -291,7 +400,7 @@ class SERDataModule(L.LightningDataModule):
             )  # fmt: skip
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items())
         log.info("%s: %d clips, %d classes %s; split %s: %s", type(self).__name__, len(kept),
-                 self.n_classes, self.class_names, self.hparams.split, sizes)  # fmt: skip
+                 len(self.compared_classes), self.compared_classes, self.hparams.split, sizes)  # fmt: skip
 
     def _loader(self, stage: str) -> DataLoader:
         dataset = self.datasets[stage]

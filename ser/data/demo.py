@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ser.data.cache import cache_root
 from ser.data.ravdess import RAVDESS
 from ser.errors import SERError
 
@@ -37,8 +38,7 @@ N_ACTORS = 12
 
 def default_root() -> Path:
     """Where the demo corpus is cached: ``$SER_CACHE_DIR/demo-vN`` or ``~/.cache/ser/demo-vN``."""
-    base = os.environ.get("SER_CACHE_DIR") or Path.home() / ".cache" / "ser"
-    return Path(base).expanduser() / f"demo-v{VERSION}"
+    return cache_root() / f"demo-v{VERSION}"
 
 
 def synthesize_clip(

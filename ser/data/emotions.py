@@ -4,33 +4,54 @@ from __future__ import annotations
 
 from ser.errors import SERError
 
-#: The canonical emotion names, in RAVDESS order.
-EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+#: The canonical emotion names: RAVDESS's eight in its order, then EmoDB's boredom.
+EMOTIONS = (
+    "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "bored",
+)  # fmt: skip
+
+# Names and abbreviations that corpora and users write, lower-cased. Corpus-specific one-letter
+# codes (EmoDB's W/L/E/A/F/T/N, SAVEE's a/d/f/h/n/sa/su, AESDD's a/d/f/h/s) clash between corpora
+# (``a`` is fear in EmoDB, anger in SAVEE), so they live in the corpus modules, not here.
 
 _ALIASES = {
     "neutral": "neutral",
     "neu": "neutral",
-    "n": "neutral",
     "calm": "calm",
     "happy": "happy",
     "happiness": "happy",
+    "joyful": "happy",
     "hap": "happy",
     "joy": "happy",
     "sad": "sad",
     "sadness": "sad",
     "angry": "angry",
     "anger": "angry",
+    "mad": "angry",
     "ang": "angry",
+    "afraid": "fearful",
     "fearful": "fearful",
     "fear": "fearful",
     "fea": "fearful",
     "disgust": "disgust",
     "dis": "disgust",
+    "disgusted": "disgust",
     "surprised": "surprised",
     "surprise": "surprised",
-    "ps": "surprised",
+    "sur": "surprised",
+    "ps": "surprised",  # TESS: pleasant surprise
     "pleasant_surprise": "surprised",
     "pleasant_surprised": "surprised",
+    "bored": "bored",
+    "boredom": "bored",
+    "bor": "bored",
+    # German (EmoDB's emotion names)
+    "wut": "angry",
+    "ärger": "angry",
+    "langeweile": "bored",
+    "ekel": "disgust",
+    "angst": "fearful",
+    "freude": "happy",
+    "trauer": "sad",
 }
 
 
@@ -76,3 +97,31 @@ def resolve_classes(
             raise SERError(f"emotions lists a class twice: {emotions}")
     kept = {e: c for e, c in mapping.items() if c in classes}
     return classes, kept
+
+
+def restrict_to_classes(
+    mapping: dict[str, str], own_classes: list[str], target: list[str]
+) -> tuple[dict[str, str], list[str]]:
+    """Re-express a corpus's labels in another label space (a trained model's), on shared classes.
+
+    Args:
+        mapping: each corpus emotion -> its class (from :func:`resolve_classes`).
+        own_classes: the corpus's classes.
+        target: the label space to use, e.g. a checkpoint's class names.
+
+    Returns:
+        The mapping restricted to emotions whose class is in ``target``, and the shared classes
+        in ``target``'s order.
+
+    Raises:
+        SERError: no class is shared.
+    """
+    shared = [c for c in target if c in own_classes]
+    if not shared:
+        raise SERError(
+            f"the model's classes {list(target)} and this corpus's classes {own_classes} have "
+            "no class in common, so the model cannot be evaluated on it; pick a corpus that "
+            "shares at least one emotion (names are compared after mapping to the canonical "
+            f"vocabulary: {', '.join(EMOTIONS)})"
+        )
+    return {e: c for e, c in mapping.items() if c in shared}, shared

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ser.audio import is_audio_file
 from ser.data.base import Clip, SERDataModule
+from ser.data.verify import Official
 
 log = logging.getLogger("ser")
 
@@ -39,6 +40,14 @@ class RAVDESS(SERDataModule):
     LAYOUT = (
         "ROOT/Actor_01 .. Actor_24/03-01-<emotion>-<intensity>-<statement>-<repetition>-<actor>.wav"
     )
+    # 24 actors x 60: neutral 2 statements x 2 repetitions, the others also x 2 intensities.
+    OFFICIAL = Official(
+        clips=1440,
+        per_class={e: 96 if e == "neutral" else 192 for e in EMOTION_CODES.values()},
+        speakers=tuple(f"{a:02d}" for a in range(1, 25)),
+        per_speaker=60,
+    )
+    ARCHIVE = "ravdess"
 
     def scan(self, root: Path) -> list[Clip]:
         clips, foreign = [], 0

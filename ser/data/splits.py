@@ -1,14 +1,23 @@
-"""Train/val/test splits: speaker-independent by default, stratified random on request."""
+"""Train/val/test splits: speaker-independent by default, stratified random or a corpus's own on request.
+
+- ``speaker``: speaker folds; ``fold`` picks the test fold, so a loop over folds cross-validates
+- ``loso``: leave-one-speaker-out (one fold per speaker)
+- ``random``: stratified random with a seed (speakers shared between stages: the seeds' protocol)
+- ``predefined``: the corpus's own train/(val/)test assignment, validation carved from train
+- ``all``: every clip in test (evaluating a trained model on another corpus)
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
 from ser.errors import SERError
 
 Split = dict[str, list[int]]  # stage ("train" / "val" / "test") -> clip indices
+SplitName = Literal["speaker", "loso", "random", "predefined", "all"]
 
 
 def speaker_folds(speakers: Sequence[str], n_folds: int) -> list[list[str]]:
@@ -68,19 +77,94 @@ def random_split(labels: Sequence[int], test_ratio: float, val_ratio: float, see
     ``test_ratio`` is taken from all clips, then ``val_ratio`` from what remains, as in seed S1
     (70/30, then 95/5).
     """
-    from sklearn.model_selection import train_test_split
 
     for name, ratio in (("test_ratio", test_ratio), ("val_ratio", val_ratio)):
         if not 0.0 < ratio < 1.0:
             raise SERError(f"{name}={ratio} must be between 0 and 1")
     index = np.arange(len(labels))
     labels = np.asarray(labels)
-    rest, test = train_test_split(index, test_size=test_ratio, stratify=labels, random_state=seed)
-    train, val = train_test_split(
-        rest, test_size=val_ratio, stratify=labels[rest], random_state=seed
+    rest, test = _stratified(index, labels, test_ratio, seed)
+    train, val = _stratified(rest, labels[rest], val_ratio, seed)
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def _stratified(
+    index: np.ndarray, labels: np.ndarray, ratio: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Split ``index`` into (rest, held-out share ``ratio``), stratified by ``labels`` if it can."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.unique(labels, return_counts=True)[1]
+    n_held = int(np.ceil(ratio * len(index)))
+    stratify = labels if counts.min() >= 2 and n_held >= len(counts) else None
+    rest, held = train_test_split(
+        np.asarray(index), test_size=ratio, stratify=stratify, random_state=seed
     )
-    return {
-        "train": sorted(train.tolist()),
-        "val": sorted(val.tolist()),
-        "test": sorted(test.tolist()),
+    return rest.tolist(), held.tolist()
+
+
+def predefined_split(
+    stages: Sequence[str | None], labels: Sequence[int], val_ratio: float, seed: int
+) -> Split:
+    """The corpus's own assignment of clips to stages; validation is carved from train if absent.
+
+    Args:
+        stages: ``"train"``, ``"val"`` or ``"test"`` for each clip (``None``: not assigned).
+        labels: class index of each clip (stratifies the carved validation set).
+        val_ratio: share of the training clips for validation when the corpus has no val stage.
+        seed: seed of that carving.
+    """
+    if any(s is None for s in stages):
+        raise SERError(
+            "split=predefined needs a corpus with its own train/test assignment (e.g. "
+            "ROOT/Train and ROOT/Test folders, or a `split` column in a manifest); this one has "
+            "none: use split=speaker or split=random"
+        )
+    split: Split = {
+        s: [i for i, st in enumerate(stages) if st == s] for s in ("train", "val", "test")
     }
+    if not split["train"] or not split["test"]:
+        raise SERError(
+            f"the predefined split has no {'train' if not split['train'] else 'test'} clips"
+        )
+    if not split["val"]:
+        index = np.array(split["train"])
+        train, val = _stratified(index, np.asarray(labels)[index], val_ratio, seed)
+        split["train"], split["val"] = sorted(train), sorted(val)
+    return split
+
+
+def make_split(
+    kind: SplitName,
+    speakers: Sequence[str],
+    labels: Sequence[int],
+    stages: Sequence[str | None],
+    test_speakers: Sequence[str] | None = None,
+    val_speakers: Sequence[str] | None = None,
+    fold: int = 0,
+    n_folds: int = 6,
+    test_ratio: float = 0.3,
+    val_ratio: float = 0.05,
+    seed: int = 42,
+) -> Split:
+    """Dispatch to the split ``kind`` (see the module docstring); arguments as in those functions."""
+    if kind == "random":
+        return random_split(labels, test_ratio, val_ratio, seed)
+    if kind == "predefined":
+        return predefined_split(stages, labels, val_ratio, seed)
+    if kind == "all":
+        return {"train": [], "val": [], "test": list(range(len(labels)))}
+    if kind == "loso":
+        n_folds = len(set(speakers))
+    if len(set(speakers)) < 2:
+        raise SERError(
+            f"split={kind} needs speaker labels, but this corpus has {len(set(speakers))} "
+            "speaker(s); use split=random or split=predefined, or give the speakers "
+            "(a `speaker` manifest column, or speaker_pattern for a folder corpus)"
+        )
+    split = speaker_split(speakers, test_speakers, val_speakers, fold, n_folds)
+    if not split["val"]:  # val_speakers: []: validate on a share of the training speakers' clips
+        index = np.array(split["train"])
+        train, val = _stratified(index, np.asarray(labels)[index], val_ratio, seed)
+        split["train"], split["val"] = sorted(train), sorted(val)
+    return split

@@ -1,0 +1,130 @@
+"""Speaker-independent k-fold cross-validation: one ``ser fit`` per speaker fold, then a table.
+
+Each fold holds out one group of speakers for test and the next group for validation
+(``--data.fold k`` with ``test_speakers``/``val_speakers`` null), so over all folds every speaker
+is tested exactly once. A fold's test metrics are saved as soon as it finishes, so an interrupted
+run resumes at the first missing fold.
+
+    python benchmarks/cross_validate.py --root ../shared/data/ravdess-16k \
+        --config configs/cnn2d.yaml --data configs/data/ravdess.yaml --n_folds 6 \
+        --lock /tmp/ser-heavy.lock
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's ser
+
+import argparse
+import contextlib
+import fcntl
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ser.io import write_text
+
+
+@contextlib.contextmanager
+def held(lock: str | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock`` (the one ``flock(1)`` takes) while the block runs."""
+    if lock is None:
+        yield
+        return
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_fold(args: argparse.Namespace, fold: int) -> dict:
+    """Train and test one fold in-process; return its test metrics and wall time."""
+    from ser.cli import main
+
+    start = time.perf_counter()
+    cli = main(
+        [
+            "fit", "--config", args.config, "--data", args.data, "--data.root", args.root,
+            "--data.fold", str(fold), "--data.n_folds", str(args.n_folds),
+            "--data.test_speakers", "null", "--data.val_speakers", "null",
+            "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.save_dir", str(args.out),
+            "--trainer.logger.init_args.name", f"fold{fold}",
+            *args.extra,
+        ]
+    )  # fmt: skip
+    log_dir = Path(cli.trainer.log_dir)
+    metrics = json.loads((log_dir / "test" / "metrics.json").read_text())
+    test_speakers = sorted({c.speaker for c in cli.datamodule.datasets["test"].clips})
+    return {
+        "fold": fold,
+        "uar": metrics["uar"],
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "n_clips": metrics["n_clips"],
+        "test_speakers": test_speakers,
+        "epochs": cli.trainer.current_epoch,
+        "seconds": time.perf_counter() - start,
+        "log_dir": str(log_dir),
+    }
+
+
+def table(results: list[dict]) -> str:
+    lines = ["fold  test speakers         UAR   accuracy  macro F1  clips  epochs  minutes"]
+    for r in results:
+        lines.append(
+            f"{r['fold']:>4}  {','.join(r['test_speakers']):<18}  {r['uar']:.3f}  "
+            f"{r['accuracy']:>8.3f}  {r['macro_f1']:>8.3f}  {r['n_clips']:>5}  {r['epochs']:>6}  "
+            f"{r['seconds'] / 60:>7.1f}"
+        )
+    for key in ("uar", "accuracy", "macro_f1"):
+        values = np.array([r[key] for r in results])
+        lines.append(
+            f"{key}: mean {values.mean():.3f} +- {values.std(ddof=1) if len(values) > 1 else 0:.3f}"
+            f" (std over {len(values)} folds)"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="corpus folder (--data.root)")
+    parser.add_argument("--config", default="configs/cnn2d.yaml")
+    parser.add_argument("--data", default="configs/data/ravdess.yaml")
+    parser.add_argument("--n_folds", type=int, default=6)
+    parser.add_argument("--folds", type=int, nargs="*", help="run only these folds (default all)")
+    parser.add_argument("--out", default="lightning_logs/cv", help="runs and results.json go here")
+    parser.add_argument("--lock", help="flock this file around each fold (shared machines)")
+    parser.add_argument("extra", nargs="*", help="more `ser fit` arguments, after --")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = (
+        {r["fold"]: r for r in json.loads(results_path.read_text())}
+        if results_path.is_file()
+        else {}
+    )
+    for fold in args.folds if args.folds is not None else range(args.n_folds):
+        if fold in results:
+            continue
+        with held(args.lock):
+            results[fold] = run_fold(args, fold)
+        if args.lock:
+            time.sleep(5)  # let jobs queued on the lock run between folds
+        write_text(
+            results_path, json.dumps(sorted(results.values(), key=lambda r: r["fold"]), indent=2)
+        )
+        print(table([results[fold]]), flush=True)
+    print(table(sorted(results.values(), key=lambda r: r["fold"])))
+
+
+if __name__ == "__main__":
+    main()

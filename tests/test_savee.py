@@ -1,0 +1,34 @@
+from pathlib import Path
+
+import pytest
+
+from ser.data import SAVEE
+from ser.data.savee import EMOTION_CODES, parse_name
+
+from .conftest import write_corpus
+
+SPEAKERS = ("DC", "JE", "JK", "KL")
+
+
+def names(flat: bool) -> list[str]:
+    return [f"{s}_{e}0{i}.wav" if flat else f"AudioData/{s}/{e}0{i}.wav"
+            for s in SPEAKERS for e in EMOTION_CODES for i in (1, 2)]  # fmt: skip
+
+
+def test_parse_both_layouts():
+    clip = parse_name(Path("AudioData/DC/sa01.wav"))
+    assert (clip.emotion, clip.speaker) == ("sad", "DC")
+    clip = parse_name(Path("KL_su15.wav"))
+    assert (clip.emotion, clip.speaker) == ("surprised", "KL")
+    assert parse_name(Path("JE/a03.wav")).emotion == "angry"
+    assert parse_name(Path("XX/a01.wav")) is None  # not a SAVEE speaker
+    assert parse_name(Path("AudioData/DC/info.wav")) is None
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_leave_one_speaker_out(tmp_path: Path, flat: bool):
+    dm = SAVEE(root=str(write_corpus(tmp_path / "savee", names(flat))), split="loso", fold=3)
+    dm.setup("fit")
+    speakers = {s: {c.speaker for c in ds.clips} for s, ds in dm.datasets.items()}
+    assert speakers == {"train": {"JE", "JK"}, "val": {"DC"}, "test": {"KL"}}
+    assert len(dm.datasets["test"]) == 14
