@@ -9,11 +9,24 @@ SR = 8000
 #: (net factory, n_features, frames of the long and the short clip)
 NETS = {
     "m5": (lambda n, c: M5(n, c, SR, channels=[8, 8, 16]), 1, 4000, 2300),
-    "cnn_lstm1d": (lambda n, c: CNNLSTM1D(n, c, SR, channels=[8, 16], hidden_sizes=[16]), 13, 60, 37),
-    "cnn_lstm2d": (lambda n, c: CNNLSTM2D(n, c, SR, channels=[4, 8], hidden_sizes=[16]), 16, 60, 37),
+    "cnn_lstm1d": (
+        lambda n, c: CNNLSTM1D(n, c, SR, channels=[8, 16], hidden_sizes=[16]),
+        13,
+        60,
+        37,
+    ),
+    "cnn_lstm2d": (
+        lambda n, c: CNNLSTM2D(n, c, SR, channels=[4, 8], hidden_sizes=[16]),
+        16,
+        60,
+        37,
+    ),
     "lstm": (lambda n, c: StackedLSTM(n, c, SR, hidden_sizes=[16, 8], dense=8), 13, 60, 37),
     "lstm_bi_mean_std": (
-        lambda n, c: StackedLSTM(n, c, SR, [16], 0, bidirectional=True, pool="mean_std"), 13, 60, 37
+        lambda n, c: StackedLSTM(n, c, SR, [16], 0, bidirectional=True, pool="mean_std"),
+        13,
+        60,
+        37,
     ),
     "vae": (lambda n, c: VAE(n, c, SR, hidden=[16, 8], latent_dim=4), 13, 60, 37),
 }

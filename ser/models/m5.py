@@ -52,7 +52,9 @@ class M5(nn.Module):
             k, s = (self.first_kernel, self.first_stride) if i == 0 else (kernel_size, 1)
             self.blocks.append(
                 nn.Sequential(
-                    nn.Conv1d(c_in, c_out, k, stride=s, padding=0 if i == 0 else k // 2, bias=False),
+                    nn.Conv1d(
+                        c_in, c_out, k, stride=s, padding=0 if i == 0 else k // 2, bias=False
+                    ),
                     nn.BatchNorm1d(c_out),
                     nn.ReLU(inplace=True),
                 )

@@ -4,6 +4,7 @@ feeds an emotion classifier (seed S2)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ class VAEOutput:
 
 def _conv_stack(sizes: list[int], kernel_size: int) -> nn.ModuleList:
     return nn.ModuleList(
-        nn.Conv1d(a, b, kernel_size, padding=kernel_size // 2) for a, b in zip(sizes, sizes[1:])
+        nn.Conv1d(a, b, kernel_size, padding=kernel_size // 2) for a, b in pairwise(sizes)
     )
 
 

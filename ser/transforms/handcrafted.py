@@ -62,9 +62,7 @@ def rms(wave: torch.Tensor, frame_length: int, hop_length: int) -> torch.Tensor:
     return frame(wave, frame_length, hop_length).pow(2).mean(-1).sqrt()
 
 
-def band_masks(
-    freqs: torch.Tensor, bands: list[tuple[float, float]] | None
-) -> torch.Tensor:
+def band_masks(freqs: torch.Tensor, bands: list[tuple[float, float]] | None) -> torch.Tensor:
     """``(n_bands, n_freq)`` float mask of the FFT bins inside each ``(low, high)`` band (Hz,
     inclusive); ``None``: one band, the whole spectrum."""
     if bands is None:
@@ -208,9 +206,7 @@ class Handcrafted(nn.Module):
         self.register_buffer("band_masks", band_masks(freqs, self.bands), persistent=False)
         sizes = {"mfcc": n_mfcc, "mfcc_delta": n_mfcc}
         per_band = len(self.bands)
-        self.sizes = [
-            sizes.get(f, per_band if f.startswith("band_") else 1) for f in self.features
-        ]
+        self.sizes = [sizes.get(f, per_band if f.startswith("band_") else 1) for f in self.features]
         self.n_features = sum(self.sizes)
 
     def frames(self, lengths: torch.Tensor) -> torch.Tensor:
