@@ -8,8 +8,11 @@ from ser.errors import SERError
 
 #: Subcommands served without importing lightning (fast start, no training stack).
 LIGHT_COMMANDS: dict[str, str] = {"predict": "ser.predict", "export": "ser.export"}
-#: Subcommands with their own small parser (no Trainer): corpus download and exploration.
-TOOL_COMMANDS: dict[str, str] = {"download": "ser.data.download", "explore": "ser.explore"}
+#: Subcommands with their own parser (not LightningCLI's): corpus download and exploration, the
+#: SVM baseline.
+TOOL_COMMANDS: dict[str, str] = {
+    "download": "ser.data.download", "explore": "ser.explore", "baseline": "ser.baseline",
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -147,7 +147,8 @@ class SERDataModule(L.LightningDataModule):
         root: folder of the corpus.
         sample_rate: audio is resampled to this rate (Hz).
         max_seconds: clips are cropped to this duration (random crop while training).
-        features: front-end computed on the batch's device: ``logmel``, ``mfcc`` or ``waveform``.
+        features: front-end computed on the batch's device: ``logmel``, ``mfcc``, ``waveform``, or
+            hand-crafted ``zcr_rms``, ``spectral``, ``handcrafted`` (see ser.transforms).
         n_mels: mel bands of ``logmel`` and ``mfcc``.
         n_mfcc: coefficients of ``mfcc``.
         win_ms: analysis window length in milliseconds.

@@ -78,8 +78,8 @@ class EmotionClassifier(L.LightningModule):
         return F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
 
     def shared_step(self, batch: dict, stage: str) -> torch.Tensor:
-        logits = self(batch["features"], batch["feature_lengths"])  # (B, n_classes)
-        loss = self.loss(logits, batch)
+        logits, extra_loss = self.forward_batch(batch, stage)  # (B, n_classes)
+        loss = self.loss(logits, batch) + extra_loss
         labels = batch["label"]
         self.log(
             f"{stage}/loss",
@@ -97,6 +97,14 @@ class EmotionClassifier(L.LightningModule):
         if stage == "test":
             self.test_confusion_metric.update(logits.detach(), labels)
         return loss
+
+    def forward_batch(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """Logits ``(B, n_classes)`` of a batch and any extra loss term of the task (0 here).
+
+        A task with more loss terms (e.g. a VAE's reconstruction and KL) overrides this and logs
+        its terms; the classification loss and the metrics stay in :meth:`shared_step`.
+        """
+        return self(batch["features"], batch["feature_lengths"]), 0.0
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train")

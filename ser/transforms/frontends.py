@@ -13,7 +13,10 @@ import torch
 import torchaudio
 from torch import nn
 
-FeatureName = Literal["logmel", "mfcc", "waveform"]
+#: ``zcr_rms``: seed S1's time-domain features; ``spectral``: seed S4's centroid, bandwidth and
+#: energy in five sub-bands over 300-3400 Hz; ``handcrafted``: MFCC + deltas, ZCR, RMS, centroid,
+#: bandwidth, band energy ratio and pitch (see :mod:`ser.transforms.handcrafted`).
+FeatureName = Literal["logmel", "mfcc", "waveform", "zcr_rms", "spectral", "handcrafted"]
 
 
 def standardize(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -149,4 +152,16 @@ def build_frontend(
         return LogMel(sample_rate, **common)
     if features == "mfcc":
         return MFCC(sample_rate, n_mfcc=n_mfcc, **common)
-    raise ValueError(f"features={features!r}: choose logmel, mfcc or waveform")
+    from ser.transforms.handcrafted import DEFAULT_FEATURES, Handcrafted  # imports MFCC from here
+
+    stacks = {
+        "zcr_rms": ["zcr", "rms"],
+        "spectral": ["band_centroid", "band_bandwidth", "band_energy"],
+        "handcrafted": DEFAULT_FEATURES,
+    }
+    if features in stacks:
+        return Handcrafted(
+            sample_rate, stacks[features], n_mfcc=n_mfcc, n_mels=n_mels, win_ms=win_ms,
+            hop_ms=hop_ms, normalize=normalize,
+        )  # fmt: skip
+    raise ValueError(f"features={features!r}: choose one of {list(FeatureName.__args__)}")

@@ -1,0 +1,136 @@
+"""Train and test every model of the zoo (and the SVM baseline) on one corpus; print one table.
+
+Each model runs as its own ``python -m ser fit`` command (printed, so a row can be reproduced);
+its test metrics come from the run's ``test/metrics.json``, the parameter count from the model
+summary, the time per epoch from the ``EpochSummary`` lines. Results are merged into a JSON file,
+so models can run one at a time (e.g. each under a lock) and the table printed at the end::
+
+    python benchmarks/model_zoo.py --root /path/to/ravdess-16k --models m5 lstm
+    python benchmarks/model_zoo.py --root /path/to/ravdess-16k --models baseline
+    python benchmarks/model_zoo.py --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("cnn2d", "m5", "cnn_lstm", "cnn_lstm2d", "lstm", "vae")
+PARAMS = re.compile(r"([\d.]+\s*[KMB]?)\s+Trainable params")
+EPOCH = re.compile(r"epoch (\d+): .*\(([\d.]+) s\)")
+
+
+def parse_count(text: str) -> int:
+    number, _, unit = text.strip().partition(" ")
+    return round(float(number) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}[unit.strip()])
+
+
+def run_model(name: str, data: str, root: str, out: Path, extra: list[str]) -> dict:
+    command = [
+        sys.executable, "-m", "ser", "fit", "--config", f"configs/{name}.yaml", "--data", data,
+        "--data.root", root, "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(out), *extra,
+    ]  # fmt: skip
+    print("$ python", " ".join(command[1:]), flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    (out / f"{name}.log").write_text(log)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {proc.returncode}); see {out / f'{name}.log'}")
+    versions = sorted((out / name).glob("version_*"), key=lambda p: p.stat().st_mtime)
+    metrics = json.loads((versions[-1] / "test" / "metrics.json").read_text())
+    epochs = [float(s) for _, s in EPOCH.findall(log)]
+    params = PARAMS.search(log)
+    return {
+        "model": name, "command": " ".join(["python", *command[1:]]),
+        "uar": metrics["uar"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+        "params": parse_count(params.group(1)) if params else None, "wall_s": wall,
+        "epochs": len(epochs), "s_per_epoch": sum(epochs) / len(epochs) if epochs else None,
+        "ckpt": metrics.get("ckpt_path"),
+    }  # fmt: skip
+
+
+def run_baseline(data: str, root: str, out: Path, features: list[str]) -> dict:
+    command = [
+        sys.executable, "-m", "ser", "baseline", "--data", data, "--data.root", root,
+        "--features", "[" + ", ".join(features) + "]", "--C", "10", "--kernel", "rbf",
+        "--out_dir", str(out / "baseline"),
+    ]  # fmt: skip
+    print("$ python", " ".join(command[1:]), flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    (out / "baseline.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"baseline failed (exit {proc.returncode}); see {out / 'baseline.log'}")
+    summary = json.loads((out / "baseline" / "summary.json").read_text())
+    best = next(r for r in summary["results"] if r["features"] == summary["best"])
+    return {
+        "model": f"svm ({summary['best']})", "command": " ".join(["python", *command[1:]]),
+        "uar": best["test"]["uar"], "accuracy": best["test"]["accuracy"],
+        "macro_f1": best["test"]["macro_f1"], "params": None, "wall_s": wall, "epochs": None,
+        "s_per_epoch": None, "per_feature": summary["results"],
+    }  # fmt: skip
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| model | test UAR | test accuracy | test macro F1 | parameters | epochs | s / epoch | wall time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        params = f"{r['params'] / 1e3:.0f} K" if r["params"] else "-"
+        per_epoch = f"{r['s_per_epoch']:.1f}" if r["s_per_epoch"] else "-"
+        wall = f"{int(r['wall_s'] // 60)} min {int(r['wall_s'] % 60)} s"
+        lines.append(
+            f"| {r['model']} | {r['uar']:.3f} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
+            f"{params} | {r['epochs'] or '-'} | {per_epoch} | {wall} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", help="corpus folder (--data.root)")
+    parser.add_argument("--data", default="configs/data/ravdess.yaml", help="data config")
+    parser.add_argument(
+        "--models", nargs="+", default=[*MODELS, "baseline"], choices=[*MODELS, "baseline"]
+    )
+    parser.add_argument(
+        "--features", nargs="+", default=["mfcc", "spectral", "handcrafted"],
+        help="feature types of the SVM baseline",
+    )  # fmt: skip
+    parser.add_argument("--out", default="lightning_logs/model_zoo", help="logs and results")
+    parser.add_argument("--table", action="store_true", help="only print the table of results")
+    parser.add_argument("extra", nargs="*", help="more `ser fit` arguments, after --")
+    args = parser.parse_args()
+    out = (REPO / args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    if not args.table:
+        if not args.root:
+            parser.error("--root is required to run models")
+        for name in args.models:
+            if name == "baseline":
+                results[name] = run_baseline(args.data, args.root, out, args.features)
+            else:
+                results[name] = run_model(name, args.data, args.root, out, args.extra)
+            results_path.write_text(json.dumps(results, indent=2) + "\n")
+            print(table([results[name]]), flush=True)
+    order = [m for m in (*MODELS, "baseline") if m in results]
+    print(table([results[m] for m in order]))
+    for m in order:
+        print(f"{m}: {results[m]['command']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Every net: shapes on two lengths, padding-independent logits, and learning a toy problem."""
+
+import pytest
+import torch
+
+from ser.models import CNNLSTM1D, CNNLSTM2D, M5, VAE, StackedLSTM
+
+SR = 8000
+#: (net factory, n_features, frames of the long and the short clip)
+NETS = {
+    "m5": (lambda n, c: M5(n, c, SR, channels=[8, 8, 16]), 1, 4000, 2300),
+    "cnn_lstm1d": (
+        lambda n, c: CNNLSTM1D(n, c, SR, channels=[8, 16], hidden_sizes=[16]),
+        13,
+        60,
+        37,
+    ),
+    "cnn_lstm2d": (
+        lambda n, c: CNNLSTM2D(n, c, SR, channels=[4, 8], hidden_sizes=[16]),
+        16,
+        60,
+        37,
+    ),
+    "lstm": (lambda n, c: StackedLSTM(n, c, SR, hidden_sizes=[16, 8], dense=8), 13, 60, 37),
+    "lstm_bi_mean_std": (
+        lambda n, c: StackedLSTM(n, c, SR, [16], 0, bidirectional=True, pool="mean_std"),
+        13,
+        60,
+        37,
+    ),
+    "vae": (lambda n, c: VAE(n, c, SR, hidden=[16, 8], latent_dim=4), 13, 60, 37),
+}
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_shapes_and_padding_does_not_change_logits(name):
+    factory, n_features, long, short = NETS[name]
+    torch.manual_seed(0)
+    net = factory(5, n_features)
+    net.train()
+    net(torch.randn(4, n_features, long), torch.tensor([long, short, long, short]))  # stats
+    net.eval()
+    x = torch.randn(3, n_features, long)
+    x[1, :, short:] = 100.0 * torch.randn(n_features, long - short)  # garbage in the padding
+    lengths = torch.tensor([long, short, long])
+    logits = net(x, lengths)
+    assert logits.shape == (3, 5)
+    assert torch.isfinite(logits).all()
+    alone = net(x[1:2, :, :short], torch.tensor([short]))
+    torch.testing.assert_close(logits[1], alone[0], atol=1e-4, rtol=1e-4)
+    assert net(x).shape == (3, 5)  # lengths are optional
+
+
+def toy_batch(n_features: int, frames: int, n: int = 16):
+    """Two classes told apart by the mean level of the features: a learnable toy problem."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 2
+    x = torch.randn(n, n_features, frames, generator=g) + (2.0 * labels - 1.0)[:, None, None]
+    return x, torch.full((n,), frames), labels
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_tiny_net_learns_a_toy_problem(name):
+    factory, n_features, long, _ = NETS[name]
+    frames = 800 if name == "m5" else 24
+    torch.manual_seed(0)
+    net = factory(2, n_features)
+    x, lengths, labels = toy_batch(n_features, frames)
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(30):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(net(x, lengths), labels).backward()
+        optimiser.step()
+    net.eval()
+    x, lengths, labels = toy_batch(n_features, frames)
+    accuracy = (net(x, lengths).argmax(1) == labels).float().mean()
+    assert accuracy >= 0.9
+
+
+def test_m5_kernels_follow_the_sample_rate():
+    at_8k, at_16k = M5(2, 1, 8000), M5(2, 1, 16000)
+    assert (at_8k.first_kernel, at_8k.first_stride) == (80, 4)  # Dai et al.'s M5 at 8 kHz
+    assert (at_16k.first_kernel, at_16k.first_stride) == (160, 8)
+    assert at_16k.blocks[0][0].kernel_size == (160,)
+
+
+def test_vae_parts():
+    net = VAE(3, 6, SR, hidden=[8], latent_dim=2)
+    out = net.encode_decode(torch.randn(2, 6, 20), torch.tensor([20, 11]))
+    assert out.recon.shape == out.target.shape == (2, 6, 20)
+    assert out.mean.shape == out.log_var.shape == (2, 2, 20)
+    assert out.latent.shape == (2, 2)
+    assert out.recon[1, :, 11:].abs().max() == 0
+    torch.testing.assert_close(out.latent[1], out.mean[1, :, :11].mean(-1))
+
+
+def test_lstm_rejects_bad_pool():
+    with pytest.raises(ValueError, match="pool"):
+        StackedLSTM(2, 3, SR, pool="max")
