@@ -231,3 +231,25 @@ def test_offline_copies_counted_and_deterministic(ravdess_root: Path):
 def test_offline_copies_need_augmentations(ravdess_root: Path):
     with pytest.raises(SERError, match="offline_copies"):
         RAVDESS(root=str(ravdess_root), offline_copies=1)
+
+
+def test_augment_fragment_through_the_cli(ravdess_root: Path, tmp_path: Path, monkeypatch):
+    from ser.cli import main
+
+    from .conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    data = REPO / "configs" / "data"
+    for fragment in ("onthefly.yaml", "offline.yaml"):
+        cli = main([
+            "fit", "--config", str(REPO / "configs" / "cnn2d.yaml"),
+            "--data", str(data / "ravdess.yaml"), "--data", str(data / "augment" / fragment),
+            "--data.root", str(ravdess_root), "--data.test_speakers", '["19", "20"]',
+            "--data.val_speakers", '["15", "16"]', "--data.batch_size", "4",
+            "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
+        ])  # fmt: skip
+        dm = cli.datamodule
+        assert type(dm).__name__ == "RAVDESS" and len(dm.augment) >= 3
+        assert cli.trainer.global_step == 1
+        assert "augment" not in dm.hparams  # modules stay out of the checkpoint's plain data
+    assert len(dm.datasets["train"]) == 3 * 16  # offline: originals + 2 copies
