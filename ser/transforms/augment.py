@@ -61,14 +61,6 @@ def uniform(low: float, high: float, n: int, device: torch.device) -> torch.Tens
     return (low + (high - low) * torch.rand(n)).to(device)
 
 
-def repad(waves: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
-    """Zero-pad a list of ``(T_i,)`` rows into ``(B, max(lengths))``, zeroing beyond each length."""
-    out = waves[0].new_zeros(len(waves), int(lengths.max()))
-    for row, wave, n in zip(out, waves, lengths.tolist(), strict=True):
-        row[:n] = wave[:n]
-    return out
-
-
 class WaveAugment(nn.Module):
     """Base of waveform augmentations: each example is changed with probability ``p``.
 
@@ -91,21 +83,37 @@ class WaveAugment(nn.Module):
             return wave, lengths
         index = chosen.nonzero().squeeze(1)
         new, new_lengths = self.apply(wave[index], lengths[index], sample_rate)
-        out_lengths = lengths.clone()
-        out_lengths[index] = new_lengths
-        size = max(int(out_lengths.max()), 1)
-        out = wave.new_zeros(len(wave), size)
-        keep = min(size, wave.shape[1])
-        out[:, :keep] = wave[:, :keep]
-        out[index] = 0.0
-        out[index, : new.shape[1]] = new[:, :size]
-        return out * valid_mask(out_lengths, size), out_lengths
+        if new.shape[1] == wave.shape[1] and torch.equal(new_lengths, lengths[index]):
+            return wave.index_copy(0, index, new), lengths
+        return merge(wave, lengths, [(index, new, new_lengths)])
 
     def apply(
         self, wave: torch.Tensor, lengths: torch.Tensor, sample_rate: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augment every example of ``wave`` ``(b, T)``; return the waves and their lengths."""
+        """Augment every example of ``wave`` ``(b, T)``; return the waves, zero beyond their
+        new lengths, and the lengths."""
         raise NotImplementedError
+
+
+def merge(
+    wave: torch.Tensor,
+    lengths: torch.Tensor,
+    groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace rows of the padded batch ``wave`` by groups of ``(rows, waves (b, T_g), lengths)``
+    and re-pad it to the longest valid length."""
+    out_lengths = lengths.clone()
+    for rows, _, new_lengths in groups:
+        out_lengths[rows] = new_lengths
+    size = max(int(out_lengths.max()), 1)
+    out = wave.new_zeros(len(wave), size)
+    keep = min(size, wave.shape[1])
+    out[:, :keep] = wave[:, :keep]
+    for rows, new, _ in groups:
+        width = min(size, new.shape[1])
+        out[rows] = 0.0
+        out[rows, :width] = new[:, :width]
+    return out, out_lengths
 
 
 class AddNoise(WaveAugment):
@@ -199,7 +207,7 @@ class TimeShift(WaveAugment):
         shift = (frac * lengths).round().long()  # (b,)
         t = torch.arange(wave.shape[1], device=wave.device)
         index = (t - shift[:, None]) % lengths.clamp(min=1)[:, None]  # (b, T)
-        return wave.gather(1, index), lengths
+        return wave.gather(1, index) * valid_mask(lengths, wave.shape[1]), lengths
 
 
 class GroupedWaveAugment(WaveAugment):
@@ -212,21 +220,20 @@ class GroupedWaveAugment(WaveAugment):
     choices: list[float]
 
     def apply(self, wave, lengths, sample_rate):
-        pick = torch.randint(len(self.choices), (len(wave),))
-        waves: list[torch.Tensor] = [wave[0]] * len(wave)
-        new_lengths = lengths.clone()
+        pick = torch.randint(len(self.choices), (len(wave),)).to(wave.device)
+        groups = []
         for k, value in enumerate(self.choices):
             rows = (pick == k).nonzero().squeeze(1)
-            if len(rows) == 0:
-                continue
-            rows_dev = rows.to(wave.device)
-            out, out_lengths = self.apply_one(wave[rows_dev], lengths[rows_dev], value, sample_rate)
-            new_lengths[rows_dev] = out_lengths
-            for j, row in enumerate(rows.tolist()):
-                waves[row] = out[j]
-        return repad(waves, new_lengths), new_lengths
+            if len(rows):
+                new, new_lengths = self.apply_one(wave[rows], lengths[rows], value, sample_rate)
+                new = new * valid_mask(new_lengths, new.shape[1])
+                groups.append((rows, new, new_lengths))
+        return merge(wave, lengths, groups)
 
-    def apply_one(self, wave, lengths, value, sample_rate):
+    def apply_one(
+        self, wave: torch.Tensor, lengths: torch.Tensor, value: float, sample_rate: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment the examples of ``wave`` ``(b, T)`` with one ``value`` of the choices."""
         raise NotImplementedError
 
 
