@@ -78,3 +78,16 @@ def test_denoise_settings_key_the_decode_and_fail_early(ravdess_root: Path):
     assert on_device.decode_settings() == {"sample_rate": 16000} and on_device.gate is not None
     with pytest.raises(SERError, match="denoise_prop_decrease"):
         RAVDESS(root=str(ravdess_root), denoise="stationary", denoise_prop_decrease=2.0)
+
+
+def test_device_gate_runs_in_every_stage(ravdess_root: Path):
+    plain = RAVDESS(root=str(ravdess_root), fold=0, n_folds=3, batch_size=4)
+    gated = RAVDESS(root=str(ravdess_root), fold=0, n_folds=3, batch_size=4,
+                    denoise="stationary", denoise_on="device")  # fmt: skip
+    plain.setup("fit")
+    batch = next(iter(plain.val_dataloader()))
+    a = plain.on_after_batch_transfer(dict(batch), 0)
+    b = gated.on_after_batch_transfer(dict(batch), 0)  # no trainer: evaluation and inference
+    assert a["features"].shape == b["features"].shape
+    assert not torch.equal(a["waveform"], b["waveform"])
+    assert b["waveform"].abs().sum() < a["waveform"].abs().sum()  # the noise floor is gated
