@@ -253,3 +253,25 @@ def test_augment_fragment_through_the_cli(ravdess_root: Path, tmp_path: Path, mo
         assert cli.trainer.global_step == 1
         assert "augment" not in dm.hparams  # modules stay out of the checkpoint's plain data
     assert len(dm.datasets["train"]) == 3 * 16  # offline: originals + 2 copies
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_augmentations_on_cuda_match_cpu_draws():
+    wave, lengths = tones()
+    for aug in [*ALL_WAVE, TimeMask(p=1.0), Mixup(p=1.0)]:
+        torch.manual_seed(0)
+        if isinstance(aug, Mixup):
+            x = torch.randn(4, 8, 50)
+            out = aug(x.cuda(), lengths.cuda() // 320, torch.arange(4).cuda(), 4)
+            assert out[2].device.type == "cuda" and out[2].shape == (4, 4)
+            continue
+        if isinstance(aug, TimeMask):
+            out, out_lengths = aug(torch.randn(4, 8, 50).cuda(), lengths.cuda() // 320)
+        else:
+            out, out_lengths = aug.cuda()(wave.cuda(), lengths.cuda(), SR)
+            torch.manual_seed(0)
+            _, cpu_lengths = aug.cpu()(wave, lengths, SR)
+            assert torch.equal(out_lengths.cpu(), cpu_lengths)  # the draws do not depend on device
+            assert (out * ~valid_mask(out_lengths, out.shape[1]) == 0).all()
+        assert out.device.type == "cuda" and out.dtype == torch.float32
