@@ -233,26 +233,27 @@ def test_offline_copies_need_augmentations(ravdess_root: Path):
         RAVDESS(root=str(ravdess_root), offline_copies=1)
 
 
-def test_augment_fragment_through_the_cli(ravdess_root: Path, tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("fragment", ["onthefly.yaml", "offline.yaml"])
+def test_augment_fragment_through_the_cli(fragment, ravdess_root: Path, tmp_path, monkeypatch):
     from ser.cli import main
 
     from .conftest import REPO
 
     monkeypatch.chdir(tmp_path)
     data = REPO / "configs" / "data"
-    for fragment in ("onthefly.yaml", "offline.yaml"):
-        cli = main([
-            "fit", "--config", str(REPO / "configs" / "cnn2d.yaml"),
-            "--data", str(data / "ravdess.yaml"), "--data", str(data / "augment" / fragment),
-            "--data.root", str(ravdess_root), "--data.test_speakers", '["19", "20"]',
-            "--data.val_speakers", '["15", "16"]', "--data.batch_size", "4",
-            "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
-        ])  # fmt: skip
-        dm = cli.datamodule
-        assert type(dm).__name__ == "RAVDESS" and len(dm.augment) >= 3
-        assert cli.trainer.global_step == 1
-        assert "augment" not in dm.hparams  # modules stay out of the checkpoint's plain data
-    assert len(dm.datasets["train"]) == 3 * 16  # offline: originals + 2 copies
+    cli = main([
+        "fit", "--config", str(REPO / "configs" / "cnn2d.yaml"),
+        "--data", str(data / "ravdess.yaml"), "--data", str(data / "augment" / fragment),
+        "--data.root", str(ravdess_root), "--data.test_speakers", '["19", "20"]',
+        "--data.val_speakers", '["15", "16"]', "--data.batch_size", "4",
+        "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
+    ])  # fmt: skip
+    dm = cli.datamodule
+    assert type(dm).__name__ == "RAVDESS" and len(dm.augment) >= 3
+    assert cli.trainer.global_step == 1
+    assert "augment" not in dm.hparams  # modules stay out of the checkpoint's plain data
+    copies = dm.hparams.offline_copies
+    assert len(dm.datasets["train"]) == (1 + copies) * 16  # 2 actors x 4 emotions x 2 clips
 
 
 @pytest.mark.gpu
