@@ -147,18 +147,21 @@ class AddNoise(WaveAugment):
             self.noise_files = sorted(p for p in folder.rglob("*") if is_audio_file(p))
             if not self.noise_files:
                 raise SERError(f"AddNoise: noise_dir={noise_dir} holds no audio files")
-        self._noise: dict[int, torch.Tensor] = {}  # sample rate -> all recordings, concatenated
+        # (sample rate, device) -> all recordings, concatenated: read once, moved once.
+        self._noise: dict[tuple[int, str], torch.Tensor] = {}
 
-    def noise_bank(self, sample_rate: int) -> torch.Tensor:
-        if sample_rate not in self._noise:
+    def noise_bank(self, sample_rate: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """All noise recordings at ``sample_rate``, concatenated: ``(N,)`` on ``device``."""
+        key = (sample_rate, str(device))
+        if key not in self._noise:
             waves = [read_audio(path, sample_rate) for path in self.noise_files]
-            self._noise[sample_rate] = torch.cat(waves)  # (N,)
-        return self._noise[sample_rate]
+            self._noise[key] = torch.cat(waves).to(device)
+        return self._noise[key]
 
     def noise(self, shape: torch.Size, sample_rate: int, device: torch.device) -> torch.Tensor:
         if not self.noise_files:
             return torch.randn(shape, device=device)
-        bank = self.noise_bank(sample_rate).to(device)
+        bank = self.noise_bank(sample_rate, device)
         start = torch.randint(len(bank), (shape[0], 1)).to(device)
         index = (start + torch.arange(shape[1], device=device)) % len(bank)  # (b, T)
         return bank[index]
