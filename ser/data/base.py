@@ -11,6 +11,11 @@ On the device, :meth:`SERDataModule.on_after_batch_transfer` adds
 
 - ``features``: ``(B, n_features, F)`` front-end output (``F`` frames, or samples for ``waveform``)
 - ``feature_lengths``: ``(B,)`` int64 valid frames per clip
+- ``target``: ``(B, n_classes)`` float soft targets, only while training with mixup (``label``
+  stays the hard label for the metrics)
+
+Order on the device: noise reduction (``denoise_on: device``) -> waveform augmentation (training)
+-> front-end -> feature augmentation and mixup (training).
 """
 
 from __future__ import annotations
@@ -19,18 +24,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ser.audio import is_audio_file, read_audio
+from ser.audio import is_audio_file, is_silent, read_audio
 from ser.data.cache import AudioCache, decode_uncached
 from ser.data.emotions import resolve_classes, restrict_to_classes
 from ser.data.splits import Split, SplitName, make_split
-from ser.data.verify import Official, count_report, duplicate_groups, is_silent
+from ser.data.verify import Official, count_report, duplicate_groups
 from ser.errors import AudioError, CorpusNotFoundError, SERError
 from ser.transforms import FeatureName, build_frontend
+from ser.transforms.augment import FeatureAugment, Mixup, WaveAugment
+from ser.transforms.denoise import DenoiseMode, SpectralGate, check_denoise, reduce_noise
 
 log = logging.getLogger("ser")
 
@@ -179,6 +188,21 @@ class SERDataModule(L.LightningDataModule):
             with a public archive; see ``ser download --help``).
         target_classes: use this label space (a trained model's class names) and keep only the
             clips of the classes it shares with the corpus; ``ser test --ckpt_path`` sets it.
+        augment: waveform augmentations applied while training, in order, each to every example
+            with its own probability (``class_path``/``init_args`` list of
+            :mod:`ser.transforms.augment` classes: AddNoise, Gain, TimeShift, Speed, TimeStretch,
+            PitchShift).
+        spec_augment: feature augmentations applied while training after the front-end
+            (FrequencyMask, TimeMask).
+        mixup: mix pairs of training examples (:class:`ser.transforms.augment.Mixup`).
+        offline_copies: seed S1's protocol: add this many augmented copies of each training clip
+            (made once by ``augment``, deterministic with ``seed``); ``augment`` is then not
+            applied on the fly.
+        denoise: spectral-gating noise reduction (noisereduce): ``stationary``,
+            ``nonstationary`` or ``null`` (off).
+        denoise_on: ``decode``: per clip with ``noisereduce.reduce_noise`` when audio is decoded
+            (cached with it); ``device``: batched with TorchGate on the batch's device, every stage.
+        denoise_prop_decrease: share of the gated noise removed (1: all).
     """
 
     EMOTIONS: tuple[str, ...] = ()
@@ -217,9 +241,17 @@ class SERDataModule(L.LightningDataModule):
         verify: bool = True,
         download: bool = False,
         target_classes: list[str] | None = None,
+        augment: list[WaveAugment] | None = None,
+        spec_augment: list[FeatureAugment] | None = None,
+        mixup: Mixup | None = None,
+        offline_copies: int = 0,
+        denoise: DenoiseMode | None = None,
+        denoise_on: Literal["decode", "device"] = "decode",
+        denoise_prop_decrease: float = 1.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Augmentation modules are not plain data: the CLI's saved config records them.
+        self.save_hyperparameters(ignore=["augment", "spec_augment", "mixup"])
         if sample_rate <= 0 or max_seconds <= 0:
             raise SERError(
                 f"sample_rate ({sample_rate}) and max_seconds ({max_seconds}) must be positive"
@@ -239,6 +271,20 @@ class SERDataModule(L.LightningDataModule):
         )  # fmt: skip
         self.frontend = build_frontend(**self.frontend_config)
         self.datasets: dict[str, ClipDataset] = {}
+        self.augment = nn.ModuleList(augment or [])
+        self.spec_augment = nn.ModuleList(spec_augment or [])
+        self.mixup = mixup
+        if offline_copies < 0 or (offline_copies > 0 and not self.augment):
+            raise SERError(
+                f"offline_copies={offline_copies} must be >= 0, and > 0 needs augmentations "
+                "in --data.augment to make the copies with"
+            )
+        check_denoise(denoise, denoise_prop_decrease)
+        self.gate = (
+            SpectralGate(sample_rate, denoise, denoise_prop_decrease)
+            if denoise is not None and denoise_on == "device"
+            else None
+        )
 
     # What the CLI links into the model.
     @property
@@ -272,11 +318,20 @@ class SERDataModule(L.LightningDataModule):
     # decode_settings(), so any setting that changes decode() must appear there.
     def decode_settings(self) -> dict:
         """The settings that determine :meth:`decode`'s output (the key of a decoded-audio cache)."""
-        return {"sample_rate": self.sample_rate}
+        settings = {"sample_rate": self.sample_rate}
+        hp = self.hparams
+        if hp.denoise is not None and hp.denoise_on == "decode":
+            settings.update(denoise=hp.denoise, denoise_prop_decrease=hp.denoise_prop_decrease)
+        return settings
 
     def decode(self, path: Path) -> torch.Tensor:
-        """Read one file as ``(n_samples,)`` float32 mono at ``sample_rate``; raises AudioError."""
-        return read_audio(path, self.sample_rate)
+        """Read one file as ``(n_samples,)`` float32 mono at ``sample_rate``, noise-reduced when
+        ``denoise_on`` is ``decode``; raises AudioError."""
+        wave = read_audio(path, self.sample_rate)
+        hp = self.hparams
+        if hp.denoise is not None and hp.denoise_on == "decode":
+            wave = reduce_noise(wave, self.sample_rate, hp.denoise, hp.denoise_prop_decrease)
+        return wave
 
     # Building the datasets.
     def scan_files(
@@ -399,9 +454,43 @@ class SERDataModule(L.LightningDataModule):
                 [waves[i] for i in index], [labels[i] for i in index], [kept[i] for i in index],
                 max_samples, train=name == "train",
             )  # fmt: skip
+        self.add_offline_copies()
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items())
         log.info("%s: %d clips, %d classes %s; split %s: %s", type(self).__name__, len(kept),
                  len(self.compared_classes), self.compared_classes, self.hparams.split, sizes)  # fmt: skip
+
+    def add_offline_copies(self) -> None:
+        """Seed S1's offline protocol: append ``offline_copies`` augmented copies of each training
+        clip (full length, before cropping), made by ``augment`` with the generator seeded by
+        ``seed`` so that every run gets the same copies."""
+        n_copies, train = self.hparams.offline_copies, self.datasets.get("train")
+        if n_copies == 0 or train is None or len(train) == 0:
+            return
+        waves, chunk = train.waves, 64
+        copies: list[torch.Tensor] = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.hparams.seed)
+            for _ in range(n_copies):
+                for start in range(0, len(waves), chunk):
+                    items = [{"waveform": w, "label": 0, "speaker": "", "path": ""}
+                             for w in waves[start : start + chunk]]  # fmt: skip
+                    batch = collate(items)
+                    wave, lengths = self.augment_waveform(batch["waveform"], batch["lengths"])
+                    copies += [w[:n].clone() for w, n in zip(wave, lengths.tolist(), strict=True)]
+        n = len(waves)
+        train.waves = waves + copies
+        train.labels = train.labels + train.labels[:n] * n_copies
+        train.clips = train.clips + train.clips[:n] * n_copies
+        log.info("offline augmentation: %d training clips + %d copies", n, len(copies))
+
+    def augment_waveform(
+        self, wave: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply ``augment`` in order to a padded batch ``(B, T), (B,)``."""
+        for augmentation in self.augment:
+            augmentation.to(wave.device)
+            wave, lengths = augmentation(wave, lengths, self.sample_rate)
+        return wave, lengths
 
     def _loader(self, stage: str) -> DataLoader:
         dataset = self.datasets[stage]
@@ -430,11 +519,25 @@ class SERDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Compute the features on the batch's device, in float32 outside autocast."""
-        wave = batch["waveform"]
-        self.frontend.to(wave.device)
-        with torch.autocast(wave.device.type, enabled=False):
-            batch["features"], batch["feature_lengths"] = self.frontend(
-                wave.float(), batch["lengths"]
-            )
+        """Denoise, augment (training only) and compute the features on the batch's device, in
+        float32 outside autocast."""
+        wave, lengths = batch["waveform"].float(), batch["lengths"]
+        device = wave.device
+        training = self.trainer is not None and self.trainer.training
+        self.frontend.to(device)
+        with torch.autocast(device.type, enabled=False):
+            if self.gate is not None:
+                wave = self.gate.to(device)(wave, lengths)
+            if training and self.hparams.offline_copies == 0:
+                wave, lengths = self.augment_waveform(wave, lengths)
+            batch["waveform"], batch["lengths"] = wave, lengths
+            features, feature_lengths = self.frontend(wave, lengths)
+            if training:
+                for augmentation in self.spec_augment:
+                    features, feature_lengths = augmentation.to(device)(features, feature_lengths)
+                if self.mixup is not None:
+                    features, feature_lengths, batch["target"] = self.mixup(
+                        features, feature_lengths, batch["label"], self.n_classes
+                    )
+        batch["features"], batch["feature_lengths"] = features, feature_lengths
         return batch

@@ -9,9 +9,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-#: A clip whose peak is below this (-80 dBFS) holds no usable sound.
-SILENCE_PEAK = 1e-4
-
 
 @dataclass(frozen=True)
 class Official:
@@ -94,11 +91,6 @@ def count_report(
     if not problems:
         return CountReport(True, head + f": all counts match{note}")
     return CountReport(False, head + f"{note}; differences:\n" + "\n".join(problems))
-
-
-def is_silent(wave: torch.Tensor) -> bool:
-    """Whether a waveform's peak is below :data:`SILENCE_PEAK` (digital silence or near it)."""
-    return wave.numel() == 0 or float(wave.abs().max()) < SILENCE_PEAK
 
 
 def duplicate_groups(paths: Sequence[str], waves: Sequence[torch.Tensor]) -> list[list[str]]:

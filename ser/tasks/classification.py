@@ -75,7 +75,9 @@ class EmotionClassifier(L.LightningModule):
         return self.net(features, lengths)
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        return F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
+        """Cross-entropy against the batch's soft ``target`` (mixup) when present, else ``label``."""
+        target = batch.get("target", batch["label"])  # (B, n_classes) probabilities or (B,) indices
+        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
 
     def shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         logits, extra_loss = self.forward_batch(batch, stage)  # (B, n_classes)
