@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from jsonargparse import ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser
 from torch.utils.data import DataLoader
 
 from ser.data.base import ClipDataset, SERDataModule, collate
@@ -144,6 +144,7 @@ def build_parser() -> ArgumentParser:
         "`ser test` for each feature type (seed S4).",
         default_config_files=[],
     )
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML of these arguments")
     parser.add_subclass_arguments(
         SERDataModule,
         "data",

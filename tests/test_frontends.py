@@ -86,3 +86,25 @@ def test_top_db_floors_digital_silence():
     wave[0, 8000:] = torch.randn(8000) * 0.1
     x, _ = LogMel(16000, top_db=60.0, normalize=False)(wave, torch.tensor([16000]))
     assert float(x.max() - x.min()) == pytest.approx(60.0, abs=1e-3)
+
+
+def test_mel_image_is_a_fixed_size_picture_of_the_valid_frames():
+    from ser.transforms import MelImage
+
+    torch.manual_seed(0)
+    image = MelImage(16000, image_size=(50, 150), n_mels=64, hop_ms=10.0)
+    wave = torch.randn(1, 16000) * torch.linspace(0, 1, 16000)  # (1, T): 1 s, a rising level
+    padded = torch.cat([wave, torch.zeros(1, 8000)], dim=1)  # (1, 1.5 s): the same clip, padded
+    batch = torch.cat([padded, torch.randn(1, 24000)])  # (2, T)
+    out, lengths = image(batch, torch.tensor([16000, 24000]))
+    alone, _ = image(wave, torch.tensor([16000]))
+    assert out.shape == (2, 50, 150) and lengths.tolist() == [150, 150]
+    assert torch.allclose(out[0], alone[0], atol=1e-5)  # padding is not part of the picture
+    assert out.min() >= -1 - 1e-6 and out.max() <= 1 + 1e-6
+    # Unpadded, it is the torch bilinear resize of the min-max scaled log-mel.
+    db = image.log_mel(wave)  # (1, 64, F)
+    scaled = (db - db.min()) / (db.max() - db.min())
+    expected = torch.nn.functional.interpolate(
+        scaled[:, None], size=(50, 150), mode="bilinear", align_corners=False
+    )[:, 0]
+    assert torch.allclose(alone, (expected - 0.5) / 0.5, atol=1e-4)

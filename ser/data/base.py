@@ -156,14 +156,16 @@ class SERDataModule(L.LightningDataModule):
         root: folder of the corpus.
         sample_rate: audio is resampled to this rate (Hz).
         max_seconds: clips are cropped to this duration (random crop while training).
-        features: front-end computed on the batch's device: ``logmel``, ``mfcc``, ``waveform``, or
-            hand-crafted ``zcr_rms``, ``spectral``, ``handcrafted`` (see ser.transforms).
+        features: front-end computed on the batch's device: ``logmel``, ``mfcc``, ``waveform``,
+            ``mel_image`` (S4's fixed-size spectrogram picture), or hand-crafted ``zcr_rms``,
+            ``spectral``, ``handcrafted`` (see ser.transforms).
         n_mels: mel bands of ``logmel`` and ``mfcc``.
         n_mfcc: coefficients of ``mfcc``.
         win_ms: analysis window length in milliseconds.
         hop_ms: hop between frames in milliseconds.
         top_db: floor log-mel features this many dB below each clip's peak (``None``: no floor).
         normalize: standardise each clip's features (mean 0, std 1 over its valid frames).
+        image_size: ``(height, width)`` of the ``mel_image`` front-end's picture (S4: 50 x 150).
         emotions: keep only these emotions, in this class order (``None``: all of the corpus).
         merge: map emotions onto others before selecting, e.g. ``{calm: neutral}``.
         split: ``speaker`` (speaker folds: no speaker in two stages), ``loso`` (leave one speaker
@@ -225,6 +227,7 @@ class SERDataModule(L.LightningDataModule):
         hop_ms: float = 10.0,
         top_db: float | None = 80.0,
         normalize: bool = True,
+        image_size: tuple[int, int] = (50, 150),
         emotions: list[str] | None = None,
         merge: dict[str, str] | None = None,
         split: SplitName = "speaker",
@@ -268,6 +271,7 @@ class SERDataModule(L.LightningDataModule):
         self.frontend_config = dict(
             features=features, sample_rate=sample_rate, n_mels=n_mels, n_mfcc=n_mfcc,
             win_ms=win_ms, hop_ms=hop_ms, top_db=top_db, normalize=normalize,
+            image_size=list(image_size),
         )  # fmt: skip
         self.frontend = build_frontend(**self.frontend_config)
         self.datasets: dict[str, ClipDataset] = {}

@@ -1,6 +1,13 @@
 """Feature front-ends and augmentations: ``nn.Module``s on batches, on any device."""
 
-from ser.transforms.frontends import MFCC, FeatureName, LogMel, Waveform, build_frontend
+from ser.transforms.frontends import (
+    MFCC,
+    FeatureName,
+    LogMel,
+    MelImage,
+    Waveform,
+    build_frontend,
+)
 from ser.transforms.handcrafted import Handcrafted
 
-__all__ = ["FeatureName", "Handcrafted", "LogMel", "MFCC", "Waveform", "build_frontend"]
+__all__ = ["FeatureName", "Handcrafted", "LogMel", "MFCC", "MelImage", "Waveform", "build_frontend"]

@@ -16,7 +16,9 @@ from torch import nn
 #: ``zcr_rms``: seed S1's time-domain features; ``spectral``: seed S4's centroid, bandwidth and
 #: energy in five sub-bands over 300-3400 Hz; ``handcrafted``: MFCC + deltas, ZCR, RMS, centroid,
 #: bandwidth, band energy ratio and pitch (see :mod:`ser.transforms.handcrafted`).
-FeatureName = Literal["logmel", "mfcc", "waveform", "zcr_rms", "spectral", "handcrafted"]
+FeatureName = Literal[
+    "logmel", "mfcc", "waveform", "mel_image", "zcr_rms", "spectral", "handcrafted"
+]
 
 
 def standardize(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -134,6 +136,53 @@ class MFCC(LogMel):
         return torch.matmul(self.dct, super().log_mel(wave))  # (B, n_mfcc, F)
 
 
+class MelImage(LogMel):
+    """Log-mel spectrogram as a fixed-size grey image, seed S4's "spectrogram picture".
+
+    Each clip's log-mel (dB) over its valid frames is min-max scaled to [0, 1], resized bilinearly
+    to ``image_size`` (mel rows x time columns: any clip length gives the same shape), and
+    normalised to mean 0.5, std 0.5 as S4's torchvision pipeline does, i.e. mapped to [-1, 1].
+
+    Args:
+        image_size: ``(height, width)`` of the image: S4 resizes to 150 x 50 pixels (width x
+            height), i.e. ``(50, 150)``. The other arguments are those of :class:`LogMel`.
+
+    Shapes: ``(B, T), (B,) -> (B, height, width), (B,)`` (every clip ``width`` columns long).
+    """
+
+    def __init__(self, sample_rate: int, image_size: tuple[int, int] = (50, 150), **kwargs) -> None:
+        kwargs["normalize"] = False
+        super().__init__(sample_rate, **kwargs)
+        self.height, self.width = (int(v) for v in image_size)
+        self.n_features = self.height
+
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.log_mel(wave)  # (B, n_mels, F)
+        n_frames = x.shape[2]
+        frames = self.frames(lengths).clamp(max=n_frames)  # (B,)
+        valid = (torch.arange(n_frames, device=x.device) < frames[:, None])[:, None, :]
+        low = torch.where(valid, x, torch.inf).amin(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+        high = torch.where(valid, x, -torch.inf).amax(dim=(1, 2), keepdim=True)
+        x = (x - low) / (high - low).clamp(min=1e-6)  # (B, n_mels, F) in [0, 1] where valid
+        # Sample the valid frames of each clip onto `width` columns as a bilinear resize with
+        # align_corners=False does: column j reads frame (j + 0.5) * frames / width - 0.5, kept
+        # inside the valid frames, then put in grid_sample's [-1, 1] units.
+        columns = (torch.arange(self.width, device=x.device) + 0.5) / self.width  # (W,)
+        valid_frames = frames[:, None].to(x.dtype)  # (B, 1)
+        source = torch.minimum((columns * valid_frames - 0.5).clamp(min=0), valid_frames - 1)
+        grid_x = (2 * source + 1) / n_frames - 1  # (B, W)
+        grid_y = 2 * (torch.arange(self.height, device=x.device) + 0.5) / self.height - 1  # (H,)
+        grid = torch.stack(
+            torch.broadcast_tensors(grid_x[:, None, :], grid_y[None, :, None]), dim=-1
+        )  # (B, H, W, 2)
+        image = nn.functional.grid_sample(
+            x[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
+        )[:, 0]  # (B, H, W)
+        return (image - 0.5) / 0.5, torch.full_like(lengths, self.width)
+
+
 def build_frontend(
     features: FeatureName,
     sample_rate: int,
@@ -143,6 +192,7 @@ def build_frontend(
     hop_ms: float = 10.0,
     top_db: float | None = 80.0,
     normalize: bool = True,
+    image_size: tuple[int, int] = (50, 150),
 ) -> nn.Module:
     """Build the front-end named ``features`` (the DataModule's feature settings, flat)."""
     if features == "waveform":
@@ -152,6 +202,8 @@ def build_frontend(
         return LogMel(sample_rate, **common)
     if features == "mfcc":
         return MFCC(sample_rate, n_mfcc=n_mfcc, **common)
+    if features == "mel_image":
+        return MelImage(sample_rate, image_size=image_size, **common)
     from ser.transforms.handcrafted import DEFAULT_FEATURES, Handcrafted  # imports MFCC from here
 
     stacks = {
