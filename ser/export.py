@@ -73,7 +73,7 @@ def export_torchscript(model: EmotionModel, path: Path) -> Path:
         # a deprecation notice; the parity check after saving is the real test
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(WaveformClassifier(model).eval(), example, check_trace=False)
-    info = json.dumps(model_info(model.class_names, model.sample_rate))
+    info = json.dumps(model_info(model))
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(traced, str(tmp), _extra_files={CLASSES_FILE: info})
@@ -102,9 +102,7 @@ def export_onnx(model: EmotionModel, path: Path) -> Path:
             )  # fmt: skip
     finally:
         quiet.level = level
-    program.model.metadata_props[CLASSES_FILE] = json.dumps(
-        model_info(model.class_names, model.sample_rate)
-    )
+    program.model.metadata_props[CLASSES_FILE] = json.dumps(model_info(model))
     with atomic_path(path) as tmp:
         program.save(str(tmp), external_data=False)
     return path
@@ -165,7 +163,7 @@ def export(
             figures[fmt] = None if run is None else check(model, run, path)
     write_text(
         output / CLASSES_FILE,
-        json.dumps(model_info(model.class_names, model.sample_rate), indent=2) + "\n",
+        json.dumps(model_info(model), indent=2) + "\n",
     )
     return figures
 

@@ -39,15 +39,23 @@ class EmotionModel(nn.Module):
         net: features -> logits module (see :mod:`ser.models`).
         class_names: class names in logit order.
         sample_rate: the rate the waveform must have (Hz).
+        denoise: the noise reduction the model was trained with (``{"mode", "prop_decrease"}``),
+            applied to each recording before windowing; ``None``: none.
     """
 
     def __init__(
-        self, frontend: nn.Module, net: nn.Module, class_names: list[str], sample_rate: int
+        self,
+        frontend: nn.Module,
+        net: nn.Module,
+        class_names: list[str],
+        sample_rate: int,
+        denoise: dict | None = None,
     ) -> None:
         super().__init__()
         self.frontend, self.net = frontend, net
         self.class_names = list(class_names)
         self.sample_rate = int(sample_rate)
+        self.denoise = denoise
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is None:  # every clip fills the batch: what an exported model assumes
@@ -65,12 +73,17 @@ class ExportedModel(nn.Module):
     """
 
     def __init__(
-        self, module: torch.jit.ScriptModule, class_names: list[str], sample_rate: int
+        self,
+        module: torch.jit.ScriptModule,
+        class_names: list[str],
+        sample_rate: int,
+        denoise: dict | None = None,
     ) -> None:
         super().__init__()
         self.module = module
         self.class_names = list(class_names)
         self.sample_rate = int(sample_rate)
+        self.denoise = denoise
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is not None and not bool((lengths == waveform.shape[1]).all()):
@@ -78,9 +91,13 @@ class ExportedModel(nn.Module):
         return self.module(waveform)  # (B, n_classes)
 
 
-def model_info(class_names: list[str], sample_rate: int) -> dict:
+def model_info(model: EmotionModel | ExportedModel) -> dict:
     """What an exported model needs beside its weights (written as ``classes.json``)."""
-    return {"class_names": list(class_names), "sample_rate": int(sample_rate)}
+    return {
+        "class_names": list(model.class_names),
+        "sample_rate": int(model.sample_rate),
+        "denoise": model.denoise,
+    }
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -124,7 +141,9 @@ def load_checkpoint(path: Path) -> EmotionModel:
         raise SERError(
             f"{path}: the weights do not fit the net {spec['net']['class_path']}: {err}"
         ) from None
-    return EmotionModel(frontend, net, spec["class_names"], spec["sample_rate"]).eval()
+    return EmotionModel(
+        frontend, net, spec["class_names"], spec["sample_rate"], spec.get("denoise")
+    ).eval()
 
 
 def load_exported(path: Path) -> ExportedModel:
@@ -141,7 +160,9 @@ def load_exported(path: Path) -> ExportedModel:
         raise SERError(
             f"{path}: no {CLASSES_FILE} inside it or beside it; export it again with `ser export`"
         )
-    return ExportedModel(module, info["class_names"], info["sample_rate"]).eval()
+    return ExportedModel(
+        module, info["class_names"], info["sample_rate"], info.get("denoise")
+    ).eval()
 
 
 def load_model(path: str | Path) -> EmotionModel | ExportedModel:
@@ -187,9 +208,10 @@ def window_bounds(n_samples: int, window: int, hop: int) -> list[tuple[int, int]
 
 
 def _windows(
-    paths: Iterable[Path], sample_rate: int, window: int, hop: int
+    paths: Iterable[Path], sample_rate: int, window: int, hop: int, denoise: dict | None = None
 ) -> Iterator[tuple[Prediction, list[torch.Tensor]]]:
-    """Yield each readable recording's :class:`Prediction` (to fill) and its windows."""
+    """Yield each readable recording's :class:`Prediction` (to fill) and its windows, noise-reduced
+    first as in training when ``denoise`` is given."""
     min_samples = round(MIN_SECONDS * sample_rate)
     for path in paths:
         try:
@@ -206,6 +228,10 @@ def _windows(
                 "so expect lower accuracy than on full-band audio", path, rate, sample_rate, rate // 2
             )  # fmt: skip
         wave = resample(wave, rate, sample_rate)
+        if denoise is not None:
+            from ser.transforms.denoise import reduce_noise  # noisereduce: only when needed
+
+            wave = reduce_noise(wave, sample_rate, denoise["mode"], denoise["prop_decrease"])
         prediction = Prediction(Path(path), duration=len(wave) / sample_rate)
         if len(wave) < min_samples:
             wave = nn.functional.pad(wave, (0, min_samples - len(wave)))
@@ -282,7 +308,7 @@ def predict_files(
         )
         pending.clear()
 
-    for prediction, clips in _windows(paths, rate, window, hop):
+    for prediction, clips in _windows(paths, rate, window, hop, model.denoise):
         index = len(predictions)
         predictions.append(prediction)
         for w, clip in enumerate(clips):

@@ -80,13 +80,17 @@ def test_onnx_matches_checkpoint(exported):
     import onnx
 
     metadata = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
-    assert json.loads(metadata["classes.json"]) == {"class_names": CLASSES, "sample_rate": RATE}
+    assert json.loads(metadata["classes.json"]) == {
+        "class_names": CLASSES,
+        "sample_rate": RATE,
+        "denoise": None,
+    }
 
 
 def test_classes_json_beside_the_export(exported):
     _, out = exported
     info = json.loads((out / "classes.json").read_text())
-    assert info == {"class_names": CLASSES, "sample_rate": RATE}
+    assert info == {"class_names": CLASSES, "sample_rate": RATE, "denoise": None}
 
 
 def test_predict_with_export_matches_checkpoint_without_lightning(exported, tmp_path: Path):

@@ -236,3 +236,23 @@ def test_predict_does_not_import_lightning(checkpoint: Path, tmp_path: Path):
     sf.write(tmp_path / "a.wav", noise(1.0), RATE)
     out = run_without_lightning(checkpoint, tmp_path / "a.wav")
     assert "a.wav" in out and "HEAVY []" in out
+
+
+def test_a_model_trained_on_denoised_audio_denoises_before_predicting(tmp_path: Path):
+    from ser.transforms.denoise import reduce_noise
+
+    checkpoint = torch.load(write_checkpoint(tmp_path / "plain.ckpt"), weights_only=True)
+    checkpoint["ser"]["denoise"] = {"mode": "stationary", "prop_decrease": 1.0}
+    torch.save(checkpoint, tmp_path / "denoised.ckpt")
+    sf.write(tmp_path / "noisy.wav", noise(2.0), RATE)
+    clean = reduce_noise(read_audio(tmp_path / "noisy.wav", RATE), RATE, "stationary")
+    sf.write(tmp_path / "clean.wav", clean.numpy(), RATE, subtype="FLOAT")
+    model = load_model(tmp_path / "denoised.ckpt")
+    assert model.denoise == {"mode": "stationary", "prop_decrease": 1.0}
+    (denoised,) = predict_files(model, [tmp_path / "noisy.wav"])
+    plain = load_model(tmp_path / "plain.ckpt")
+    assert plain.denoise is None
+    (by_hand,) = predict_files(plain, [tmp_path / "clean.wav"])
+    (raw,) = predict_files(plain, [tmp_path / "noisy.wav"])
+    assert torch.allclose(denoised.probabilities, by_hand.probabilities, atol=1e-5)
+    assert not torch.allclose(denoised.probabilities, raw.probabilities, atol=1e-3)

@@ -328,6 +328,15 @@ class SERDataModule(L.LightningDataModule):
             settings.update(denoise=hp.denoise, denoise_prop_decrease=hp.denoise_prop_decrease)
         return settings
 
+    @property
+    def denoise_config(self) -> dict | None:
+        """The noise reduction a model trained on this data expects of its input (or ``None``);
+        checkpoints carry it so that ``ser predict`` applies it too."""
+        hp = self.hparams
+        if hp.denoise is None:
+            return None
+        return {"mode": hp.denoise, "prop_decrease": hp.denoise_prop_decrease}
+
     def decode(self, path: Path) -> torch.Tensor:
         """Read one file as ``(n_samples,)`` float32 mono at ``sample_rate``, noise-reduced when
         ``denoise_on`` is ``decode``; raises AudioError."""

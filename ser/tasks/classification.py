@@ -69,6 +69,7 @@ class EmotionClassifier(L.LightningModule):
         #: Confusion matrix (true x predicted counts) of the last test run.
         self.test_confusion: torch.Tensor | None = None
         self.frontend_config: dict | None = None
+        self.denoise_config: dict | None = None
         self._resumed_rng: dict | None = None
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,11 +136,13 @@ class EmotionClassifier(L.LightningModule):
         """Store what inference needs (classes, rate, front-end, net) as plain data."""
         datamodule = getattr(self.trainer, "datamodule", None)
         frontend = getattr(datamodule, "frontend_config", None) or self.frontend_config
+        denoise = getattr(datamodule, "denoise_config", None) if datamodule else self.denoise_config
         checkpoint[SPEC_KEY] = {
             "class_names": self.class_names,
             "sample_rate": self.hparams.sample_rate,
             "n_features": self.hparams.n_features,
             "frontend": frontend,
+            "denoise": denoise,
             "net": self.net_spec,
         }
         # Saved after validation, before the next epoch draws anything: restoring it when training
@@ -150,6 +153,7 @@ class EmotionClassifier(L.LightningModule):
         spec = checkpoint.get(SPEC_KEY)
         if spec is not None:
             self.frontend_config = spec["frontend"]
+            self.denoise_config = spec.get("denoise")
         self._resumed_rng = checkpoint.get(RNG_KEY)
 
     def on_train_start(self) -> None:
