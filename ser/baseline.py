@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,17 +172,14 @@ def main(argv: list[str] | None = None) -> list[BaselineResult]:
     cfg = parser.parse_args(argv)
     if not logging.getLogger("ser").handlers and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="[ser] %(levelname)s %(message)s")
-    try:
-        if cfg.C <= 0:
-            raise SERError(f"--C must be positive, got {cfg.C}")
-        if not cfg.features:
-            raise SERError("--features is empty; give at least one of " + ", ".join(POOLABLE))
-        datamodule = parser.instantiate_classes(cfg).data
-        out_dir = Path(cfg.out_dir)
-        results = run_baseline(datamodule, cfg.features, out_dir, cfg.C, cfg.kernel, cfg.gamma)
-    except SERError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    # A SERError goes up to ser.__main__, which reports it in one line (exit status 2).
+    if cfg.C <= 0:
+        raise SERError(f"--C must be positive, got {cfg.C}")
+    if not cfg.features:
+        raise SERError("--features is empty; give at least one of " + ", ".join(POOLABLE))
+    datamodule = parser.instantiate_classes(cfg).data
+    out_dir = Path(cfg.out_dir)
+    results = run_baseline(datamodule, cfg.features, out_dir, cfg.C, cfg.kernel, cfg.gamma)
     table = summary_table(results)
     print("\n" + table, flush=True)
     payload = {

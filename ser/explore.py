@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from ser.data.base import SERDataModule
-from ser.errors import SERError
 from ser.io import atomic_path
 from ser.transforms import build_frontend
 
@@ -185,10 +184,7 @@ def main(argv: list[str] | None = None) -> Exploration:
     parser.add_argument("--out", default="explore", help="folder for the PNG figures")
     cfg = parser.parse_args(_run_config_to_data(list(sys.argv[1:] if argv is None else argv)))
     dm = parser.instantiate_classes(cfg).data
-    try:
-        result = explore(dm, cfg.out)
-    except SERError as err:
-        raise SystemExit(f"ser explore: {err}") from None
+    result = explore(dm, cfg.out)  # ser.__main__ reports a SERError in one line
     print(result.summary)
     for name, path in result.files.items():
         print(f"wrote {name}: {path}")

@@ -48,8 +48,8 @@ def test_baseline_bad_options(ravdess_root: Path, tmp_path: Path, capsys):
     with pytest.raises(SystemExit):
         main([*toy_args(ravdess_root, tmp_path), "--features", "[waveform]"])
     with pytest.raises(SystemExit) as err:
-        main([*toy_args(ravdess_root, tmp_path), "--C", "0"])
+        ser_main(["baseline", *toy_args(ravdess_root, tmp_path), "--C", "0"])
     assert err.value.code == 2 and "--C must be positive" in capsys.readouterr().err
     with pytest.raises(SystemExit) as err:
-        main([*toy_args(tmp_path / "missing", tmp_path)])
+        ser_main(["baseline", *toy_args(tmp_path / "missing", tmp_path)])
     assert err.value.code == 2 and "corpus not found" in capsys.readouterr().err

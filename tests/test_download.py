@@ -105,9 +105,10 @@ def test_server_without_range_support_restarts_cleanly(tmp_path: Path, payload: 
     assert (tmp_path / "ravdess" / "Actor_02").is_dir()
 
 
-def test_corpus_without_archive_says_where_to_get_it(tmp_path: Path):
-    with pytest.raises(SystemExit, match="doi.org/10.5683/SP2/E8H2MF"):
+def test_corpus_without_archive_says_where_to_get_it(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         ser_main(["download", "tess", "--root", str(tmp_path / "tess")])
+    assert exit_info.value.code == 2 and "doi.org/10.5683/SP2/E8H2MF" in capsys.readouterr().err
 
 
 def test_data_download_flag_fetches_then_trains_on_it(tmp_path: Path, monkeypatch):
