@@ -91,3 +91,14 @@ def test_device_gate_runs_in_every_stage(ravdess_root: Path):
     assert a["features"].shape == b["features"].shape
     assert not torch.equal(a["waveform"], b["waveform"])
     assert b["waveform"].abs().sum() < a["waveform"].abs().sum()  # the noise floor is gated
+
+
+@pytest.mark.parametrize("mode", ["stationary", "nonstationary"])
+def test_spectral_gate_equals_torchgate_on_full_length_clips(mode):
+    from noisereduce.torchgate import TorchGate
+
+    x = torch.randn(3, 24000, generator=torch.Generator().manual_seed(0)) * 0.1
+    reference = TorchGate(SR, nonstationary=mode == "nonstationary")(x)  # (3, 23936): whole hops
+    ours = SpectralGate(SR, mode)(x)
+    assert ours.shape == x.shape
+    assert torch.allclose(ours[:, : reference.shape[1]], reference, atol=1e-6)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from noisereduce import reduce_noise as nr_reduce_noise
 from noisereduce.torchgate import TorchGate
+from noisereduce.torchgate.utils import amp_to_db
+from torch.nn import functional as F
 
 from ser.errors import SERError
 
@@ -85,19 +87,38 @@ class SpectralGate(TorchGate):
         # TorchGate divides by the smoothed magnitude, which is 0 in digital silence (padding).
         return super()._nonstationary_mask(X_abs + 1e-8)
 
+    def _smooth(self, mask: torch.Tensor) -> torch.Tensor:
+        """TorchGate's 2D mask smoothing ``(B, n_bins, F)``, done as the two 1D convolutions it
+        factors into (its filter is an outer product): the same result, several times faster."""
+        if self.smoothing_filter is None:
+            return mask
+        kernel = self.smoothing_filter[0, 0]  # (n_freq, n_time), sums to 1
+        b, n_bins, n_frames = mask.shape
+        v_f, v_t = kernel.sum(1).to(mask.dtype), kernel.sum(0).to(mask.dtype)
+        x = mask.transpose(1, 2).reshape(-1, 1, n_bins)  # (B * F, 1, n_bins)
+        x = F.conv1d(x, v_f.view(1, 1, -1), padding="same").view(b, n_frames, n_bins)
+        x = x.transpose(1, 2).reshape(-1, 1, n_frames)  # (B * n_bins, 1, F)
+        return F.conv1d(x, v_t.view(1, 1, -1), padding="same").view(b, n_bins, n_frames)
+
     @torch.no_grad()
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T), (B,) -> (B, T)``: TorchGate's gating, padding left at zero."""
         if lengths is None:
             lengths = torch.full((len(wave),), wave.shape[-1], device=wave.device)
-        pad = max(0, 2 * self.win_length - wave.shape[-1])  # TorchGate needs 2 windows of input
-        x = torch.nn.functional.pad(wave, (0, pad))
-        n_frames = x.shape[-1] // self.hop_length + 1
-        frames = torch.arange(n_frames, device=x.device)
+        window = torch.hann_window(self.win_length, device=wave.device)
+        stft = dict(n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
+                    window=window, center=True)  # fmt: skip
+        X = torch.stft(wave, **stft, pad_mode="constant", return_complex=True)  # (B, n_bins, F)
+        frames = torch.arange(X.shape[-1], device=wave.device)
         self._frames = (frames < lengths[:, None] // self.hop_length + 1)[:, None, :]
         try:
-            out = super().forward(x)[:, : wave.shape[-1]]  # istft may drop a partial hop
+            if self.nonstationary:
+                mask = self._nonstationary_mask(X.abs())
+            else:
+                mask = self._stationary_mask(amp_to_db(X))
         finally:
             self._frames = None
-        out = torch.nn.functional.pad(out, (0, wave.shape[-1] - out.shape[-1]))
+        mask = self._smooth(self.prop_decrease * (mask.to(X.real.dtype) - 1.0) + 1.0)
+        out = torch.istft(X * mask, **stft, length=wave.shape[-1])
         valid = torch.arange(wave.shape[-1], device=wave.device) < lengths[:, None]
-        return out * valid
+        return out.to(wave.dtype) * valid
