@@ -26,7 +26,7 @@ def write_savee(root: Path) -> Path:
 
 def test_ravdess_model_tested_on_savee_shared_classes(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    fit(write_ravdess(tmp_path / "ravdess", clips_per_emotion=4), "--trainer.max_epochs", "5",
+    fit(write_ravdess(tmp_path / "ravdess", clips_per_emotion=4), "--trainer.max_epochs", "10",
         "--data.emotions", "[neutral, happy, sad, angry]",
         "--test_after_fit", "false")  # fmt: skip
     run = tmp_path / "lightning_logs" / "cnn2d" / "version_0"
