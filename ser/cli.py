@@ -16,7 +16,7 @@ from ser.data.base import SERDataModule
 from ser.errors import SERError
 from ser.io import ensure_writable
 from ser.report import format_table, metrics_from_confusion, write_report
-from ser.spec import SPEC_KEY
+from ser.spec import SPEC_KEY, read_checkpoint
 from ser.tasks.classification import EmotionClassifier
 
 log = logging.getLogger("ser")
@@ -114,17 +114,9 @@ def adapt_data_to_checkpoint(data, ckpt_path: str) -> None:
         data: the ``data`` part of the parsed config (``class_path``/``init_args``), changed in place.
         ckpt_path: the checkpoint to test.
     """
-    import torch
-
     path = Path(ckpt_path).expanduser()
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # unpickling reports every kind of damage with a different class
-        raise SERError(
-            f"--ckpt_path {path}: not a readable checkpoint ({type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0]}); ser loads checkpoints with weights_only=True"
-        ) from None
-    spec = checkpoint.get(SPEC_KEY)
+    checkpoint = read_checkpoint(path, f"--ckpt_path {path}")
+    spec = checkpoint.get(SPEC_KEY) if isinstance(checkpoint, dict) else None
     if spec is None:  # not written by ser: leave the linked classes alone
         return
     data.init_args.target_classes = list(spec["class_names"])

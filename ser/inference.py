@@ -20,7 +20,7 @@ from torch import nn
 
 from ser.audio import is_silent, load_audio, resample
 from ser.errors import AudioError, SERError
-from ser.spec import SPEC_KEY, build_net
+from ser.spec import SPEC_KEY, build_net, read_checkpoint
 from ser.transforms.frontends import build_frontend
 
 log = logging.getLogger(__name__)
@@ -110,13 +110,7 @@ def _is_torchscript(path: Path) -> bool:
 
 def load_checkpoint(path: Path) -> EmotionModel:
     """Rebuild :class:`EmotionModel` from a training checkpoint's ``ser`` entry and weights."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling reports every kind of damage with a different class
-        raise SERError(
-            f"{path}: not a ser checkpoint or exported model ({type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0]}); ser loads checkpoints with weights_only=True"
-        ) from None
+    checkpoint = read_checkpoint(path, str(path))
     if not isinstance(checkpoint, dict) or SPEC_KEY not in checkpoint:
         raise SERError(
             f"{path}: a checkpoint without the {SPEC_KEY!r} entry (class names, sample rate, "

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import functools
 import importlib
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
+
+from ser.errors import SERError
 
 #: Key of the inference spec inside a checkpoint dict.
 SPEC_KEY = "ser"
@@ -44,3 +48,22 @@ def build_net(spec: dict, n_classes: int, n_features: int, sample_rate: int) -> 
         )
     cls = getattr(importlib.import_module(module_name), name)
     return cls(n_classes, n_features, sample_rate, **spec["init_args"])
+
+
+def read_checkpoint(path: Path, what: str) -> Any:
+    """``torch.load`` a checkpoint with ``weights_only=True`` (pickled code is refused, not run).
+
+    Args:
+        path: the file.
+        what: how the error names it, e.g. the path or ``--ckpt_path PATH``.
+
+    Raises:
+        SERError: the file is damaged or holds more than tensors and plain data.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # unpickling reports every kind of damage with a different class
+        raise SERError(
+            f"{what}: not a ser checkpoint or exported model ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0]}); ser loads checkpoints with weights_only=True"
+        ) from None
