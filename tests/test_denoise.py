@@ -102,3 +102,20 @@ def test_spectral_gate_equals_torchgate_on_full_length_clips(mode):
     ours = SpectralGate(SR, mode)(x)
     assert ours.shape == x.shape
     assert torch.allclose(ours[:, : reference.shape[1]], reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["stationary", "nonstationary"])
+def test_cpu_chunks_give_the_whole_batch_result(mode):
+    """A CPU batch goes through in chunks cut after their longest clip: the same clips, the same
+    output as gating the whole padded batch at once, and zero padding."""
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(4000, 24000, (9,), generator=g)
+    batch = torch.randn(9, 24000, generator=g) * 0.1
+    batch[torch.arange(24000) >= lengths[:, None]] = 0
+    chunked = SpectralGate(SR, mode)
+    assert len(batch) > chunked.CPU_CHUNK
+    whole = SpectralGate(SR, mode)
+    whole.CPU_CHUNK = len(batch)
+    a, b = chunked(batch, lengths), whole(batch, lengths)
+    assert (a[torch.arange(24000) >= lengths[:, None]] == 0).all()
+    assert torch.allclose(a, b, atol=1e-6)
