@@ -8,6 +8,13 @@ so models can run one at a time (e.g. each under a lock) and the table printed a
     python benchmarks/model_zoo.py --root /path/to/ravdess-16k --models m5 lstm
     python benchmarks/model_zoo.py --root /path/to/ravdess-16k --models baseline
     python benchmarks/model_zoo.py --table
+
+``--models`` also takes any config under ``configs/`` by its name there (``recipes/s4_folder_m5``);
+``--emotions`` trains and tests every model and the SVM on a subset of classes, e.g. seed S4's
+comparison on RAVDESS's four classes (``--out`` keeps its results apart)::
+
+    python benchmarks/model_zoo.py --root /path/to/ravdess-16k --out lightning_logs/s4_subset \
+        --emotions angry calm happy sad --models recipes/s4_folder_m5 recipes/s4_folder_cnn2d baseline
 """
 
 from __future__ import annotations
@@ -32,20 +39,22 @@ def parse_count(text: str) -> int:
 
 
 def run_model(name: str, data: str, root: str, out: Path, extra: list[str]) -> dict:
+    key = Path(name).name
     command = [
         sys.executable, "-m", "ser", "fit", "--config", f"configs/{name}.yaml", "--data", data,
         "--data.root", root, "--trainer.enable_progress_bar", "false",
-        "--trainer.logger.init_args.save_dir", str(out), *extra,
+        "--trainer.logger.init_args.save_dir", str(out), "--trainer.logger.init_args.name", key,
+        *extra,
     ]  # fmt: skip
     print("$ python", " ".join(command[1:]), flush=True)
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start
     log = proc.stdout + proc.stderr
-    (out / f"{name}.log").write_text(log)
+    (out / f"{key}.log").write_text(log)
     if proc.returncode != 0:
-        raise SystemExit(f"{name} failed (exit {proc.returncode}); see {out / f'{name}.log'}")
-    versions = sorted((out / name).glob("version_*"), key=lambda p: p.stat().st_mtime)
+        raise SystemExit(f"{name} failed (exit {proc.returncode}); see {out / f'{key}.log'}")
+    versions = sorted((out / key).glob("version_*"), key=lambda p: p.stat().st_mtime)
     metrics = json.loads((versions[-1] / "test" / "metrics.json").read_text())
     epochs = [float(s) for _, s in EPOCH.findall(log)]
     params = PARAMS.search(log)
@@ -58,11 +67,11 @@ def run_model(name: str, data: str, root: str, out: Path, extra: list[str]) -> d
     }  # fmt: skip
 
 
-def run_baseline(data: str, root: str, out: Path, features: list[str]) -> dict:
+def run_baseline(data: str, root: str, out: Path, features: list[str], extra: list[str]) -> dict:
     command = [
         sys.executable, "-m", "ser", "baseline", "--data", data, "--data.root", root,
         "--features", "[" + ", ".join(features) + "]", "--C", "10", "--kernel", "rbf",
-        "--out_dir", str(out / "baseline"),
+        "--out_dir", str(out / "baseline"), *extra,
     ]  # fmt: skip
     print("$ python", " ".join(command[1:]), flush=True)
     start = time.perf_counter()
@@ -81,15 +90,31 @@ def run_baseline(data: str, root: str, out: Path, features: list[str]) -> dict:
     }  # fmt: skip
 
 
+def wall_time(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| model | test UAR | test accuracy | test macro F1 | parameters | epochs | s / epoch | wall time |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
+        if "per_feature" in r:  # one SVM row per feature type, the best first
+            best = r["model"]
+            rows_svm = [
+                {**r, "model": f"svm ({f['features']})", **f["test"]} for f in r["per_feature"]
+            ]
+            rows_svm.sort(key=lambda x: x["model"] != best)
+            for x in rows_svm:
+                lines.append(
+                    f"| {x['model']} | {x['uar']:.3f} | {x['accuracy']:.3f} | {x['macro_f1']:.3f} "
+                    f"| - | - | - | {'' if x['model'] != best else wall_time(r['wall_s'])} |"
+                )
+            continue
         params = f"{r['params'] / 1e3:.0f} K" if r["params"] else "-"
         per_epoch = f"{r['s_per_epoch']:.1f}" if r["s_per_epoch"] else "-"
-        wall = f"{int(r['wall_s'] // 60)} min {int(r['wall_s'] % 60)} s"
+        wall = wall_time(r["wall_s"])
         lines.append(
             f"| {r['model']} | {r['uar']:.3f} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
             f"{params} | {r['epochs'] or '-'} | {per_epoch} | {wall} |"
@@ -102,8 +127,10 @@ def main() -> None:
     parser.add_argument("--root", help="corpus folder (--data.root)")
     parser.add_argument("--data", default="configs/data/ravdess.yaml", help="data config")
     parser.add_argument(
-        "--models", nargs="+", default=[*MODELS, "baseline"], choices=[*MODELS, "baseline"]
-    )
+        "--models", nargs="+", default=[*MODELS, "baseline"],
+        help=f"from {', '.join(MODELS)}, baseline, or any config under configs/ (recipes/...)",
+    )  # fmt: skip
+    parser.add_argument("--emotions", nargs="+", help="train and test on these classes only")
     parser.add_argument(
         "--features", nargs="+", default=["mfcc", "spectral", "handcrafted"],
         help="feature types of the SVM baseline",
@@ -120,13 +147,18 @@ def main() -> None:
         if not args.root:
             parser.error("--root is required to run models")
         for name in args.models:
+            if name != "baseline" and not (REPO / "configs" / f"{name}.yaml").is_file():
+                parser.error(f"--models {name}: no configs/{name}.yaml")
+        subset = ["--data.emotions", "[" + ", ".join(args.emotions) + "]"] if args.emotions else []
+        for name in args.models:
             if name == "baseline":
-                results[name] = run_baseline(args.data, args.root, out, args.features)
+                results[name] = run_baseline(args.data, args.root, out, args.features, subset)
             else:
-                results[name] = run_model(name, args.data, args.root, out, args.extra)
+                results[name] = run_model(name, args.data, args.root, out, [*subset, *args.extra])
             results_path.write_text(json.dumps(results, indent=2) + "\n")
             print(table([results[name]]), flush=True)
     order = [m for m in (*MODELS, "baseline") if m in results]
+    order += [m for m in results if m not in order]
     print(table([results[m] for m in order]))
     for m in order:
         print(f"{m}: {results[m]['command']}")
