@@ -28,6 +28,7 @@ from ser.io import atomic_path, write_text
 FORMATS = ("torchscript", "onnx")
 FILENAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
 ONNX_HINT = "ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript (or pip install 'ser[export]')"
+USE_TORCHSCRIPT = "the TorchScript export (--format torchscript) works for every net"
 #: Input lengths (s) the exports are checked on: the traced one and another.
 CHECK_SECONDS = (3.0, 5.3)
 #: Largest max |logit difference| between an export and the checkpoint that passes the check.
@@ -84,6 +85,10 @@ def export_onnx(model: EmotionModel, path: Path) -> Path:
     """Export ``model`` to ONNX with dynamic batch and time axes; class names in its metadata."""
     if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None:
         raise SERError(ONNX_HINT)
+    net = type(model.net).__name__
+    if any(isinstance(m, nn.LSTM) for m in model.net.modules()):
+        # torch.export cannot trace packed sequences, and unpacked it runs for many minutes
+        raise SERError(f"ONNX export of {net} (an LSTM net) is not supported; {USE_TORCHSCRIPT}")
     import logging
 
     example = example_waveform(model.sample_rate, CHECK_SECONDS[0])
@@ -100,6 +105,11 @@ def export_onnx(model: EmotionModel, path: Path) -> Path:
                 WaveformClassifier(model).eval(), (example,), input_names=["waveform"],
                 output_names=["logits"], dynamic_shapes={"waveform": dims}, dynamo=True, verbose=False,
             )  # fmt: skip
+    except Exception as error:  # torch.export's failures are many and long; name the net instead
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise SERError(
+            f"ONNX export of {net} failed ({type(error).__name__}: {first}); {USE_TORCHSCRIPT}"
+        ) from error
     finally:
         quiet.level = level
     program.model.metadata_props[CLASSES_FILE] = json.dumps(model_info(model))
@@ -115,7 +125,17 @@ def onnx_runner(path: Path) -> Callable[[torch.Tensor], np.ndarray] | None:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda waveform: session.run(None, {"waveform": waveform.numpy()})[0]
+
+    def run(waveform: torch.Tensor) -> np.ndarray:
+        try:
+            return session.run(None, {"waveform": waveform.numpy()})[0]
+        except Exception as error:  # e.g. a time axis the export fixed to the traced length
+            raise SERError(
+                f"{path}: onnxruntime cannot run the export on a {tuple(waveform.shape)} input "
+                f"({type(error).__name__}); {USE_TORCHSCRIPT}"
+            ) from error
+
+    return run
 
 
 def check(
@@ -154,13 +174,13 @@ def export(
         else:
             try:
                 export_onnx(model, path)
-            except SERError:
+                run = onnx_runner(path)
+                figures[fmt] = None if run is None else check(model, run, path)
+            except SERError as error:
+                path.unlink(missing_ok=True)  # never leave an export that failed its check
                 if requested:
                     raise
-                print(f"note: skipping ONNX. {ONNX_HINT}", file=sys.stderr)
-                continue
-            run = onnx_runner(path)
-            figures[fmt] = None if run is None else check(model, run, path)
+                print(f"note: skipping ONNX. {error}", file=sys.stderr)
     write_text(
         output / CLASSES_FILE,
         json.dumps(model_info(model), indent=2) + "\n",

@@ -131,3 +131,38 @@ def test_export_errors_exit_2(tmp_path: Path, capsys, exported):
     with pytest.raises(SystemExit) as exit_info:
         ser_main(["export", str(exported[1] / "model.ts"), "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "already an export" in capsys.readouterr().err
+
+
+def write_lstm_checkpoint(path: Path) -> Path:
+    """A checkpoint of a tiny bidirectional StackedLSTM on MFCC, in ``ser fit``'s layout."""
+    from ser.models import StackedLSTM
+    from ser.transforms.frontends import build_frontend
+
+    torch.manual_seed(0)
+    frontend = dict(features="mfcc", sample_rate=RATE, n_mels=32, n_mfcc=16)
+    n_features = build_frontend(**frontend).n_features
+    init_args = {"hidden_sizes": [16, 8], "dense": 8, "bidirectional": True, "pool": "mean_std"}
+    net = StackedLSTM(len(CLASSES), n_features, RATE, **init_args)
+    torch.save({
+        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+        "ser": {
+            "class_names": CLASSES, "sample_rate": RATE, "n_features": n_features, "frontend": frontend,
+            "net": {"class_path": "ser.models.StackedLSTM", "init_args": init_args},
+        },
+    }, path)  # fmt: skip
+    return path
+
+
+def test_lstm_nets_export_to_torchscript_and_say_why_not_onnx(tmp_path: Path, capsys):
+    checkpoint = write_lstm_checkpoint(tmp_path / "lstm.ckpt")
+    figures = export(checkpoint, tmp_path / "both")  # both by default: ONNX skipped with a note
+    assert list(figures) == ["torchscript"] and max(figures["torchscript"]) < 1e-4
+    assert not (tmp_path / "both" / "model.onnx").exists()
+    note = capsys.readouterr().err
+    assert "skipping ONNX" in note and ("StackedLSTM" in note or not HAS_ONNX)
+    # packed sequences: the TorchScript export must also agree on a length it was not traced on
+    model, scripted = load_model(checkpoint), load_torchscript(tmp_path / "both" / "model.ts")
+    waveform = example_waveform(RATE, 1.7, 3, seed=5)
+    assert (logits(scripted, waveform) - logits(model, waveform)).abs().max() < 1e-4
+    with pytest.raises(SERError, match="StackedLSTM" if HAS_ONNX else "pip install onnx"):
+        export(checkpoint, tmp_path / "onnx", ["onnx"])
