@@ -106,9 +106,9 @@ def export_onnx(model: EmotionModel, path: Path) -> Path:
                 output_names=["logits"], dynamic_shapes={"waveform": dims}, dynamo=True, verbose=False,
             )  # fmt: skip
     except Exception as error:  # torch.export's failures are many and long; name the net instead
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise SERError(
-            f"ONNX export of {net} failed ({type(error).__name__}: {first}); {USE_TORCHSCRIPT}"
+            f"ONNX export of {net} failed ({type(error).__name__} in torch.onnx.export); "
+            f"{USE_TORCHSCRIPT}"
         ) from error
     finally:
         quiet.level = level
