@@ -233,8 +233,13 @@ def test_offline_copies_need_augmentations(ravdess_root: Path):
         RAVDESS(root=str(ravdess_root), offline_copies=1)
 
 
-@pytest.mark.parametrize("fragment", ["onthefly.yaml", "offline.yaml"])
-def test_augment_fragment_through_the_cli(fragment, ravdess_root: Path, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("fragment", "n_wave", "n_spec"),
+    [("onthefly.yaml", 3, 2), ("offline.yaml", 4, 0), ("specaugment.yaml", 0, 2)],
+)
+def test_augment_fragment_through_the_cli(
+    fragment, n_wave, n_spec, ravdess_root: Path, tmp_path, monkeypatch
+):
     from ser.cli import main
 
     from .conftest import REPO
@@ -249,7 +254,8 @@ def test_augment_fragment_through_the_cli(fragment, ravdess_root: Path, tmp_path
         "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
     ])  # fmt: skip
     dm = cli.datamodule
-    assert type(dm).__name__ == "RAVDESS" and len(dm.augment) >= 3
+    assert type(dm).__name__ == "RAVDESS"
+    assert (len(dm.augment), len(dm.spec_augment)) == (n_wave, n_spec)
     assert cli.trainer.global_step == 1
     assert "augment" not in dm.hparams  # modules stay out of the checkpoint's plain data
     copies = dm.hparams.offline_copies
