@@ -94,27 +94,27 @@ def wall_time(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
+def svm_rows(result: dict) -> list[dict]:
+    """A baseline result as one row per feature type, the best (which holds the wall time) first."""
+    rows = [
+        {**result, "model": f"svm ({f['features']})", **f["test"], "wall_s": None}
+        for f in result["per_feature"]
+    ]
+    rows.sort(key=lambda row: row["model"] != result["model"])
+    rows[0]["wall_s"] = result["wall_s"]
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| model | test UAR | test accuracy | test macro F1 | parameters | epochs | s / epoch | wall time |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in rows:
-        if "per_feature" in r:  # one SVM row per feature type, the best first
-            best = r["model"]
-            rows_svm = [
-                {**r, "model": f"svm ({f['features']})", **f["test"]} for f in r["per_feature"]
-            ]
-            rows_svm.sort(key=lambda x: x["model"] != best)
-            for x in rows_svm:
-                lines.append(
-                    f"| {x['model']} | {x['uar']:.3f} | {x['accuracy']:.3f} | {x['macro_f1']:.3f} "
-                    f"| - | - | - | {'' if x['model'] != best else wall_time(r['wall_s'])} |"
-                )
-            continue
+    flat = [row for r in rows for row in (svm_rows(r) if "per_feature" in r else [r])]
+    for r in flat:
         params = f"{r['params'] / 1e3:.0f} K" if r["params"] else "-"
         per_epoch = f"{r['s_per_epoch']:.1f}" if r["s_per_epoch"] else "-"
-        wall = wall_time(r["wall_s"])
+        wall = wall_time(r["wall_s"]) if r["wall_s"] is not None else ""
         lines.append(
             f"| {r['model']} | {r['uar']:.3f} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
             f"{params} | {r['epochs'] or '-'} | {per_epoch} | {wall} |"

@@ -16,7 +16,14 @@ from ser.errors import SERError
 from ser.export import example_waveform, export, main
 from ser.inference import ExportedModel, load_model, predict_files
 
-from .test_predict import CLASSES, RATE, noise, run_without_lightning, write_checkpoint
+from .test_predict import (
+    CLASSES,
+    RATE,
+    noise,
+    run_without_lightning,
+    save_checkpoint,
+    write_checkpoint,
+)
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript"))
 
@@ -143,14 +150,7 @@ def write_lstm_checkpoint(path: Path) -> Path:
     n_features = build_frontend(**frontend).n_features
     init_args = {"hidden_sizes": [16, 8], "dense": 8, "bidirectional": True, "pool": "mean_std"}
     net = StackedLSTM(len(CLASSES), n_features, RATE, **init_args)
-    torch.save({
-        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-        "ser": {
-            "class_names": CLASSES, "sample_rate": RATE, "n_features": n_features, "frontend": frontend,
-            "net": {"class_path": "ser.models.StackedLSTM", "init_args": init_args},
-        },
-    }, path)  # fmt: skip
-    return path
+    return save_checkpoint(path, net, "ser.models.StackedLSTM", init_args, frontend, n_features)
 
 
 def test_lstm_nets_export_to_torchscript_and_say_why_not_onnx(tmp_path: Path, capsys):

@@ -43,13 +43,26 @@ def write_checkpoint(path: Path, features: str = "logmel", seed: int = 0) -> Pat
             module.running_var.uniform_(0.2, 2.0)
             module.weight.data.normal_(1, 0.5)
     net.head[-1].weight.data *= 20  # confident, input-dependent logits
+    return save_checkpoint(path, net, "ser.models.CNN2D", init_args, frontend, n_features)
+
+
+def save_checkpoint(
+    path: Path,
+    net: torch.nn.Module,
+    class_path: str,
+    init_args: dict,
+    frontend: dict,
+    n_features: int,
+) -> Path:
+    """Save ``net`` in the layout ``ser fit`` writes: Lightning's ``state_dict`` (with a metric
+    entry inference must ignore) and the ``ser`` entry that rebuilds the model."""
     checkpoint = {
         "epoch": 3,
         "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}
         | {"metrics.val_metrics.x": torch.zeros(1)},
         "ser": {
             "class_names": CLASSES, "sample_rate": RATE, "n_features": n_features, "frontend": frontend,
-            "net": {"class_path": "ser.models.CNN2D", "init_args": init_args},
+            "net": {"class_path": class_path, "init_args": init_args},
         },
     }  # fmt: skip
     torch.save(checkpoint, path)
