@@ -91,7 +91,42 @@ class ExportedModel(nn.Module):
         return self.module(waveform)  # (B, n_classes)
 
 
-def model_info(model: EmotionModel | ExportedModel) -> dict:
+class Ensemble(nn.Module):
+    """Several models of one label space as one: the mean of their class probabilities.
+
+    ``forward`` returns the log of that mean, so a softmax of it (what :func:`predict_files` takes)
+    is the mean itself. Members may differ in front-end and net; they must agree on the class
+    names (in order), the sample rate and the noise reduction, which act before the models.
+
+    Args:
+        members: models from :func:`load_model`.
+    """
+
+    def __init__(self, members: list[EmotionModel | ExportedModel]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise SERError("an ensemble needs at least two models")
+        first = model_info(members[0])
+        for i, member in enumerate(members[1:], start=2):
+            info = model_info(member)
+            for key in ("class_names", "sample_rate", "denoise"):
+                if info[key] != first[key]:
+                    raise SERError(
+                        f"ensemble: model {i} has {key} {info[key]}, model 1 has {first[key]}; "
+                        "members must share classes (in order), sample rate and noise reduction"
+                    )
+        self.members = nn.ModuleList(members)
+        self.class_names, self.sample_rate = first["class_names"], first["sample_rate"]
+        self.denoise = first["denoise"]
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        probabilities = torch.stack(
+            [m(waveform, lengths).float().softmax(dim=-1) for m in self.members]
+        )  # (n_members, B, n_classes)
+        return probabilities.mean(dim=0).log()  # (B, n_classes)
+
+
+def model_info(model: EmotionModel | ExportedModel | Ensemble) -> dict:
     """What an exported model needs beside its weights (written as ``classes.json``)."""
     return {
         "class_names": list(model.class_names),
@@ -173,6 +208,12 @@ def load_model(path: str | Path) -> EmotionModel | ExportedModel:
     return load_checkpoint(path)
 
 
+def load_models(paths: list[str | Path]) -> EmotionModel | ExportedModel | Ensemble:
+    """:func:`load_model` of one path, or the :class:`Ensemble` of several."""
+    models = [load_model(p) for p in paths]
+    return models[0] if len(models) == 1 else Ensemble(models)
+
+
 @dataclass
 class Prediction:
     """One recording's result: per window, and for the whole (mean of the window probabilities)."""
@@ -236,7 +277,9 @@ def _windows(
 
 
 @torch.inference_mode()
-def _run(model: nn.Module, clips: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+def clip_probabilities(
+    model: nn.Module, clips: list[torch.Tensor], device: torch.device
+) -> torch.Tensor:
     """Probabilities of ``clips`` (any lengths): ``(N, n_classes)``.
 
     Clips run in groups of equal length, never padded: the nets' convolutions see a little past
@@ -256,7 +299,7 @@ def _run(model: nn.Module, clips: list[torch.Tensor], device: torch.device) -> t
 
 
 def predict_files(
-    model: EmotionModel | ExportedModel,
+    model: EmotionModel | ExportedModel | Ensemble,
     paths: Iterable[str | Path],
     window_seconds: float = 4.0,
     hop_seconds: float = 2.0,
@@ -296,7 +339,7 @@ def predict_files(
     results: dict[tuple[int, int], torch.Tensor] = {}
 
     def flush() -> None:
-        probabilities = _run(model, [clip for *_, clip in pending], device)
+        probabilities = clip_probabilities(model, [clip for *_, clip in pending], device)
         results.update(
             {(p, w): probs for (p, w, _), probs in zip(pending, probabilities, strict=True)}
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ser.audio import is_audio_file
 from ser.errors import SERError
-from ser.inference import Prediction, load_model, predict_files
+from ser.inference import Prediction, load_models, predict_files
 from ser.io import ensure_writable, write_text
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="+", help="audio files, folders (searched recursively) or globs"
     )
     parser.add_argument(
+        "--ensemble", action="append", default=[], metavar="MODEL",
+        help="average the class probabilities with this model too (repeat for more); every model "
+        "must have the same classes, sample rate and noise reduction",
+    )  # fmt: skip
+    parser.add_argument(
         "--window", type=float, default=4.0, help="window length in seconds (default 4)"
     )
     parser.add_argument(
@@ -131,7 +136,7 @@ def run(args: argparse.Namespace) -> None:
         raise SERError(f"--output {args.output}: use a .csv or .json file name")
     if args.output is not None:
         ensure_writable(args.output.parent, f"--output {args.output}")
-    model = load_model(args.model)
+    model = load_models([args.model, *args.ensemble])
     paths = expand_paths(args.paths)
     if not paths:
         raise SERError(f"no audio files found in {' '.join(args.paths)}")

@@ -16,7 +16,14 @@ import torch
 from ser.__main__ import main as ser_main
 from ser.audio import read_audio
 from ser.errors import SERError
-from ser.inference import EmotionModel, load_model, predict_files, window_bounds
+from ser.inference import (
+    EmotionModel,
+    Ensemble,
+    load_model,
+    load_models,
+    predict_files,
+    window_bounds,
+)
 from ser.models import CNN2D
 from ser.predict import expand_paths, main
 from ser.transforms import build_frontend
@@ -206,6 +213,42 @@ def test_cli_folder_to_json_and_csv(checkpoint: Path, tmp_path: Path, capsys):
     lines = (tmp_path / "out.csv").read_text().splitlines()
     assert lines[0] == "file,window,start,end,emotion,confidence," + ",".join(CLASSES)
     assert [line.split(",")[1] for line in lines[1:]] == ["all", "0", "1"]  # 6 s: windows 0-4, 2-6
+
+
+def test_ensemble_averages_its_members_probabilities(checkpoint: Path, tmp_path: Path, capsys):
+    other = write_checkpoint(tmp_path / "mfcc.ckpt", features="mfcc", seed=1)
+    path = tmp_path / "a.wav"
+    sf.write(path, noise(1.5), RATE)
+    members = [load_model(checkpoint), load_model(other)]
+    ensemble = load_models([checkpoint, other])
+    assert isinstance(ensemble, Ensemble) and ensemble.class_names == CLASSES
+    wave = read_audio(path, RATE)
+    each = [probabilities(m, wave) for m in members]
+    assert not torch.allclose(each[0], each[1], atol=1e-3)  # the members really differ
+    [prediction] = predict_files(ensemble, [path])
+    assert torch.allclose(prediction.probabilities, (each[0] + each[1]) / 2, atol=1e-6)
+
+    main(
+        [str(checkpoint), str(path), "--ensemble", str(other), "--output", str(tmp_path / "e.json")]
+    )
+    [row] = json.loads((tmp_path / "e.json").read_text())
+    assert row["probabilities"] == pytest.approx(
+        dict(zip(CLASSES, prediction.probabilities.tolist(), strict=True))
+    )
+
+
+def test_ensemble_members_must_share_classes_and_rate(checkpoint: Path, tmp_path: Path):
+    other = write_checkpoint(tmp_path / "other.ckpt", seed=1)
+    saved = torch.load(other, weights_only=True)
+    saved["ser"]["class_names"] = CLASSES[::-1]
+    torch.save(saved, other)
+    with pytest.raises(SERError, match="model 2 has class_names"):
+        load_models([checkpoint, other])
+    saved["ser"]["class_names"], saved["ser"]["sample_rate"] = CLASSES, 8000
+    torch.save(saved, other)
+    with pytest.raises(SERError, match="model 2 has sample_rate 8000"):
+        load_models([checkpoint, other])
+    assert isinstance(load_models([checkpoint]), EmotionModel)  # one path: that model itself
 
 
 def test_expand_paths_globs_and_folders(tmp_path: Path):

@@ -1,0 +1,112 @@
+"""Ensembles of trained checkpoints: each model, all of them, and a greedy pick by validation UAR.
+
+An ensemble averages its members' class probabilities (:class:`ser.inference.Ensemble`, what
+``ser predict MODEL --ensemble OTHER`` runs). Members are scored on the validation and test splits
+of ``--data`` (the clips ``ser test`` uses: centre crops of ``max_seconds``). The pick starts from
+the best model by validation UAR and adds, one at a time, the model that raises the ensemble's
+validation UAR most, until none does; the test split plays no part in it::
+
+    python -m benchmarks.ensemble --root ../shared/data/ravdess-16k --zoo lightning_logs/model_zoo
+    python -m benchmarks.ensemble --root ... --ckpt cnn2d=PATH --ckpt vae=PATH
+
+``--zoo`` takes the ``results.json`` of ``benchmarks/model_zoo.py`` (each model's best checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from jsonargparse import ArgumentParser
+
+from benchmarks.data_path import markdown
+from ser.baseline import confusion
+from ser.data.base import SERDataModule
+from ser.inference import clip_probabilities, load_model
+from ser.report import metrics_from_confusion
+
+
+def checkpoints(zoo: str | None, pairs: list[str]) -> dict[str, str]:
+    """``name -> checkpoint`` from a model-zoo results file and ``NAME=PATH`` pairs."""
+    found = {}
+    if zoo:
+        results = json.loads((Path(zoo) / "results.json").read_text())
+        found |= {name: r["ckpt"] for name, r in results.items() if r.get("ckpt")}
+    for pair in pairs:
+        name, _, path = pair.partition("=")
+        found[name] = path
+    if len(found) < 2:
+        raise SystemExit(f"an ensemble needs two or more checkpoints, found {sorted(found)}")
+    return found
+
+
+def datamodule(data: str, root: str) -> SERDataModule:
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(SERDataModule, "data")
+    cfg = parser.parse_args(["--data", data, "--data.root", root])
+    module = parser.instantiate_classes(cfg).data
+    module.prepare_data()
+    module.setup("fit")
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", required=True, help="corpus folder (--data.root)")
+    parser.add_argument("--data", default="configs/data/ravdess.yaml")
+    parser.add_argument("--zoo", help="a model_zoo.py output folder (its results.json)")
+    parser.add_argument("--ckpt", action="append", default=[], help="NAME=PATH, repeatable")
+    args = parser.parse_args()
+    paths = checkpoints(args.zoo, args.ckpt)
+    data = datamodule(args.data, args.root)
+    names = data.class_names
+    labels, probabilities = {}, {}  # stage -> (N,); (name, stage) -> (N, n_classes)
+    models = {name: load_model(path) for name, path in paths.items()}
+    for stage in ("val", "test"):
+        split = data.datasets[stage]
+        waves = [split[i]["waveform"] for i in range(len(split))]
+        labels[stage] = np.asarray(split.labels)
+        for name, model in models.items():
+            if model.class_names != names or model.sample_rate != data.sample_rate:
+                raise SystemExit(
+                    f"{name}: classes {model.class_names} at {model.sample_rate} Hz, the data's "
+                    f"{names} at {data.sample_rate} Hz"
+                )
+            probabilities[name, stage] = clip_probabilities(model, waves, torch.device("cpu"))
+
+    def score(members: list[str], stage: str) -> dict:
+        # The mean of the members' probabilities: what Ensemble computes, without re-running them.
+        mean = torch.stack([probabilities[m, stage] for m in members]).mean(dim=0)
+        predicted = mean.argmax(dim=1).numpy()
+        return metrics_from_confusion(confusion(labels[stage], predicted, len(names)), names)
+
+    ranked = sorted(models, key=lambda m: score([m], "val")["uar"], reverse=True)
+    picked = ranked[:1]
+    while True:
+        best = max(
+            (m for m in ranked if m not in picked),
+            key=lambda m: score([*picked, m], "val")["uar"],
+            default=None,
+        )
+        if best is None or score([*picked, best], "val")["uar"] <= score(picked, "val")["uar"]:
+            break
+        picked.append(best)
+    groups = {m: [m] for m in ranked}
+    groups["all: " + " + ".join(ranked)] = ranked
+    groups["picked by val: " + " + ".join(picked)] = picked
+    table = []
+    for label, group in groups.items():
+        val, test = score(group, "val"), score(group, "test")
+        table.append(
+            [label]
+            + [f"{x:.3f}" for x in (val["uar"], test["uar"], test["accuracy"], test["macro_f1"])]
+        )
+    header = ["models", "val UAR", "test UAR", "test accuracy", "test macro F1"]
+    print(markdown(header, table))
+
+
+if __name__ == "__main__":
+    main()
