@@ -63,18 +63,19 @@ def main() -> None:
     paths = checkpoints(args.zoo, args.ckpt)
     data = datamodule(args.data, args.root)
     names = data.class_names
-    labels, probabilities = {}, {}  # stage -> (N,); (name, stage) -> (N, n_classes)
     models = {name: load_model(path) for name, path in paths.items()}
+    for name, model in models.items():
+        if model.class_names != names or model.sample_rate != data.sample_rate:
+            raise SystemExit(
+                f"{name}: classes {model.class_names} at {model.sample_rate} Hz, the data's "
+                f"{names} at {data.sample_rate} Hz"
+            )
+    labels, probabilities = {}, {}  # stage -> (N,); (name, stage) -> (N, n_classes)
     for stage in ("val", "test"):
         split = data.datasets[stage]
         waves = [split[i]["waveform"] for i in range(len(split))]
         labels[stage] = np.asarray(split.labels)
         for name, model in models.items():
-            if model.class_names != names or model.sample_rate != data.sample_rate:
-                raise SystemExit(
-                    f"{name}: classes {model.class_names} at {model.sample_rate} Hz, the data's "
-                    f"{names} at {data.sample_rate} Hz"
-                )
             probabilities[name, stage] = clip_probabilities(model, waves, torch.device("cpu"))
 
     def score(members: list[str], stage: str) -> dict:
@@ -83,17 +84,17 @@ def main() -> None:
         predicted = mean.argmax(dim=1).numpy()
         return metrics_from_confusion(confusion(labels[stage], predicted, len(names)), names)
 
-    ranked = sorted(models, key=lambda m: score([m], "val")["uar"], reverse=True)
-    picked = ranked[:1]
-    while True:
-        best = max(
-            (m for m in ranked if m not in picked),
-            key=lambda m: score([*picked, m], "val")["uar"],
-            default=None,
-        )
-        if best is None or score([*picked, best], "val")["uar"] <= score(picked, "val")["uar"]:
+    def val_uar(members: list[str]) -> float:
+        return score(members, "val")["uar"]
+
+    ranked = sorted(models, key=lambda m: val_uar([m]), reverse=True)
+    picked, picked_uar = ranked[:1], val_uar(ranked[:1])
+    while rest := [m for m in ranked if m not in picked]:
+        gains = {m: val_uar([*picked, m]) for m in rest}  # in rank order: ties go to the better
+        best = max(gains, key=gains.get)
+        if gains[best] <= picked_uar:
             break
-        picked.append(best)
+        picked, picked_uar = [*picked, best], gains[best]
     groups = {m: [m] for m in ranked}
     groups["all: " + " + ".join(ranked)] = ranked
     groups["picked by val: " + " + ".join(picked)] = picked
