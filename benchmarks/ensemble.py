@@ -9,7 +9,8 @@ validation UAR most, until none does; the test split plays no part in it::
     python -m benchmarks.ensemble --root ../shared/data/ravdess-16k --zoo lightning_logs/model_zoo
     python -m benchmarks.ensemble --root ... --ckpt cnn2d=PATH --ckpt vae=PATH
 
-``--zoo`` takes the ``results.json`` of ``benchmarks/model_zoo.py`` (each model's best checkpoint).
+``--zoo`` takes the ``results.json`` of ``benchmarks/model_zoo.py`` (each run's best checkpoint;
+repeat it to pool several, e.g. the zoo and a ``--seeds`` run).
 """
 
 from __future__ import annotations
@@ -29,12 +30,16 @@ from ser.inference import clip_probabilities, load_model
 from ser.report import metrics_from_confusion
 
 
-def checkpoints(zoo: str | None, pairs: list[str]) -> dict[str, str]:
-    """``name -> checkpoint`` from a model-zoo results file and ``NAME=PATH`` pairs."""
+def checkpoints(zoos: list[str], pairs: list[str]) -> dict[str, str]:
+    """``name -> checkpoint`` from model-zoo results files and ``NAME=PATH`` pairs."""
     found = {}
-    if zoo:
+    for zoo in zoos:
         results = json.loads((Path(zoo) / "results.json").read_text())
-        found |= {name: r["ckpt"] for name, r in results.items() if r.get("ckpt")}
+        for name, result in results.items():
+            if name in found:
+                raise SystemExit(f"{name}: in two --zoo folders; pass one as --ckpt NAME=PATH")
+            if result.get("ckpt"):
+                found[name] = result["ckpt"]
     for pair in pairs:
         name, _, path = pair.partition("=")
         found[name] = path
@@ -57,7 +62,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True, help="corpus folder (--data.root)")
     parser.add_argument("--data", default="configs/data/ravdess.yaml")
-    parser.add_argument("--zoo", help="a model_zoo.py output folder (its results.json)")
+    parser.add_argument(
+        "--zoo", action="append", default=[],
+        help="a model_zoo.py output folder (its results.json), repeatable",
+    )  # fmt: skip
     parser.add_argument("--ckpt", action="append", default=[], help="NAME=PATH, repeatable")
     args = parser.parse_args()
     paths = checkpoints(args.zoo, args.ckpt)

@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+METRICS = ("uar", "accuracy", "macro_f1")
 MODELS = ("cnn2d", "m5", "cnn_lstm", "cnn_lstm2d", "lstm", "vae")
 PARAMS = re.compile(r"([\d.]+\s*[KMB]?)\s+Trainable params")
 EPOCH = re.compile(r"epoch (\d+): .*\(([\d.]+) s\)")
@@ -38,13 +40,21 @@ def parse_count(text: str) -> int:
     return round(float(number) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}[unit.strip()])
 
 
-def run_model(name: str, data: str, root: str, out: Path, extra: list[str]) -> dict:
-    key = Path(name).name
+def run_key(name: str, seed: int | None) -> str:
+    """The run's name: its logger folder, log file and key in the results file."""
+    return Path(name).name + ("" if seed is None else f"_seed{seed}")
+
+
+def run_model(
+    name: str, data: str, root: str, out: Path, extra: list[str], seed: int | None = None
+) -> dict:
+    key = run_key(name, seed)
+    seeding = [] if seed is None else ["--seed_everything", str(seed)]
     command = [
         sys.executable, "-m", "ser", "fit", "--config", f"configs/{name}.yaml", "--data", data,
         "--data.root", root, "--trainer.enable_progress_bar", "false",
         "--trainer.logger.init_args.save_dir", str(out), "--trainer.logger.init_args.name", key,
-        *extra,
+        *seeding, *extra,
     ]  # fmt: skip
     print("$ python", " ".join(command[1:]), flush=True)
     start = time.perf_counter()
@@ -59,7 +69,8 @@ def run_model(name: str, data: str, root: str, out: Path, extra: list[str]) -> d
     epochs = [float(s) for _, s in EPOCH.findall(log)]
     params = PARAMS.search(log)
     return {
-        "model": name, "command": " ".join(["python", *command[1:]]),
+        "model": name if seed is None else f"{name} (seed {seed})", "base": name, "seed": seed,
+        "command": " ".join(["python", *command[1:]]),
         "uar": metrics["uar"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
         "params": parse_count(params.group(1)) if params else None, "wall_s": wall,
         "epochs": len(epochs), "s_per_epoch": sum(epochs) / len(epochs) if epochs else None,
@@ -105,21 +116,52 @@ def svm_rows(result: dict) -> list[dict]:
     return rows
 
 
+def seed_summaries(rows: list[dict]) -> list[dict]:
+    """One row per model run with several seeds: the mean and sample std of its test metrics."""
+    runs: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("seed") is not None:
+            runs.setdefault(r["base"], []).append(r)
+    summaries = []
+    for base, seeded in runs.items():
+        if len(seeded) < 2:
+            continue
+        summary = {
+            "model": f"{base} (mean +- std, {len(seeded)} seeds)", "params": seeded[0]["params"],
+            "epochs": None, "s_per_epoch": None, "wall_s": None,
+        }  # fmt: skip
+        for metric in METRICS:
+            values = [r[metric] for r in seeded]
+            summary[metric] = (statistics.mean(values), statistics.stdev(values))
+        summaries.append(summary)
+    return summaries
+
+
+def score(value: float | tuple[float, float]) -> str:
+    """A metric, or a ``(mean, std)`` pair of a seed summary."""
+    return f"{value[0]:.3f} +- {value[1]:.3f}" if isinstance(value, tuple) else f"{value:.3f}"
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| model | test UAR | test accuracy | test macro F1 | parameters | epochs | s / epoch | wall time |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     flat = [row for r in rows for row in (svm_rows(r) if "per_feature" in r else [r])]
+    flat += seed_summaries(flat)
     for r in flat:
         params = f"{r['params'] / 1e3:.0f} K" if r["params"] else "-"
         per_epoch = f"{r['s_per_epoch']:.1f}" if r["s_per_epoch"] else "-"
         wall = wall_time(r["wall_s"]) if r["wall_s"] is not None else ""
         lines.append(
-            f"| {r['model']} | {r['uar']:.3f} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
+            f"| {r['model']} | {score(r['uar'])} | {score(r['accuracy'])} | {score(r['macro_f1'])} | "
             f"{params} | {r['epochs'] or '-'} | {per_epoch} | {wall} |"
         )
     return "\n".join(lines)
+
+
+def load_results(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def main() -> None:
@@ -135,6 +177,10 @@ def main() -> None:
         "--features", nargs="+", default=["mfcc", "spectral", "handcrafted"],
         help="feature types of the SVM baseline",
     )  # fmt: skip
+    parser.add_argument(
+        "--seeds", nargs="+", type=int,
+        help="train each model once per seed (--seed_everything) and add a mean +- std row",
+    )  # fmt: skip
     parser.add_argument("--out", default="lightning_logs/model_zoo", help="logs and results")
     parser.add_argument("--table", action="store_true", help="only print the table of results")
     parser.add_argument("extra", nargs="*", help="more `ser fit` arguments, after --")
@@ -142,7 +188,6 @@ def main() -> None:
     out = (REPO / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if not args.table:
         if not args.root:
             parser.error("--root is required to run models")
@@ -150,13 +195,20 @@ def main() -> None:
             if name != "baseline" and not (REPO / "configs" / f"{name}.yaml").is_file():
                 parser.error(f"--models {name}: no configs/{name}.yaml")
         subset = ["--data.emotions", "[" + ", ".join(args.emotions) + "]"] if args.emotions else []
+        extra = [*subset, *args.extra]
         for name in args.models:
-            if name == "baseline":
-                results[name] = run_baseline(args.data, args.root, out, args.features, subset)
-            else:
-                results[name] = run_model(name, args.data, args.root, out, [*subset, *args.extra])
-            results_path.write_text(json.dumps(results, indent=2) + "\n")
-            print(table([results[name]]), flush=True)
+            seeds = [None] if name == "baseline" else args.seeds or [None]
+            for seed in seeds:
+                key = run_key(name, seed)
+                if name == "baseline":
+                    result = run_baseline(args.data, args.root, out, args.features, subset)
+                else:
+                    result = run_model(name, args.data, args.root, out, extra, seed)
+                # Read again: another run may have added to the file meanwhile.
+                results = load_results(results_path) | {key: result}
+                results_path.write_text(json.dumps(results, indent=2) + "\n")
+                print(table([result]), flush=True)
+    results = load_results(results_path)
     order = [m for m in (*MODELS, "baseline") if m in results]
     order += [m for m in results if m not in order]
     print(table([results[m] for m in order]))

@@ -6,6 +6,11 @@ import logging
 import time
 
 import lightning as L
+import torch
+from torch import nn
+
+from ser.data.base import SERDataModule, collate
+from ser.errors import SERError
 
 log = logging.getLogger("ser")
 
@@ -28,3 +33,57 @@ class EpochSummary(L.Callback):
         log.info(
             "epoch %d: %s (%.1f s)", trainer.current_epoch, shown, time.perf_counter() - self._start
         )
+
+
+class PreciseBatchNorm(L.Callback):
+    """Re-estimate every batch-norm layer's statistics with the current weights before each
+    validation ("precise BN", Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm").
+
+    A BN layer's running mean and variance are an exponential average over the last training
+    batches, taken while the weights were still moving; with a few hundred clips and a high learning
+    rate they lag the weights enough to swing validation UAR by 10+ points from epoch to epoch.
+    Here they are recomputed as a plain average over the training clips (fixed crops, no
+    augmentation: the inputs evaluation sees) with the weights being validated, so validation,
+    the checkpoints saved after it, ``ser test`` and ``ser predict`` all use them. Training itself
+    is unchanged (BN uses batch statistics while training). Nets without batch norm are left alone.
+
+    Args:
+        max_clips: training clips to estimate from (``None``: all of them).
+    """
+
+    def __init__(self, max_clips: int | None = None) -> None:
+        if max_clips is not None and max_clips < 1:
+            raise ValueError(f"max_clips={max_clips} must be positive")
+        self.max_clips = max_clips
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        norms = [m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        data = trainer.datamodule
+        if not isinstance(data, SERDataModule):
+            raise SERError("PreciseBatchNorm needs a ser DataModule (the clips of its train split)")
+        dataset = data.datasets["train"]
+        n_clips = len(dataset) if self.max_clips is None else min(self.max_clips, len(dataset))
+        # The clip's index seeds its crop: the same crops every epoch, no global random draws.
+        keys = [(i, i) for i in range(n_clips)]
+        saved = [(m, m.training, m.momentum) for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches, not an exponential one
+            m.train()
+        try:
+            with torch.no_grad(), trainer.precision_plugin.forward_context():
+                for start in range(0, n_clips, data.hparams.batch_size):
+                    batch = collate(
+                        [dataset[k] for k in keys[start : start + data.hparams.batch_size]]
+                    )
+                    batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                    batch = data.on_after_batch_transfer(batch, 0)
+                    pl_module(batch["features"], batch["feature_lengths"])
+        finally:
+            for m, training, momentum in saved:
+                m.train(training)
+                m.momentum = momentum
