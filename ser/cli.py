@@ -6,6 +6,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from lightning.pytorch.cli import ArgsType, LightningCLI
@@ -35,7 +36,12 @@ class SERCLI(LightningCLI):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         parser.add_argument(
             "--test_after_fit", type=bool, default=True,
-            help="After fit, test the best checkpoint on the test split and write the report.",
+            help="After fit, test a checkpoint on the test split and write the report.",
+        )  # fmt: skip
+        parser.add_argument(
+            "--test_ckpt", type=Literal["best", "last"], default="best",
+            help="The checkpoint tested after fit: best (by the ModelCheckpoint's monitor) or "
+            "last (the final epoch's weights, checkpoints/last.ckpt).",
         )  # fmt: skip
 
     def before_instantiate_classes(self) -> None:
@@ -71,8 +77,13 @@ class SERCLI(LightningCLI):
             or self.trainer.fast_dev_run
         ):
             return
-        callback = self.trainer.checkpoint_callback
-        ckpt_path = "best" if callback is not None and callback.best_model_path else None
+        if self.config[self.subcommand].get("test_ckpt", "best") == "last":
+            # The monitor-less checkpoint (checkpoints/last.ckpt) holds the latest epoch.
+            latest = (c for c in self.trainer.checkpoint_callbacks if c.monitor is None)
+            ckpt_path = next((c.best_model_path for c in latest if c.best_model_path), None)
+        else:
+            callback = self.trainer.checkpoint_callback
+            ckpt_path = "best" if callback is not None and callback.best_model_path else None
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
         self.after_test()
 

@@ -28,7 +28,9 @@ def fit(root: Path, *extra: str) -> None:
 def test_fit_learns_then_test_writes_report(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     root = write_ravdess(tmp_path / "ravdess", clips_per_emotion=4)
-    fit(root, "--trainer.max_epochs", "10", "--data.emotions", "[neutral, happy, sad, angry]")
+    # Batches of 4 toy clips make the last epochs jitter: the best checkpoint shows what was learnt.
+    fit(root, "--trainer.max_epochs", "10", "--data.emotions", "[neutral, happy, sad, angry]",
+        "--test_ckpt", "best")  # fmt: skip
     run = tmp_path / "lightning_logs" / "cnn2d" / "version_0"
     after_fit = json.loads((run / "test" / "metrics.json").read_text())
     assert after_fit["uar"] >= 0.75  # four tones an octave apart: a toy a working pipeline learns
@@ -74,3 +76,14 @@ def test_missing_corpus_is_a_clear_error(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="Actor_01"):
         fit(tmp_path / "no-such-folder", "--trainer.max_epochs", "1")
+
+
+def test_test_ckpt_picks_the_checkpoint_tested_after_fit(ravdess_root: Path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for version, which in enumerate(("last", "best")):
+        fit(ravdess_root, "--trainer.max_epochs", "2", "--test_ckpt", which)
+        run = tmp_path / "lightning_logs" / "cnn2d" / f"version_{version}"
+        tested = Path(json.loads((run / "test" / "metrics.json").read_text())["ckpt_path"])
+        tested = tested if tested.is_absolute() else tmp_path / tested
+        best = next((run / "checkpoints").glob("best-*.ckpt"))
+        assert tested == (run / "checkpoints" / "last.ckpt" if which == "last" else best)
