@@ -48,7 +48,7 @@ class PreciseBatchNorm(L.Callback):
     is unchanged (BN uses batch statistics while training). Nets without batch norm are left alone.
 
     Args:
-        max_clips: training clips to estimate from (``None``: all of them).
+        max_clips: training clips to estimate from, spread evenly over the split (``None``: all).
     """
 
     def __init__(self, max_clips: int | None = None) -> None:
@@ -66,9 +66,11 @@ class PreciseBatchNorm(L.Callback):
         if not isinstance(data, SERDataModule):
             raise SERError("PreciseBatchNorm needs a ser DataModule (the clips of its train split)")
         dataset = data.datasets["train"]
-        n_clips = len(dataset) if self.max_clips is None else min(self.max_clips, len(dataset))
-        # The clip's index seeds its crop: the same crops every epoch, no global random draws.
-        keys = [(i, i) for i in range(n_clips)]
+        n = len(dataset)
+        n_clips = n if self.max_clips is None else min(self.max_clips, n)
+        # Spread over the split (clips come in speaker order); a clip's index seeds its crop: the
+        # same crops every epoch, and no draws from the global generators.
+        keys = [(i, i) for i in (k * n // n_clips for k in range(n_clips))]
         saved = [(m, m.training, m.momentum) for m in norms]
         for m in norms:
             m.reset_running_stats()
