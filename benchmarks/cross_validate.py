@@ -25,7 +25,6 @@ import contextlib
 import fcntl
 import json
 import multiprocessing
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.model_zoo import threads_per_job
 from ser.io import write_text
 
 
@@ -125,6 +125,8 @@ def main() -> None:
     )
     parser.add_argument("extra", nargs="*", help="more `ser fit` arguments, after --")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
@@ -133,8 +135,6 @@ def main() -> None:
         if results_path.is_file()
         else {}
     )
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
     folds = args.folds if args.folds is not None else range(args.n_folds)
     todo = [fold for fold in folds if fold not in results]
 
@@ -151,10 +151,9 @@ def main() -> None:
             if args.lock:
                 time.sleep(5)  # let jobs queued on the lock run between folds
     else:
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
         with ProcessPoolExecutor(
             args.jobs, mp_context=multiprocessing.get_context("spawn"),
-            initializer=set_threads, initargs=(threads,),
+            initializer=set_threads, initargs=(threads_per_job(args.jobs),),
         ) as pool:  # fmt: skip
             for done in as_completed([pool.submit(held_fold, args, fold) for fold in todo]):
                 record(done.result())

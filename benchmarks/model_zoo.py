@@ -48,12 +48,17 @@ def run_key(name: str, seed: int | None) -> str:
     return Path(name).name + ("" if seed is None else f"_seed{seed}")
 
 
+def threads_per_job(jobs: int) -> int:
+    """Each of ``jobs`` runs at once gets an equal share of the cores as torch threads."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def thread_env(jobs: int) -> dict[str, str]:
-    """The environment of each run: with ``jobs`` runs at once, each gets an equal share of the
-    cores as torch threads (``OMP_NUM_THREADS``) unless the caller set it."""
+    """The environment of each run: its share of the cores (``OMP_NUM_THREADS``) when ``jobs``
+    run at once, unless the caller set it."""
     env = dict(os.environ)
     if jobs > 1:
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+        env.setdefault("OMP_NUM_THREADS", str(threads_per_job(jobs)))
     return env
 
 
@@ -92,7 +97,7 @@ def run_model(
         "uar": metrics["uar"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
         "params": parse_count(params.group(1)) if params else None, "wall_s": wall,
         "epochs": len(epochs), "s_per_epoch": sum(epochs) / len(epochs) if epochs else None,
-        "ckpt": metrics.get("ckpt_path"), "threads": (env or {}).get("OMP_NUM_THREADS"),
+        "ckpt": metrics.get("ckpt_path"),
     }  # fmt: skip
 
 
