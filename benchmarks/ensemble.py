@@ -2,7 +2,10 @@
 
 An ensemble averages its members' class probabilities (:class:`ser.inference.Ensemble`, what
 ``ser predict MODEL --ensemble OTHER`` runs). Members are scored on the validation and test splits
-of ``--data`` (the clips ``ser test`` uses: centre crops of ``max_seconds``). The pick starts from
+of ``--data``: the clips ``ser test`` uses (centre crops of ``max_seconds``), or with ``--predict``
+each whole recording as ``ser predict`` scores it (the mean over windows of the length the model was
+trained on, half a window apart; with members of different clip lengths ``ser predict --ensemble``
+uses the shortest for all, this script each member's own). The pick starts from
 the best model by validation UAR and adds, one at a time, the model that raises the ensemble's
 validation UAR most, until none does; the test split plays no part in it::
 
@@ -26,7 +29,7 @@ from jsonargparse import ArgumentParser
 from benchmarks.data_path import markdown
 from ser.baseline import confusion
 from ser.data.base import SERDataModule
-from ser.inference import clip_probabilities, load_model
+from ser.inference import clip_probabilities, load_model, predict_files
 from ser.report import metrics_from_confusion
 
 
@@ -48,6 +51,17 @@ def checkpoints(zoos: list[str], pairs: list[str]) -> dict[str, str]:
     return found
 
 
+def recording_probabilities(
+    model, paths: list[Path], window: float | None, hop: float | None
+) -> torch.Tensor:
+    """``(N, n_classes)``: each recording's probabilities from :func:`predict_files` (``None``:
+    its default window and hop)."""
+    predictions = predict_files(model, paths, window, hop, batch_size=32)
+    if len(predictions) != len(paths):
+        raise SystemExit(f"{len(paths) - len(predictions)} of the split's files were skipped")
+    return torch.stack([p.probabilities for p in predictions])
+
+
 def datamodule(data: str, root: str) -> SERDataModule:
     parser = ArgumentParser()
     parser.add_subclass_arguments(SERDataModule, "data")
@@ -67,7 +81,15 @@ def main() -> None:
         help="a model_zoo.py output folder (its results.json), repeatable",
     )  # fmt: skip
     parser.add_argument("--ckpt", action="append", default=[], help="NAME=PATH, repeatable")
+    parser.add_argument(
+        "--predict", action="store_true",
+        help="score whole recordings as `ser predict` does, not the centre crops of `ser test`",
+    )  # fmt: skip
+    parser.add_argument("--window", type=float, help="with --predict: `ser predict --window`")
+    parser.add_argument("--hop", type=float, help="with --predict: `ser predict --hop`")
     args = parser.parse_args()
+    if not args.predict and (args.window or args.hop):
+        parser.error("--window and --hop go with --predict")
     paths = checkpoints(args.zoo, args.ckpt)
     data = datamodule(args.data, args.root)
     names = data.class_names
@@ -81,10 +103,17 @@ def main() -> None:
     labels, probabilities = {}, {}  # stage -> (N,); (name, stage) -> (N, n_classes)
     for stage in ("val", "test"):
         split = data.datasets[stage]
-        waves = [split[i]["waveform"] for i in range(len(split))]
         labels[stage] = np.asarray(split.labels)
         for name, model in models.items():
-            probabilities[name, stage] = clip_probabilities(model, waves, torch.device("cpu"))
+            probabilities[name, stage] = (
+                recording_probabilities(
+                    model, [clip.path for clip in split.clips], args.window, args.hop
+                )
+                if args.predict
+                else clip_probabilities(
+                    model, [split[i]["waveform"] for i in range(len(split))], torch.device("cpu")
+                )
+            )
 
     def score(members: list[str], stage: str) -> dict:
         # The mean of the members' probabilities: what Ensemble computes, without re-running them.
