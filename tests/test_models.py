@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ser.models import CNNLSTM1D, CNNLSTM2D, M5, VAE, StackedLSTM
+from ser.models.lstm import stack_frames
 
 SR = 8000
 #: (net factory, n_features, frames of the long and the short clip)
@@ -24,6 +25,12 @@ NETS = {
     "lstm": (lambda n, c: StackedLSTM(n, c, SR, hidden_sizes=[16, 8], dense=8), 13, 60, 37),
     "lstm_bi_mean_std": (
         lambda n, c: StackedLSTM(n, c, SR, [16], 0, bidirectional=True, pool="mean_std"),
+        13,
+        60,
+        37,
+    ),
+    "lstm_stacked_frames": (  # 37 frames: the short clip's last step is one frame and padding
+        lambda n, c: StackedLSTM(n, c, SR, [16], 8, bidirectional=True, pool="mean_std", stack=3),
         13,
         60,
         37,
@@ -97,3 +104,14 @@ def test_vae_parts():
 def test_lstm_rejects_bad_pool():
     with pytest.raises(ValueError, match="pool"):
         StackedLSTM(2, 3, SR, pool="max")
+
+
+def test_stack_frames_concatenates_runs_of_frames():
+    x = torch.arange(2 * 3 * 7, dtype=torch.float32).view(2, 3, 7)  # (B, C, F)
+    stacked, lengths = stack_frames(x, torch.tensor([7, 4]), 3)
+    assert stacked.shape == (2, 9, 3) and lengths.tolist() == [3, 2]  # ceil(7 / 3), ceil(4 / 3)
+    torch.testing.assert_close(stacked[0, :, 1], x[0, :, 3:6].T.reshape(-1))  # frames 3, 4, 5
+    torch.testing.assert_close(stacked[1, :3, 2], x[1, :, 6])  # frame 6, then zeros past the end
+    assert stacked[1, 3:, 2].abs().max() == 0
+    with pytest.raises(ValueError, match="stack=0"):
+        StackedLSTM(2, 3, SR, stack=0)

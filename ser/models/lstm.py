@@ -77,6 +77,8 @@ class StackedLSTM(nn.Module):
         bidirectional: bidirectional LSTMs.
         pool: ``last`` hidden state or ``mean_std`` of the outputs over the valid frames.
         dropout: dropout on the LSTM inputs and before the classifier.
+        stack: consecutive frames concatenated into one LSTM step (a frame-rate reduction, as
+            in pyramidal LSTMs); 1 keeps S3's one step per frame.
     """
 
     def __init__(
@@ -89,10 +91,14 @@ class StackedLSTM(nn.Module):
         bidirectional: bool = False,
         pool: Pool = "last",
         dropout: float = 0.1,
+        stack: int = 1,
     ) -> None:
         super().__init__()
+        if stack < 1:
+            raise ValueError(f"stack={stack}: frames per LSTM step must be at least 1")
+        self.stack = stack
         self.norm = RunningNorm(n_features)
-        self.lstm = LSTMSummary(n_features, hidden_sizes, bidirectional, dropout, pool)
+        self.lstm = LSTMSummary(n_features * stack, hidden_sizes, bidirectional, dropout, pool)
         head: list[nn.Module] = [nn.Dropout(dropout)]
         n_in = self.lstm.out_features
         if dense:
@@ -103,5 +109,22 @@ class StackedLSTM(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is None:
             lengths = torch.full((x.shape[0],), x.shape[-1], device=x.device)
-        x = self.norm(x, lengths)  # (B, n_features, F)
+        x = self.norm(x, lengths)  # (B, n_features, F), zero beyond each clip
+        if self.stack > 1:
+            x, lengths = stack_frames(x, lengths, self.stack)  # (B, stack * n_features, F / stack)
         return self.head(self.lstm(x, lengths))  # (B, n_classes)
+
+
+def stack_frames(
+    x: torch.Tensor, lengths: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate each run of ``k`` consecutive frames: ``(B, C, F) -> (B, k * C, ceil(F / k))``.
+
+    Step ``j`` holds frames ``jk .. jk + k - 1`` (zero past the end); a clip of ``n`` valid frames
+    keeps ``ceil(n / k)`` steps.
+    """
+    b, c, f = x.shape
+    steps = -(-f // k)
+    x = nn.functional.pad(x, (0, steps * k - f)).view(b, c, steps, k)
+    x = x.permute(0, 3, 1, 2).reshape(b, k * c, steps)  # channel i * C + c: frame i of the run
+    return x, torch.div(lengths + k - 1, k, rounding_mode="floor")
