@@ -3,9 +3,8 @@
 An ensemble averages its members' class probabilities (:class:`ser.inference.Ensemble`, what
 ``ser predict MODEL --ensemble OTHER`` runs). Members are scored on the validation and test splits
 of ``--data``: the clips ``ser test`` uses (centre crops of ``max_seconds``), or with ``--predict``
-each whole recording as ``ser predict`` scores it (the mean over windows of the length the model was
-trained on, half a window apart; with members of different clip lengths ``ser predict --ensemble``
-uses the shortest for all, this script each member's own). The pick starts from
+each whole recording as ``ser predict`` scores it (the mean over windows of ``--window`` seconds,
+``--hop`` apart: ``ser predict``'s 4 s and 2 s unless given). The pick starts from
 the best model by validation UAR and adds, one at a time, the model that raises the ensemble's
 validation UAR most, until none does; the test split plays no part in it::
 
@@ -51,11 +50,8 @@ def checkpoints(zoos: list[str], pairs: list[str]) -> dict[str, str]:
     return found
 
 
-def recording_probabilities(
-    model, paths: list[Path], window: float | None, hop: float | None
-) -> torch.Tensor:
-    """``(N, n_classes)``: each recording's probabilities from :func:`predict_files` (``None``:
-    its default window and hop)."""
+def recording_probabilities(model, paths: list[Path], window: float, hop: float) -> torch.Tensor:
+    """``(N, n_classes)``: each recording's probabilities as :func:`predict_files` gives them."""
     predictions = predict_files(model, paths, window, hop, batch_size=32)
     if len(predictions) != len(paths):
         raise SystemExit(f"{len(paths) - len(predictions)} of the split's files were skipped")
@@ -85,11 +81,13 @@ def main() -> None:
         "--predict", action="store_true",
         help="score whole recordings as `ser predict` does, not the centre crops of `ser test`",
     )  # fmt: skip
-    parser.add_argument("--window", type=float, help="with --predict: `ser predict --window`")
-    parser.add_argument("--hop", type=float, help="with --predict: `ser predict --hop`")
+    parser.add_argument(
+        "--window", type=float, default=4.0, help="with --predict: window length (s, default 4)"
+    )
+    parser.add_argument(
+        "--hop", type=float, default=2.0, help="with --predict: step between windows (s, default 2)"
+    )
     args = parser.parse_args()
-    if not args.predict and (args.window or args.hop):
-        parser.error("--window and --hop go with --predict")
     paths = checkpoints(args.zoo, args.ckpt)
     data = datamodule(args.data, args.root)
     names = data.class_names

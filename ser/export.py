@@ -3,9 +3,8 @@
 Writes ``model.ts`` (TorchScript) and ``model.onnx`` (ONNX, when the ``onnx`` and ``onnxscript``
 packages are installed), each taking a mono waveform ``(B, T)`` at the model's sample rate (any
 batch size, any length) and returning logits ``(B, n_classes)``, front-end included; and
-``classes.json`` (class names, sample rate, noise reduction, training clip length) beside them.
-Each export is checked against the checkpoint on two input lengths before the command reports
-success.
+``classes.json`` (class names, sample rate) beside them. Each export is checked against the
+checkpoint on two input lengths before the command reports success.
 """
 
 from __future__ import annotations

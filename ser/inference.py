@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 CLASSES_FILE = "classes.json"
 #: Recordings shorter than this are zero-padded up to it: the nets pool time several times.
 MIN_SECONDS = 0.25
-#: Window of :func:`predict_files` for a model that does not know its training clip length.
-DEFAULT_WINDOW_SECONDS = 4.0
 
 
 class EmotionModel(nn.Module):
@@ -43,8 +41,6 @@ class EmotionModel(nn.Module):
         sample_rate: the rate the waveform must have (Hz).
         denoise: the noise reduction the model was trained with (``{"mode", "prop_decrease"}``),
             applied to each recording before windowing; ``None``: none.
-        clip_seconds: the clip length it was trained on (the data's ``max_seconds``), the default
-            window of :func:`predict_files`; ``None``: unknown.
     """
 
     def __init__(
@@ -54,14 +50,12 @@ class EmotionModel(nn.Module):
         class_names: list[str],
         sample_rate: int,
         denoise: dict | None = None,
-        clip_seconds: float | None = None,
     ) -> None:
         super().__init__()
         self.frontend, self.net = frontend, net
         self.class_names = list(class_names)
         self.sample_rate = int(sample_rate)
         self.denoise = denoise
-        self.clip_seconds = clip_seconds
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is None:  # every clip fills the batch: what an exported model assumes
@@ -84,14 +78,12 @@ class ExportedModel(nn.Module):
         class_names: list[str],
         sample_rate: int,
         denoise: dict | None = None,
-        clip_seconds: float | None = None,
     ) -> None:
         super().__init__()
         self.module = module
         self.class_names = list(class_names)
         self.sample_rate = int(sample_rate)
         self.denoise = denoise
-        self.clip_seconds = clip_seconds
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is not None and not bool((lengths == waveform.shape[1]).all()):
@@ -104,8 +96,7 @@ class Ensemble(nn.Module):
 
     ``forward`` returns the log of that mean, so a softmax of it (what :func:`predict_files` takes)
     is the mean itself. Members may differ in front-end and net; they must agree on the class
-    names (in order), the sample rate and the noise reduction, which act before the models. Its
-    ``clip_seconds`` is the shortest of the members' training clips.
+    names (in order), the sample rate and the noise reduction, which act before the models.
 
     Args:
         members: models from :func:`load_model`.
@@ -127,8 +118,6 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.class_names, self.sample_rate = first["class_names"], first["sample_rate"]
         self.denoise = first["denoise"]
-        clips = [m.clip_seconds for m in members if m.clip_seconds is not None]
-        self.clip_seconds = min(clips) if clips else None
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         probabilities = torch.stack(
@@ -143,7 +132,6 @@ def model_info(model: EmotionModel | ExportedModel | Ensemble) -> dict:
         "class_names": list(model.class_names),
         "sample_rate": int(model.sample_rate),
         "denoise": model.denoise,
-        "clip_seconds": model.clip_seconds,
     }
 
 
@@ -183,9 +171,8 @@ def load_checkpoint(path: Path) -> EmotionModel:
             f"{path}: the weights do not fit the net {spec['net']['class_path']}: {err}"
         ) from None
     return EmotionModel(
-        frontend, net, spec["class_names"], spec["sample_rate"], spec.get("denoise"),
-        spec.get("clip_seconds"),
-    ).eval()  # fmt: skip
+        frontend, net, spec["class_names"], spec["sample_rate"], spec.get("denoise")
+    ).eval()
 
 
 def load_exported(path: Path) -> ExportedModel:
@@ -203,9 +190,8 @@ def load_exported(path: Path) -> ExportedModel:
             f"{path}: no {CLASSES_FILE} inside it or beside it; export it again with `ser export`"
         )
     return ExportedModel(
-        module, info["class_names"], info["sample_rate"], info.get("denoise"),
-        info.get("clip_seconds"),
-    ).eval()  # fmt: skip
+        module, info["class_names"], info["sample_rate"], info.get("denoise")
+    ).eval()
 
 
 def load_model(path: str | Path) -> EmotionModel | ExportedModel:
@@ -315,8 +301,8 @@ def clip_probabilities(
 def predict_files(
     model: EmotionModel | ExportedModel | Ensemble,
     paths: Iterable[str | Path],
-    window_seconds: float | None = None,
-    hop_seconds: float | None = None,
+    window_seconds: float = 4.0,
+    hop_seconds: float = 2.0,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
 ) -> list[Prediction]:
@@ -329,21 +315,14 @@ def predict_files(
     Args:
         model: from :func:`load_model`.
         paths: audio files in any format soundfile reads, at any rate, mono or not.
-        window_seconds: window length (s); shorter recordings are a single window. Default: the
-            clip length the model was trained on (``clip_seconds``), else
-            :data:`DEFAULT_WINDOW_SECONDS`: windows like its training crops scored higher than
-            longer ones (README, Inference).
-        hop_seconds: step between windows (s). Default: half the window.
+        window_seconds: window length (s); shorter recordings are a single window.
+        hop_seconds: step between windows (s).
         batch_size: windows per forward pass.
         device: ``cpu`` or ``cuda``.
 
     Returns:
         One :class:`Prediction` per readable file, in the order given.
     """
-    if window_seconds is None:
-        window_seconds = model.clip_seconds or DEFAULT_WINDOW_SECONDS
-    if hop_seconds is None:
-        hop_seconds = window_seconds / 2
     if window_seconds <= 0 or hop_seconds <= 0 or batch_size < 1:
         raise SERError(
             f"window ({window_seconds}), hop ({hop_seconds}) and batch size ({batch_size}) must be positive"

@@ -114,12 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         "must have the same classes, sample rate and noise reduction",
     )  # fmt: skip
     parser.add_argument(
-        "--window",
-        type=float,
-        help="window length in seconds (default: the clip length the model was trained on, else 4)",
+        "--window", type=float, default=4.0, help="window length in seconds (default 4)"
     )
     parser.add_argument(
-        "--hop", type=float, help="step between windows in seconds (default: half the window)"
+        "--hop", type=float, default=2.0, help="step between windows in seconds (default 2)"
     )
     parser.add_argument(
         "--batch-size", type=int, default=16, help="windows per forward pass (default 16)"

@@ -43,7 +43,7 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
 def exported(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny checkpoint and its export folder, through the command line (both formats if possible)."""
     folder = tmp_path_factory.mktemp("export")
-    checkpoint = write_checkpoint(folder / "tiny.ckpt", clip_seconds=3.0)
+    checkpoint = write_checkpoint(folder / "tiny.ckpt")
     main([str(checkpoint), "--output", str(folder / "out")])
     return checkpoint, folder / "out"
 
@@ -91,16 +91,13 @@ def test_onnx_matches_checkpoint(exported):
         "class_names": CLASSES,
         "sample_rate": RATE,
         "denoise": None,
-        "clip_seconds": 3.0,
     }
 
 
 def test_classes_json_beside_the_export(exported):
     _, out = exported
     info = json.loads((out / "classes.json").read_text())
-    assert info == {
-        "class_names": CLASSES, "sample_rate": RATE, "denoise": None, "clip_seconds": 3.0
-    }  # fmt: skip
+    assert info == {"class_names": CLASSES, "sample_rate": RATE, "denoise": None}
 
 
 def test_predict_with_export_matches_checkpoint_without_lightning(exported, tmp_path: Path):
@@ -110,7 +107,6 @@ def test_predict_with_export_matches_checkpoint_without_lightning(exported, tmp_
     sf.write(paths[1], noise(7.0, seed=2), 48000)
     scripted = load_model(out / "model.ts")
     assert isinstance(scripted, ExportedModel) and scripted.class_names == CLASSES
-    assert scripted.clip_seconds == 3.0  # from classes.json: predict's default window
     from_export = predict_files(scripted, paths, window_seconds=3.0, batch_size=8)
     from_checkpoint = predict_files(load_model(checkpoint), paths, window_seconds=3.0, batch_size=8)
     for a, b in zip(from_export, from_checkpoint, strict=True):

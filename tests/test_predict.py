@@ -34,9 +34,7 @@ CLASSES = ["neutral", "happy", "sad", "angry"]
 RATE = 16000
 
 
-def write_checkpoint(
-    path: Path, features: str = "logmel", seed: int = 0, clip_seconds: float | None = None
-) -> Path:
+def write_checkpoint(path: Path, features: str = "logmel", seed: int = 0) -> Path:
     """A checkpoint in the layout ``ser fit`` writes, with a tiny randomly initialised CNN2D.
 
     Batch-norm statistics are randomised and the last layer scaled, so logits vary with the input.
@@ -52,9 +50,7 @@ def write_checkpoint(
             module.running_var.uniform_(0.2, 2.0)
             module.weight.data.normal_(1, 0.5)
     net.head[-1].weight.data *= 20  # confident, input-dependent logits
-    return save_checkpoint(
-        path, net, "ser.models.CNN2D", init_args, frontend, n_features, clip_seconds
-    )
+    return save_checkpoint(path, net, "ser.models.CNN2D", init_args, frontend, n_features)
 
 
 def save_checkpoint(
@@ -64,11 +60,9 @@ def save_checkpoint(
     init_args: dict,
     frontend: dict,
     n_features: int,
-    clip_seconds: float | None = None,
 ) -> Path:
     """Save ``net`` in the layout ``ser fit`` writes: Lightning's ``state_dict`` (with a metric
-    entry inference must ignore) and the ``ser`` entry that rebuilds the model (without
-    ``clip_seconds`` unless given, as older versions wrote it)."""
+    entry inference must ignore) and the ``ser`` entry that rebuilds the model."""
     checkpoint = {
         "epoch": 3,
         "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}
@@ -78,8 +72,6 @@ def save_checkpoint(
             "net": {"class_path": class_path, "init_args": init_args},
         },
     }  # fmt: skip
-    if clip_seconds is not None:
-        checkpoint["ser"]["clip_seconds"] = clip_seconds
     torch.save(checkpoint, path)
     return path
 
@@ -158,24 +150,6 @@ def test_long_file_is_split_into_windows(checkpoint: Path, tmp_path: Path):
     # A window of 3 s with hop 3 s: 0, 3, 6 and a last one aligned to the end (7-10 s).
     [prediction] = predict_files(model, [path], window_seconds=3.0, hop_seconds=3.0)
     assert prediction.starts == [0.0, 3.0, 6.0, 7.0]
-
-
-def test_default_window_is_the_training_clip_length(tmp_path: Path):
-    path = tmp_path / "long.flac"
-    sf.write(path, noise(10.0), RATE)
-    old = write_checkpoint(tmp_path / "old.ckpt")  # saved without clip_seconds
-    [prediction] = predict_files(load_model(old), [path])
-    assert prediction.starts == [0.0, 2.0, 4.0, 6.0]  # DEFAULT_WINDOW_SECONDS (4 s), hop 2 s
-    three = load_model(write_checkpoint(tmp_path / "three.ckpt", clip_seconds=3.0))
-    assert three.clip_seconds == 3.0
-    [prediction] = predict_files(three, [path])  # 3-s windows, hop 1.5 s, the last one at 7-10 s
-    assert prediction.starts == [0.0, 1.5, 3.0, 4.5, 6.0, 7.0]
-    assert prediction.ends == [3.0, 4.5, 6.0, 7.5, 9.0, 10.0]
-    [prediction] = predict_files(three, [path], window_seconds=5.0)  # asked for: hop 2.5 s
-    assert prediction.starts == [0.0, 2.5, 5.0]
-    two = write_checkpoint(tmp_path / "two.ckpt", clip_seconds=2.0)
-    ensemble = load_models([tmp_path / "three.ckpt", two, old])
-    assert ensemble.clip_seconds == 2.0  # the shortest member's clips
 
 
 def test_window_bounds():

@@ -70,7 +70,6 @@ class EmotionClassifier(L.LightningModule):
         self.test_confusion: torch.Tensor | None = None
         self.frontend_config: dict | None = None
         self.denoise_config: dict | None = None
-        self.clip_seconds: float | None = None
         self._resumed_rng: dict | None = None
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -138,16 +137,12 @@ class EmotionClassifier(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         frontend = getattr(datamodule, "frontend_config", None) or self.frontend_config
         denoise = getattr(datamodule, "denoise_config", None) if datamodule else self.denoise_config
-        clip = (
-            getattr(getattr(datamodule, "hparams", None), "max_seconds", None) or self.clip_seconds
-        )
         checkpoint[SPEC_KEY] = {
             "class_names": self.class_names,
             "sample_rate": self.hparams.sample_rate,
             "n_features": self.hparams.n_features,
             "frontend": frontend,
             "denoise": denoise,
-            "clip_seconds": clip,
             "net": self.net_spec,
         }
         # Saved after validation, before the next epoch draws anything: restoring it when training
@@ -159,7 +154,6 @@ class EmotionClassifier(L.LightningModule):
         if spec is not None:
             self.frontend_config = spec["frontend"]
             self.denoise_config = spec.get("denoise")
-            self.clip_seconds = spec.get("clip_seconds")
         self._resumed_rng = checkpoint.get(RNG_KEY)
 
     def on_train_start(self) -> None:
