@@ -235,7 +235,12 @@ def test_offline_copies_need_augmentations(ravdess_root: Path):
 
 @pytest.mark.parametrize(
     ("fragment", "n_wave", "n_spec"),
-    [("onthefly.yaml", 3, 2), ("offline.yaml", 4, 0), ("specaugment.yaml", 0, 2)],
+    [
+        ("onthefly.yaml", 3, 2),
+        ("offline.yaml", 4, 0),
+        ("specaugment.yaml", 0, 2),
+        ("speed.yaml", 1, 0),
+    ],
 )
 def test_augment_fragment_through_the_cli(
     fragment, n_wave, n_spec, ravdess_root: Path, tmp_path, monkeypatch
