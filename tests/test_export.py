@@ -141,14 +141,17 @@ def test_export_errors_exit_2(tmp_path: Path, capsys, exported):
 
 
 def write_lstm_checkpoint(path: Path) -> Path:
-    """A checkpoint of a tiny bidirectional StackedLSTM on MFCC, in ``ser fit``'s layout."""
+    """A checkpoint of a tiny bidirectional StackedLSTM on MFCC (3 frames a step, as
+    ``configs/lstm.yaml``), in ``ser fit``'s layout."""
     from ser.models import StackedLSTM
     from ser.transforms.frontends import build_frontend
 
     torch.manual_seed(0)
     frontend = dict(features="mfcc", sample_rate=RATE, n_mels=32, n_mfcc=16)
     n_features = build_frontend(**frontend).n_features
-    init_args = {"hidden_sizes": [16, 8], "dense": 8, "bidirectional": True, "pool": "mean_std"}
+    init_args = {
+        "hidden_sizes": [16, 8], "dense": 8, "bidirectional": True, "pool": "mean_std", "stack": 3
+    }  # fmt: skip
     net = StackedLSTM(len(CLASSES), n_features, RATE, **init_args)
     return save_checkpoint(path, net, "ser.models.StackedLSTM", init_args, frontend, n_features)
 
