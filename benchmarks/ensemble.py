@@ -102,15 +102,15 @@ def main() -> None:
     for stage in ("val", "test"):
         split = data.datasets[stage]
         labels[stage] = np.asarray(split.labels)
+        if args.predict:
+            paths = [clip.path for clip in split.clips]
+        else:
+            waves = [split[i]["waveform"] for i in range(len(split))]  # the centre crops, once
         for name, model in models.items():
             probabilities[name, stage] = (
-                recording_probabilities(
-                    model, [clip.path for clip in split.clips], args.window, args.hop
-                )
+                recording_probabilities(model, paths, args.window, args.hop)
                 if args.predict
-                else clip_probabilities(
-                    model, [split[i]["waveform"] for i in range(len(split))], torch.device("cpu")
-                )
+                else clip_probabilities(model, waves, torch.device("cpu"))
             )
 
     def score(members: list[str], stage: str) -> dict:
