@@ -33,3 +33,11 @@ def last_checkpoint() -> ModelCheckpoint:
     it could lose many epochs; this one has no monitor and keeps the latest epoch.
     """
     return ModelCheckpoint(filename="last", enable_version_counter=False)
+
+
+def best_checkpoint() -> ModelCheckpoint:
+    """``checkpoints/best-epochNN-uarX.XXX.ckpt``: the epoch with the highest validation UAR."""
+    return ModelCheckpoint(
+        monitor="val/uar", mode="max", filename="best-epoch{epoch:02d}-uar{val/uar:.3f}",
+        auto_insert_metric_name=False,
+    )  # fmt: skip

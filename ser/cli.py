@@ -12,7 +12,8 @@ import numpy as np
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ser.checkpointing import AtomicCheckpointIO, last_checkpoint
+from ser.callbacks import EpochSummary
+from ser.checkpointing import AtomicCheckpointIO, best_checkpoint, last_checkpoint
 from ser.data.base import SERDataModule
 from ser.errors import SERError
 from ser.io import ensure_writable
@@ -24,6 +25,17 @@ log = logging.getLogger("ser")
 
 #: Attributes every DataModule knows after ``__init__``, passed into the model.
 LINKED = ("n_classes", "n_features", "sample_rate", "class_names")
+#: What every run shares; a config sets only what is its own (epochs, its logger name, extra
+#: callbacks). ``callbacks`` are added to those a config lists.
+TRAINER_DEFAULTS = {
+    "devices": 1,
+    "log_every_n_steps": 10,
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "lightning_logs", "name": "ser"},
+    },
+    "callbacks": [best_checkpoint(), last_checkpoint(), EpochSummary()],
+}
 #: ``--ckpt_path`` values Lightning resolves itself.
 CKPT_ALIASES = ("last", "best", "hpc", "registry")
 
@@ -154,8 +166,7 @@ def main(args: ArgsType = None) -> SERCLI:
         subclass_mode_data=True,
         args=args,
         save_config_kwargs={"overwrite": True},
-        # Added to every config's callbacks: a last.ckpt after every epoch.
-        trainer_defaults={"callbacks": [last_checkpoint()]},
+        trainer_defaults=TRAINER_DEFAULTS,
     )
 
 
