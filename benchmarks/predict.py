@@ -24,7 +24,7 @@ import soundfile as sf
 import torch
 
 from ser.audio import is_audio_file
-from ser.export import CHECK_SECONDS, FILENAMES, export
+from ser.inference.export import CHECK_SECONDS, FILENAMES, export
 from ser.inference import load_model, predict_files
 
 REPO = Path(__file__).resolve().parents[1]

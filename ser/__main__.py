@@ -7,7 +7,7 @@ import sys
 from ser.errors import SERError
 
 #: Subcommands served without importing lightning (fast start, no training stack).
-LIGHT_COMMANDS: dict[str, str] = {"predict": "ser.predict", "export": "ser.export"}
+LIGHT_COMMANDS: dict[str, str] = {"predict": "ser.inference.predict", "export": "ser.inference.export"}
 #: Subcommands with their own parser (not LightningCLI's): corpus download and exploration, the
 #: SVM baseline.
 TOOL_COMMANDS: dict[str, str] = {

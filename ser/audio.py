@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,37 @@ AUDIO_EXTENSIONS = frozenset(
 def is_audio_file(path: Path) -> bool:
     """Whether ``path`` is a file with an audio ending that soundfile reads."""
     return path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file()
+
+
+#: Recordings shorter than this are zero-padded up to it: the nets pool time several times.
+MIN_SECONDS = 0.25
+
+
+def window_bounds(n_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """Sample ranges ``[start, end)`` of the windows covering ``n_samples``.
+
+    A recording no longer than ``window`` is one window; otherwise windows step by ``hop`` and the
+    last one is aligned to the end, so every window is full and the tail is not dropped.
+    """
+    if n_samples <= window:
+        return [(0, n_samples)]
+    n_windows = math.ceil((n_samples - window) / hop) + 1
+    starts = [min(i * hop, n_samples - window) for i in range(n_windows)]
+    return [(s, s + window) for s in dict.fromkeys(starts)]
+
+
+def recording_windows(
+    wave: torch.Tensor, sample_rate: int, window_seconds: float, hop_seconds: float
+) -> tuple[list[tuple[int, int]], list[torch.Tensor]]:
+    """How a whole recording is scored (``ser predict``, ``ser test --score recordings``): padded
+    to :data:`MIN_SECONDS` if shorter, then cut into windows of equal length.
+
+    Returns:
+        The windows' sample bounds and the ``(window,)`` waveforms.
+    """
+    min_samples = round(MIN_SECONDS * sample_rate)
+    if len(wave) < min_samples:
+        wave = torch.nn.functional.pad(wave, (0, min_samples - len(wave)))
+    window, hop = round(window_seconds * sample_rate), round(hop_seconds * sample_rate)
+    bounds = window_bounds(len(wave), window, hop)
+    return bounds, [wave[s:e] for s, e in bounds]

@@ -1,13 +1,16 @@
 """``ser baseline``: an SVM on per-clip statistics of hand-crafted features (seed S4).
 
-The clips, classes and splits come from the same DataModules as ``ser fit`` (``--data``); each
-feature type is pooled per clip (mean and std over the valid frames of the front-end's output),
-standardised, and classified by scikit-learn's ``SVC``. Each feature type gets the report of
-``ser test`` (per-class table, confusion matrix CSV/PNG, metrics JSON) in ``OUT_DIR/<features>``;
-the best type by validation UAR is named, and ``OUT_DIR/summary.json`` lists them all::
+The clips, classes, splits and feature pipeline come from the same DataModules as ``ser fit``
+(``--data``); each front-end's output (the data's, or each of ``--frontends`` in the data's
+pipeline) is pooled per clip (mean and std over the valid frames), standardised, and classified
+by scikit-learn's ``SVC``. Each front-end gets the report of ``ser test`` (per-class table,
+confusion matrix CSV/PNG, metrics JSON) in ``OUT_DIR/<name>``; the best by validation UAR is
+named, and ``OUT_DIR/summary.json`` lists them all::
 
-    python -m ser baseline --data configs/data/ravdess.yaml --data.root PATH \\
-        --features '[mfcc, spectral, handcrafted]' --C 10 --kernel rbf
+    python -m ser baseline --config configs/recipes/s4_folder_svm.yaml \\
+        --data configs/data/ravdess.yaml --data.root PATH
+
+Pooled statistics want the raw features: give front-ends ``normalize: false``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,43 +28,44 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from torch.utils.data import DataLoader
 
-from ser.data.base import ClipDataset, SERDataModule, collate
+from ser.data.base import SERDataModule
+from ser.data.dataset import ClipDataset, collate
 from ser.errors import SERError
 from ser.io import write_text
 from ser.models.pooling import mean_std_pool
 from ser.report import format_table, metrics_from_confusion, write_report
-from ser.transforms import build_frontend
+from ser.transforms.pipeline import FeaturePipeline, FrontendFactory
 
 log = logging.getLogger("ser")
 
-#: Front-ends whose frames make sense to pool per clip.
-POOLABLE = ("logmel", "mfcc", "zcr_rms", "spectral", "handcrafted")
-
-
 @torch.no_grad()
 def pooled_features(
-    datamodule: SERDataModule, stage: str, features: str, batch_size: int = 64
+    datamodule: SERDataModule, stage: str, pipeline: FeaturePipeline, batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-clip mean and std of ``features`` over the valid frames of the ``stage`` split.
-
-    Clips are centre-cropped (no random crop, even for ``train``), and the front-end is not
-    per-clip standardised (that would make every mean 0 and every std 1).
+    """Per-clip mean and std of ``pipeline``'s features over the valid frames of ``stage``'s clips
+    (centre crops, also for ``train``).
 
     Returns:
         ``(n_clips, 2 * n_features)`` statistics and ``(n_clips,)`` labels.
     """
-    if features not in POOLABLE:
-        raise SERError(f"--features {features!r} cannot be pooled; choose from {list(POOLABLE)}")
-    settings = {**datamodule.frontend_config, "features": features, "normalize": False}
-    frontend = build_frontend(**settings)
     data = datamodule.datasets[stage]
     fixed = ClipDataset(data.waves, data.labels, data.clips, data.max_samples, train=False)
     rows, labels = [], []
     for batch in DataLoader(fixed, batch_size=batch_size, collate_fn=collate):
-        x, lengths = frontend(batch["waveform"], batch["lengths"])  # (B, C, F), (B,)
+        x, lengths = pipeline(batch["waveform"], batch["lengths"])  # (B, C, F), (B,)
         rows.append(mean_std_pool(x, lengths))  # (B, 2C)
         labels.append(batch["label"])
     return torch.cat(rows).numpy(), torch.cat(labels).numpy()
+
+
+def frontend_names(specs: list[dict]) -> list[str]:
+    """A short, unique name per front-end spec: its class, lower case (``-2``... on repeats)."""
+    names, seen = [], Counter()
+    for spec in specs:
+        base = spec["class_path"].rpartition(".")[2].lower()
+        seen[base] += 1
+        names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return names
 
 
 def confusion(true: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
@@ -74,7 +79,8 @@ def confusion(true: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.nda
 class BaselineResult:
     """One feature type's scores and where its report went."""
 
-    features: str
+    name: str
+    frontend: dict
     n_dims: int
     val_uar: float
     test: dict
@@ -84,13 +90,13 @@ class BaselineResult:
 
 def run_baseline(
     datamodule: SERDataModule,
-    features: list[str],
     out_dir: Path,
+    frontends: list[FrontendFactory] | None = None,
     C: float = 10.0,
     kernel: str = "rbf",
     gamma: str | float = "scale",
 ) -> list[BaselineResult]:
-    """Fit and evaluate one SVM per feature type; write each type's test report."""
+    """Fit and evaluate one SVM per front-end (default: the data's); write each one's test report."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
@@ -98,25 +104,30 @@ def run_baseline(
     datamodule.prepare_data()
     datamodule.setup("fit")
     n, names = datamodule.n_classes, datamodule.class_names
+    base = datamodule.pipeline.eval()
+    pipelines = [base] if not frontends else [base.with_frontend(f) for f in frontends]
     results = []
-    for name in features:
+    for name, pipeline in zip(frontend_names([p.spec["frontend"] for p in pipelines]), pipelines, strict=True):
         start = time.perf_counter()
-        x_train, y_train = pooled_features(datamodule, "train", name)
+        x_train, y_train = pooled_features(datamodule, "train", pipeline)
         model = make_pipeline(StandardScaler(), SVC(C=C, kernel=kernel, gamma=gamma))
         model.fit(x_train, y_train)
         scores = {}
         for stage in ("val", "test"):
-            x, y = pooled_features(datamodule, stage, name)
+            x, y = pooled_features(datamodule, stage, pipeline)
             scores[stage] = confusion(y, model.predict(x), n)
         val_uar = metrics_from_confusion(scores["val"], names)["uar"]
         extra = {
-            "features": name, "svm": {"C": C, "kernel": kernel, "gamma": gamma},
+            "name": name, "pipeline": pipeline.spec, "svm": {"C": C, "kernel": kernel, "gamma": gamma},
             "val_uar": val_uar, "data": type(datamodule).__name__, "n_train": len(y_train),
         }  # fmt: skip
         report = write_report(scores["test"], names, out_dir / name, extra=extra)
         seconds = time.perf_counter() - start
         results.append(
-            BaselineResult(name, x_train.shape[1], val_uar, report.metrics, out_dir / name, seconds)
+            BaselineResult(
+                name, pipeline.spec["frontend"], x_train.shape[1], val_uar, report.metrics,
+                out_dir / name, seconds,
+            )  # fmt: skip
         )
         print(f"\n== SVM on {name} ({x_train.shape[1]} dims), test split ==", flush=True)
         print(format_table(report.metrics), flush=True)
@@ -125,14 +136,15 @@ def run_baseline(
 
 def summary_table(results: list[BaselineResult]) -> str:
     """One row per feature type, and the best type by validation UAR."""
-    lines = ["features      dims  val UAR  test UAR  test acc  test F1  seconds"]
+    width = max(12, *(len(r.name) for r in results))
+    lines = [f"{'front-end':<{width}}  dims  val UAR  test UAR  test acc  test F1  seconds"]
     for r in results:
         lines.append(
-            f"{r.features:<12} {r.n_dims:5d}  {r.val_uar:7.4f}  {r.test['uar']:8.4f}  "
+            f"{r.name:<{width}} {r.n_dims:5d}  {r.val_uar:7.4f}  {r.test['uar']:8.4f}  "
             f"{r.test['accuracy']:8.4f}  {r.test['macro_f1']:7.4f}  {r.seconds:7.1f}"
         )
     best = max(results, key=lambda r: r.val_uar)
-    lines.append(f"best by validation UAR: {best.features} (test UAR {best.test['uar']:.4f})")
+    lines.append(f"best by validation UAR: {best.name} (test UAR {best.test['uar']:.4f})")
     return "\n".join(lines)
 
 
@@ -150,8 +162,9 @@ def build_parser() -> ArgumentParser:
         help="corpus and split, as in `ser fit` (e.g. configs/data/ravdess.yaml)",
     )
     parser.add_argument(
-        "--features", type=list[Literal[POOLABLE]], default=["handcrafted"],
-        help="feature types to pool per clip, one SVM (and report) each",
+        "--frontends", type=list[FrontendFactory] | None, default=None,
+        help="front-ends to compare in the data's pipeline, one SVM (and report) each, e.g. "
+        "ser.transforms.Handcrafted with normalize: false (default: the data's front-end)",
     )  # fmt: skip
     parser.add_argument("--C", type=float, default=10.0, help="SVM regularisation (S4: 10)")
     parser.add_argument(
@@ -175,21 +188,19 @@ def main(argv: list[str] | None = None) -> list[BaselineResult]:
     # A SERError goes up to ser.__main__, which reports it in one line (exit status 2).
     if cfg.C <= 0:
         raise SERError(f"--C must be positive, got {cfg.C}")
-    if not cfg.features:
-        raise SERError("--features is empty; give at least one of " + ", ".join(POOLABLE))
-    datamodule = parser.instantiate_classes(cfg).data
+    init = parser.instantiate_classes(cfg)
     out_dir = Path(cfg.out_dir)
-    results = run_baseline(datamodule, cfg.features, out_dir, cfg.C, cfg.kernel, cfg.gamma)
+    results = run_baseline(init.data, out_dir, init.frontends, cfg.C, cfg.kernel, cfg.gamma)
     table = summary_table(results)
     print("\n" + table, flush=True)
     payload = {
         "results": [
-            {"features": r.features, "dims": r.n_dims, "val_uar": r.val_uar, "seconds": r.seconds,
+            {"name": r.name, "frontend": r.frontend, "dims": r.n_dims, "val_uar": r.val_uar, "seconds": r.seconds,
              "test": {k: r.test[k] for k in ("uar", "accuracy", "macro_f1", "n_clips")},
              "report": str(r.out_dir)}
             for r in results
         ],
-        "best": max(results, key=lambda r: r.val_uar).features,
+        "best": max(results, key=lambda r: r.val_uar).name,
         "svm": {"C": cfg.C, "kernel": cfg.kernel, "gamma": cfg.gamma},
     }  # fmt: skip
     path = write_text(out_dir / "summary.json", json.dumps(payload, indent=2) + "\n")

@@ -9,7 +9,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from ser.data.base import SERDataModule, collate
+from ser.data.base import SERDataModule
+from ser.data.dataset import collate
 from ser.errors import SERError
 
 log = logging.getLogger("ser")
@@ -76,14 +77,13 @@ class PreciseBatchNorm(L.Callback):
             m.reset_running_stats()
             m.momentum = None  # a cumulative average over the batches, not an exponential one
             m.train()
+        pipeline = data.pipeline.to(pl_module.device).eval()  # the inputs evaluation sees
         try:
             with torch.no_grad(), trainer.precision_plugin.forward_context():
-                for start in range(0, n_clips, data.hparams.batch_size):
-                    batch = collate(
-                        [dataset[k] for k in keys[start : start + data.hparams.batch_size]]
-                    )
+                for start in range(0, n_clips, data.batch_size):
+                    batch = collate([dataset[k] for k in keys[start : start + data.batch_size]])
                     batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-                    batch = data.on_after_batch_transfer(batch, 0)
+                    batch = pipeline.process(batch, data.n_classes)
                     pl_module(batch["features"], batch["feature_lengths"])
         finally:
             for m, training, momentum in saved:

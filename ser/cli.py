@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ser.callbacks import EpochSummary
 from ser.checkpointing import AtomicCheckpointIO, best_checkpoint, last_checkpoint
 from ser.data.base import SERDataModule
+from ser.data.splits import SplitSpec
 from ser.errors import SERError
 from ser.io import ensure_writable
 from ser.report import format_table, metrics_from_confusion, write_report
-from ser.spec import SPEC_KEY, read_checkpoint
+from ser.spec import class_path, read_checkpoint, read_spec
 from ser.tasks.classification import EmotionClassifier
 
 log = logging.getLogger("ser")
 
-#: Attributes every DataModule knows after ``__init__``, passed into the model.
-LINKED = ("n_classes", "n_features", "sample_rate", "class_names")
+#: Attributes every DataModule knows after ``__init__``, passed into the model (data -> model).
+LINKED = {
+    "n_classes": "n_classes", "n_features": "n_features", "sample_rate": "sample_rate",
+    "class_names": "class_names", "pipeline_spec": "pipeline", "corpus": "corpus",
+}  # fmt: skip
 #: What every run shares; a config sets only what is its own (epochs, its logger name, extra
 #: callbacks). ``callbacks`` are added to those a config lists.
 TRAINER_DEFAULTS = {
@@ -44,8 +51,10 @@ class SERCLI(LightningCLI):
     """LightningCLI with the data linked into the model and a report after every test."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        for key in LINKED:
-            parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+        for source, target in LINKED.items():
+            parser.link_arguments(
+                f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
+            )
         parser.add_argument(
             "--test_after_fit", type=bool, default=True,
             help="After fit, test a checkpoint on the test split and write the report.",
@@ -55,6 +64,17 @@ class SERCLI(LightningCLI):
             help="The checkpoint tested after fit: best (by the ModelCheckpoint's monitor) or "
             "last (the final epoch's weights, checkpoints/last.ckpt).",
         )  # fmt: skip
+        parser.add_argument(
+            "--score", type=Literal["crops", "recordings"], default="crops",
+            help="What the test scores: crops (each clip's centre crop, as validation) or "
+            "recordings (each whole recording in windows, probabilities averaged, as ser predict).",
+        )  # fmt: skip
+        parser.add_argument(
+            "--window", type=float, default=4.0, help="--score recordings: window length (s)."
+        )
+        parser.add_argument(
+            "--hop", type=float, default=2.0, help="--score recordings: step between windows (s)."
+        )
 
     def before_instantiate_classes(self) -> None:
         """Fail before any work on a checkpoint that is not there; fit test data to the checkpoint."""
@@ -81,7 +101,17 @@ class SERCLI(LightningCLI):
                 "run folder (--trainer.logger.init_args.save_dir)",
             )
 
-    before_fit = before_validate = before_test = _check_run_folder
+    before_fit = before_validate = _check_run_folder
+
+    def before_test(self) -> None:
+        self._check_run_folder()
+        self._set_scoring()
+
+    def _set_scoring(self) -> None:
+        """``--score recordings``: the test split scores whole recordings as ``ser predict``."""
+        config = self.config[self.subcommand]
+        if config.get("score", "crops") == "recordings":
+            self.datamodule.score_recordings(config.get("window", 4.0), config.get("hop", 2.0))
 
     def after_fit(self) -> None:
         if (
@@ -95,8 +125,9 @@ class SERCLI(LightningCLI):
             ckpt_path = next((c.best_model_path for c in latest if c.best_model_path), None)
         else:
             callback = self.trainer.checkpoint_callback
-            ckpt_path = "best" if callback is not None and callback.best_model_path else None
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+            ckpt_path = callback.best_model_path if callback is not None else None
+        self._set_scoring()
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path or None)
         self.after_test()
 
     def after_test(self) -> None:
@@ -121,33 +152,54 @@ class SERCLI(LightningCLI):
         if list(compared) != list(class_names):
             print(f"compared on the classes the model and the data share: {', '.join(compared)}",
                   flush=True)  # fmt: skip
-        paths = write_report(confusion, class_names, out_dir, extra=extra, add_figure=add_figure)
+        extra["score"] = self.config[self.subcommand].get("score", "crops")
+        paths = write_report(
+            confusion, class_names, out_dir, extra=extra, add_figure=add_figure,
+            predictions=self.model.test_predictions,
+        )  # fmt: skip
         for kind, path in paths.files.items():
             print(f"wrote {kind}: {path}", flush=True)
 
 
 def adapt_data_to_checkpoint(data, ckpt_path: str) -> None:
-    """Make the data of ``ser test --ckpt_path`` speak the checkpoint's label space.
+    """Make the data of ``ser test --ckpt_path`` what the checkpoint was trained on.
 
-    The data's labels are mapped onto the checkpoint's class indices, clips of classes the model
-    lacks are dropped (``target_classes``), and a corpus other than the one the model was trained
-    on is tested on all of its clips (``split: all``): a cross-corpus test.
+    The checkpoint's feature pipeline (front-end, noise reduction) and sample rate replace the
+    config's, so a test always sees the features the model was trained with; the data's labels
+    are mapped onto the checkpoint's class indices, clips of classes the model lacks are dropped
+    (``target_classes``), and a corpus other than the one the model was trained on is tested on
+    all of its clips (split protocol ``all``): a cross-corpus test.
 
     Args:
         data: the ``data`` part of the parsed config (``class_path``/``init_args``), changed in place.
         ckpt_path: the checkpoint to test.
     """
     path = Path(ckpt_path).expanduser()
-    checkpoint = read_checkpoint(path, f"--ckpt_path {path}")
-    spec = checkpoint.get(SPEC_KEY) if isinstance(checkpoint, dict) else None
-    if spec is None:  # not written by ser: leave the linked classes alone
-        return
-    data.init_args.target_classes = list(spec["class_names"])
-    trained_on = (checkpoint.get("datamodule_hyper_parameters") or {}).get("_class_path")
-    if trained_on and trained_on != data.class_path:
+    spec = read_spec(read_checkpoint(path, f"--ckpt_path {path}"), f"--ckpt_path {path}")
+    args = data.init_args
+    args.target_classes = list(spec["class_names"])
+    args.sample_rate = spec["sample_rate"]
+    frontend, denoise = spec["pipeline"]["frontend"], spec["pipeline"]["denoise"]
+    args.frontend = Namespace(
+        class_path=frontend["class_path"], init_args=Namespace(**frontend["init_args"])
+    )
+    args.denoise = None if denoise is None else Namespace(**denoise)
+    trained_on = spec.get("corpus")
+    if trained_on and trained_on != canonical_class_path(data.class_path):
         log.info("cross-corpus test: model trained on %s, testing on every clip of %s",
                  trained_on, data.class_path)  # fmt: skip
-        data.init_args.split = "all"
+        if args.split is None:
+            args.split = Namespace(**asdict(SplitSpec()))
+        args.split.protocol = "all"
+
+
+def canonical_class_path(name: str) -> str:
+    """``ser.data.RAVDESS`` -> ``ser.data.ravdess.RAVDESS``: where the class is defined."""
+    module_name, _, attr = name.rpartition(".")
+    try:
+        return class_path(getattr(importlib.import_module(module_name), attr))
+    except (ImportError, AttributeError):
+        return name
 
 
 def main(args: ArgsType = None) -> SERCLI:

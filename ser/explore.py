@@ -1,7 +1,8 @@
 """``ser explore``: what a corpus holds, as PNG figures and a printed summary (seeds S0, S4).
 
 Figures (in ``--out``): ``counts.png`` (clips per class and per speaker), ``durations.png``
-(duration histogram per class), ``waveforms.png`` and ``logmel.png`` (one clip per emotion).
+(duration histogram per class), ``waveforms.png`` and ``features.png`` (one clip per emotion, the
+features the data's pipeline computes).
 The data is any corpus config, exactly as ``ser fit`` takes it::
 
     ser explore --data configs/data/ravdess.yaml --data.root PATH --out explore/ravdess
@@ -22,7 +23,6 @@ import torch
 
 from ser.data.base import SERDataModule
 from ser.io import atomic_path
-from ser.transforms import build_frontend
 
 log = logging.getLogger("ser")
 
@@ -112,25 +112,25 @@ def explore(dm: SERDataModule, out_dir: str | Path) -> Exploration:
     fig.tight_layout()
     files["waveforms"] = _save(fig, out_dir / "waveforms.png")
 
-    cfg = {**dm.frontend_config, "features": "logmel", "normalize": False}
-    logmel = build_frontend(**cfg)
+    pipeline = dm.pipeline.eval()
+    frontend = type(pipeline.frontend).__name__
     fig, axes = _grid(len(classes))
     for ax, (c, (clip, _, wave)) in zip(axes, examples.items(), strict=False):
         with torch.no_grad():
-            feats, _ = logmel(wave[None].float(), torch.tensor([wave.numel()]))  # (1, n_mels, T)
-        hop = cfg["hop_ms"] / 1000
+            feats, _ = pipeline(wave[None].float(), torch.tensor([wave.numel()]))  # (1, C, F)
         ax.imshow(feats[0].numpy(), origin="lower", aspect="auto", cmap="magma",
-                  extent=(0, feats.shape[-1] * hop, 0, feats.shape[1]))  # fmt: skip
+                  extent=(0, wave.numel() / sr, 0, feats.shape[1]))  # fmt: skip
         ax.set_title(f"{c}: {clip.path.name}", fontsize=8)
         ax.set_xlabel("time (s)")
-        ax.set_ylabel("mel band")
+        ax.set_ylabel(f"{frontend} channel")
     fig.tight_layout()
-    files["logmel"] = _save(fig, out_dir / "logmel.png")
+    files["features"] = _save(fig, out_dir / "features.png")
 
     total = sum(sum(d) for d in durations.values())
     lines = [
         f"{type(dm).__name__} at {dm.root}: {len(kept)} clips ({len(clips) - len(kept)} skipped), "
-        f"{len(classes)} classes, {len(speakers)} speakers, {total / 3600:.2f} h, {sr} Hz",
+        f"{len(classes)} classes, {len(speakers)} speakers, {total / 3600:.2f} h; recorded at "
+        f"{native_rates([c for c, _, _ in kept])}, read at {sr} Hz",
         f"{'class':<10} {'clips':>6} {'min s':>6} {'mean s':>6} {'max s':>6}",
     ]
     for c in classes:
@@ -143,6 +143,16 @@ def explore(dm: SERDataModule, out_dir: str | Path) -> Exploration:
         durations=durations,
         files=files,
     )
+
+
+def native_rates(clips: list) -> str:
+    """The corpus's own sample rates as ``48000 Hz`` or ``16000 Hz (12), 48000 Hz (3)``."""
+    import soundfile as sf
+
+    counts = Counter(sf.info(str(c.path)).samplerate for c in clips)
+    if len(counts) == 1:
+        return f"{next(iter(counts))} Hz"
+    return ", ".join(f"{rate} Hz ({n})" for rate, n in sorted(counts.items()))
 
 
 def _run_config_to_data(argv: list[str]) -> list[str]:

@@ -103,6 +103,7 @@ def write_report(
     out_dir: str | Path,
     extra: dict | None = None,
     add_figure: Callable | None = None,
+    predictions: list[dict] | None = None,
 ) -> Report:
     """Write ``confusion_matrix.csv``, ``confusion_matrix.png`` and ``metrics.json`` to ``out_dir``.
 
@@ -114,6 +115,8 @@ def write_report(
         out_dir: folder to write to (created).
         extra: more fields for ``metrics.json`` (checkpoint, corpus...).
         add_figure: also hand the figure to this, e.g. TensorBoard's ``SummaryWriter.add_figure``.
+        predictions: one row per clip (``path``, ``speaker``, ``label`` index, ``probabilities``),
+            written as ``predictions.csv``.
     """
     out_dir = Path(out_dir)
     confusion = np.asarray(confusion, dtype=np.int64)
@@ -144,4 +147,22 @@ def write_report(
         **(extra or {}),
     }
     write_text(paths["json"], json.dumps(payload, indent=2, default=str) + "\n")
+    if predictions is not None:
+        paths["predictions"] = write_predictions(predictions, class_names, out_dir / "predictions.csv")
     return Report(metrics=metrics, files=paths)
+
+
+def write_predictions(rows: list[dict], class_names: list[str], path: Path) -> Path:
+    """``predictions.csv``: path, speaker, true label, predicted label, one probability column per
+    class (the file to open for error analysis)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "speaker", "label", "predicted", *class_names])
+        for row in rows:
+            probabilities = row["probabilities"]
+            predicted = max(range(len(probabilities)), key=probabilities.__getitem__)
+            writer.writerow([
+                row["path"], row["speaker"], class_names[row["label"]], class_names[predicted],
+                *(f"{p:.6f}" for p in probabilities),
+            ])  # fmt: skip
+    return path

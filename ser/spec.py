@@ -1,4 +1,15 @@
-"""The self-describing part of a checkpoint: what inference needs to rebuild the model."""
+"""The self-describing part of a checkpoint: what inference needs to rebuild the model.
+
+A checkpoint written by ``ser fit`` holds, under :data:`SPEC_KEY`, one plain-data dict (loadable
+with ``weights_only=True``)::
+
+    {"version": 2, "class_names": [...], "sample_rate": 16000, "n_features": 64,
+     "pipeline": {"frontend": {"class_path", "init_args"}, "denoise": {...} | None},
+     "net": {"class_path", "init_args"}, "corpus": "ser.data.RAVDESS"}
+
+:meth:`ser.tasks.EmotionClassifier.on_save_checkpoint` writes it (from what the CLI links into
+the task) and :func:`read_spec` is the one function that reads it.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +25,9 @@ from ser.errors import SERError
 
 #: Key of the inference spec inside a checkpoint dict.
 SPEC_KEY = "ser"
+#: Version of the spec's layout; 2: the feature pipeline (front-end by class path, denoise).
+SPEC_VERSION = 2
+SPEC_FIELDS = ("class_names", "sample_rate", "n_features", "pipeline", "net")
 
 
 def class_path(cls: type) -> str:
@@ -21,10 +35,10 @@ def class_path(cls: type) -> str:
 
 
 def factory_spec(factory: Any) -> dict:
-    """``{"class_path", "init_args"}`` of a net factory.
+    """``{"class_path", "init_args"}`` of a factory.
 
-    The factory is what the CLI builds from YAML (a partial of the net class), a dict already in
-    that form, or a bare net class.
+    The factory is what the CLI builds from YAML (a partial of a class), a dict already in that
+    form, or a bare class.
     """
     if isinstance(factory, dict):
         return {
@@ -36,18 +50,28 @@ def factory_spec(factory: Any) -> dict:
         return {"class_path": class_path(cls), "init_args": dict(factory.keywords)}
     if isinstance(factory, type):
         return {"class_path": class_path(factory), "init_args": {}}
-    raise TypeError(f"cannot describe net factory {factory!r}")
+    raise TypeError(f"cannot describe factory {factory!r}")
+
+
+def build_module(spec: dict, package: str, *args: Any) -> nn.Module:
+    """Instantiate ``spec`` (see :func:`factory_spec`) with ``args`` first; only classes of
+    ``package`` (``ser.models``, ``ser.transforms``): a checkpoint never names code to import."""
+    module_name, _, name = spec["class_path"].rpartition(".")
+    if not module_name.startswith(package):
+        raise SERError(f"refusing to build {spec['class_path']!r}: it must come from {package}")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError):
+        raise SERError(
+            f"{spec['class_path']!r} does not exist in this version of ser; use the ser the "
+            "model was trained with"
+        ) from None
+    return cls(*args, **spec["init_args"])
 
 
 def build_net(spec: dict, n_classes: int, n_features: int, sample_rate: int) -> nn.Module:
     """Instantiate the net described by :func:`factory_spec`; only classes of ``ser.models``."""
-    module_name, _, name = spec["class_path"].rpartition(".")
-    if not module_name.startswith("ser.models"):
-        raise ValueError(
-            f"refusing to build {spec['class_path']!r}: nets must come from ser.models"
-        )
-    cls = getattr(importlib.import_module(module_name), name)
-    return cls(n_classes, n_features, sample_rate, **spec["init_args"])
+    return build_module(spec, "ser.models", n_classes, n_features, sample_rate)
 
 
 def read_checkpoint(path: Path, what: str) -> Any:
@@ -67,3 +91,26 @@ def read_checkpoint(path: Path, what: str) -> Any:
             f"{what}: not a ser checkpoint or exported model ({type(err).__name__}: "
             f"{str(err).strip().splitlines()[0]}); ser loads checkpoints with weights_only=True"
         ) from None
+
+
+def read_spec(checkpoint: Any, what: str) -> dict:
+    """The spec of a loaded checkpoint, checked; one clear error for anything else.
+
+    Raises:
+        SERError: not a checkpoint of ``ser fit``, or one from a ser older than this spec layout.
+    """
+    spec = checkpoint.get(SPEC_KEY) if isinstance(checkpoint, dict) else None
+    if not isinstance(spec, dict):
+        raise SERError(
+            f"{what}: a checkpoint without the {SPEC_KEY!r} entry (class names, sample rate, "
+            "feature pipeline); it was not saved by `ser fit`"
+        )
+    if spec.get("version") != SPEC_VERSION:
+        raise SERError(
+            f"{what}: written by an older ser (checkpoint layout {spec.get('version', 1)}, this ser "
+            f"reads {SPEC_VERSION}: no feature-pipeline entry); retrain it with this version"
+        )
+    missing = [k for k in SPEC_FIELDS if k not in spec]
+    if missing:
+        raise SERError(f"{what}: its {SPEC_KEY!r} entry lacks {', '.join(missing)}")
+    return spec

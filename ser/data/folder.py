@@ -8,7 +8,7 @@ from pathlib import Path
 from ser.audio import is_audio_file
 from ser.data.base import Clip, SERDataModule
 from ser.data.emotions import EMOTIONS, canonical
-from ser.data.splits import SplitName
+from ser.data.splits import SplitSpec
 from ser.errors import CorpusNotFoundError, SERError
 
 #: Folder names (any case) that mark a predefined split, and the stage each one is.
@@ -64,7 +64,7 @@ class FolderCorpus(SERDataModule):
     def __init__(
         self,
         root: str | None,
-        split: SplitName | None = None,
+        split: SplitSpec | None = None,
         speaker_pattern: str | None = None,
         **kwargs,
     ) -> None:
@@ -74,7 +74,7 @@ class FolderCorpus(SERDataModule):
         if not self.EMOTIONS:
             raise CorpusNotFoundError(f"no class folders under {root}. Expected layout: {LAYOUT}")
         staged = any(stage is not None for _, stage in self._folders.values())
-        resolved = split if split is not None else "predefined" if staged else "random"
+        resolved = split if split is not None else SplitSpec("predefined" if staged else "random")
         try:
             self._speaker = re.compile(speaker_pattern) if speaker_pattern else None
         except re.error as err:
@@ -82,7 +82,6 @@ class FolderCorpus(SERDataModule):
                 f"speaker_pattern {speaker_pattern!r} is not a regular expression: {err}"
             ) from None
         super().__init__(root=root, split=resolved, **kwargs)
-        self.hparams.split = resolved
 
     def speaker_of(self, path: Path) -> str:
         if self._speaker is None:

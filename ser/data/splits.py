@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -168,3 +169,42 @@ def make_split(
         train, val = _stratified(index, np.asarray(labels)[index], val_ratio, seed)
         split["train"], split["val"] = sorted(train), sorted(val)
     return split
+
+
+@dataclass
+class SplitSpec:
+    """How a corpus is split into train/val/test (``--data.split.protocol``, ``--data.split.fold``...).
+
+    Args:
+        protocol: ``speaker`` (speaker folds: no speaker in two stages), ``loso`` (leave one
+            speaker out: one fold per speaker), ``random`` (stratified, the seeds' protocol),
+            ``predefined`` (the corpus's own train/test) or ``all`` (every clip in test).
+        test_speakers: speakers held out for test (``speaker``); default: fold ``fold``.
+        val_speakers: speakers held out for validation; default: the fold after the test fold;
+            ``[]``: a stratified share (``val_ratio``) of the training speakers' clips.
+        fold: test fold when ``test_speakers`` is not given; loop it over ``0..n_folds-1``
+            (``speaker``) or ``0..n_speakers-1`` (``loso``) to cross-validate.
+        n_folds: number of speaker folds.
+        test_ratio: share of clips for test (``random``).
+        val_ratio: share of the remaining clips for validation (``random``; also the share of
+            train carved out for validation by a ``predefined`` split without one).
+        seed: seed of the ``random`` split.
+    """
+
+    protocol: SplitName = "speaker"
+    test_speakers: list[str] | None = None
+    val_speakers: list[str] | None = None
+    fold: int = 0
+    n_folds: int = 6
+    test_ratio: float = 0.3
+    val_ratio: float = 0.05
+    seed: int = 42
+
+    def apply(
+        self, speakers: Sequence[str], labels: Sequence[int], stages: Sequence[str | None]
+    ) -> Split:
+        """The clip indices of each stage (see :func:`make_split`)."""
+        return make_split(
+            self.protocol, speakers, labels, stages, self.test_speakers, self.val_speakers,
+            self.fold, self.n_folds, self.test_ratio, self.val_ratio, self.seed,
+        )  # fmt: skip

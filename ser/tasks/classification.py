@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ser import rng
-from ser.spec import SPEC_KEY, factory_spec
+from ser.spec import SPEC_KEY, SPEC_VERSION, factory_spec
 from ser.tasks.metrics import classification_metrics
 
 STAGES = ("train", "val", "test")
@@ -34,6 +34,9 @@ class EmotionClassifier(L.LightningModule):
         optimizer: optimiser factory, e.g. ``torch.optim.AdamW``.
         lr_scheduler: optional scheduler factory; ``ReduceLROnPlateau`` watches ``val/uar``.
         label_smoothing: cross-entropy label smoothing.
+        pipeline: the data's feature pipeline spec (linked from the data; written into every
+            checkpoint so that inference rebuilds the same pipeline).
+        corpus: the data's corpus class (linked from the data).
     """
 
     def __init__(
@@ -46,11 +49,19 @@ class EmotionClassifier(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
+        pipeline: dict | None = None,
+        corpus: str | None = None,
     ) -> None:
         super().__init__()
+        # The task's own settings; what the data links in lives once, in the checkpoint's spec.
         # Factories are stored as plain class_path/init_args data: the checkpoint stays loadable
-        # with weights_only=True, and `ser test --ckpt_path` can rebuild the model from it.
-        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        # with weights_only=True.
+        self.save_hyperparameters(ignore=[
+            "net", "optimizer", "lr_scheduler", "n_classes", "n_features", "sample_rate",
+            "class_names", "pipeline", "corpus",
+        ])  # fmt: skip
+        self.n_classes, self.n_features, self.sample_rate = n_classes, n_features, sample_rate
+        self.pipeline_spec, self.corpus = pipeline, corpus
         self.net_spec = factory_spec(net)
         self.hparams.update(
             net=self.net_spec,
@@ -68,8 +79,8 @@ class EmotionClassifier(L.LightningModule):
         self.test_confusion_metric = MulticlassConfusionMatrix(n_classes)
         #: Confusion matrix (true x predicted counts) of the last test run.
         self.test_confusion: torch.Tensor | None = None
-        self.frontend_config: dict | None = None
-        self.denoise_config: dict | None = None
+        #: One row per test clip or recording (path, speaker, label, probabilities) of the last test.
+        self.test_predictions: list[dict] = []
         self._resumed_rng: dict | None = None
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -82,6 +93,9 @@ class EmotionClassifier(L.LightningModule):
 
     def shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         logits, extra_loss = self.forward_batch(batch, stage)  # (B, n_classes)
+        if batch.get("windows"):  # one recording's windows: scored as `ser predict` scores it
+            # the log of the mean of the windows' probabilities; its softmax is that mean
+            logits = logits.float().softmax(dim=-1).mean(dim=0, keepdim=True).log()  # (1, C)
         loss = self.loss(logits, batch) + extra_loss
         labels = batch["label"]
         self.log(
@@ -99,7 +113,18 @@ class EmotionClassifier(L.LightningModule):
         )
         if stage == "test":
             self.test_confusion_metric.update(logits.detach(), labels)
+            self.collect_predictions(batch, logits.detach())
         return loss
+
+    def collect_predictions(self, batch: dict, logits: torch.Tensor) -> None:
+        """Keep each test clip's path, speaker, label and class probabilities."""
+        probabilities = logits.float().softmax(dim=-1).cpu().tolist()
+        for path, speaker, label, probs in zip(
+            batch["path"], batch["speaker"], batch["label"].tolist(), probabilities, strict=True
+        ):
+            self.test_predictions.append(
+                {"path": path, "speaker": speaker, "label": label, "probabilities": probs}
+            )
 
     def forward_batch(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor | float]:
         """Logits ``(B, n_classes)`` of a batch and any extra loss term of the task (0 here).
@@ -118,6 +143,9 @@ class EmotionClassifier(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.shared_step(batch, "test")
 
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions = []
+
     def on_test_epoch_end(self) -> None:
         self.test_confusion = self.test_confusion_metric.compute().cpu()
         self.test_confusion_metric.reset()
@@ -133,27 +161,21 @@ class EmotionClassifier(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store what inference needs (classes, rate, front-end, net) as plain data."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        frontend = getattr(datamodule, "frontend_config", None) or self.frontend_config
-        denoise = getattr(datamodule, "denoise_config", None) if datamodule else self.denoise_config
+        """Store what inference needs as plain data (the layout is :mod:`ser.spec`'s)."""
         checkpoint[SPEC_KEY] = {
+            "version": SPEC_VERSION,
             "class_names": self.class_names,
-            "sample_rate": self.hparams.sample_rate,
-            "n_features": self.hparams.n_features,
-            "frontend": frontend,
-            "denoise": denoise,
+            "sample_rate": self.sample_rate,
+            "n_features": self.n_features,
+            "pipeline": self.pipeline_spec,
             "net": self.net_spec,
+            "corpus": self.corpus,
         }
         # Saved after validation, before the next epoch draws anything: restoring it when training
         # resumes replays the shuffles, crops and dropout of the uninterrupted run.
         checkpoint[RNG_KEY] = rng.capture()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        spec = checkpoint.get(SPEC_KEY)
-        if spec is not None:
-            self.frontend_config = spec["frontend"]
-            self.denoise_config = spec.get("denoise")
         self._resumed_rng = checkpoint.get(RNG_KEY)
 
     def on_train_start(self) -> None:

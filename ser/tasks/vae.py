@@ -79,6 +79,8 @@ class VAEClassifier(EmotionClassifier):
         optimizer: optimiser factory.
         lr_scheduler: optional scheduler factory.
         label_smoothing: cross-entropy label smoothing.
+        pipeline: the data's feature pipeline spec (linked from the data).
+        corpus: the data's corpus class (linked from the data).
         beta: weight of the KL term after the warm-up.
         beta_warmup_steps: optimiser steps over which beta rises from 0 (0: no warm-up).
         recon_weight: weight of the VAE terms against the cross-entropy.
@@ -95,6 +97,8 @@ class VAEClassifier(EmotionClassifier):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
+        pipeline: dict | None = None,
+        corpus: str | None = None,
         beta: float = 1.0,
         beta_warmup_steps: int = 500,
         recon_weight: float = 1.0,
@@ -102,7 +106,7 @@ class VAEClassifier(EmotionClassifier):
     ) -> None:
         super().__init__(
             net, n_classes, n_features, sample_rate, class_names, optimizer, lr_scheduler,
-            label_smoothing,
+            label_smoothing, pipeline, corpus,
         )  # fmt: skip
         if beta < 0 or beta_warmup_steps < 0 or recon_weight < 0:
             raise SERError(
@@ -133,11 +137,13 @@ class VAEClassifier(EmotionClassifier):
         if stage == "train":
             self.log("train/beta", beta, on_step=False, on_epoch=True, batch_size=size)
         if stage == "test":
-            self._latents.append(out.latent.detach().float().cpu())
+            latent = out.latent.detach().float()  # (B, Z); a recording's windows: their mean
+            self._latents.append((latent.mean(0, keepdim=True) if batch.get("windows") else latent).cpu())
             self._labels.append(batch["label"].detach().cpu())
         return out.logits, self.hparams.recon_weight * (recon + beta * kl)
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self._latents, self._labels = [], []
 
     def on_test_epoch_end(self) -> None:

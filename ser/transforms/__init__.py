@@ -1,13 +1,11 @@
-"""Feature front-ends and augmentations: ``nn.Module``s on batches, on any device."""
+"""Feature front-ends, augmentations and the feature pipeline: ``nn.Module``s on batches, on any
+device."""
 
-from ser.transforms.frontends import (
-    MFCC,
-    FeatureName,
-    LogMel,
-    MelImage,
-    Waveform,
-    build_frontend,
-)
+from ser.transforms.frontends import MFCC, LogMel, MelImage, Waveform
 from ser.transforms.handcrafted import Handcrafted
+from ser.transforms.pipeline import Augmentation, FeaturePipeline, FrontendFactory
 
-__all__ = ["FeatureName", "Handcrafted", "LogMel", "MFCC", "MelImage", "Waveform", "build_frontend"]
+__all__ = [
+    "Augmentation", "FeaturePipeline", "FrontendFactory", "Handcrafted", "LogMel", "MFCC",
+    "MelImage", "Waveform",
+]  # fmt: skip

@@ -1,7 +1,8 @@
 """Noise reduction by spectral gating (noisereduce), per clip at decode time or batched on a device.
 
+- :class:`Denoise`: the settings, as the feature pipeline and the checkpoint carry them.
 - :func:`reduce_noise`: ``noisereduce.reduce_noise`` on one clip, the seeds' preprocessing (S0);
-  used by :meth:`ser.data.base.SERDataModule.decode`, so its output is cached with the decoded audio.
+  applied when a recording is read, so its output is cached with the decoded audio.
 - :class:`SpectralGate`: noisereduce's torch implementation (``TorchGate``) on a zero-padded batch
   with valid lengths, on any device; the stationary noise statistics use each clip's valid frames
   only, so padding does not pull the noise floor down.
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -25,9 +27,42 @@ DenoiseMode = Literal["stationary", "nonstationary"]
 
 def check_denoise(mode: str | None, prop_decrease: float) -> None:
     if mode not in (None, "stationary", "nonstationary"):
-        raise SERError(f"denoise={mode!r}: choose stationary, nonstationary or null (off)")
+        raise SERError(f"denoise mode={mode!r}: choose stationary or nonstationary")
     if not 0.0 <= prop_decrease <= 1.0:
-        raise SERError(f"denoise_prop_decrease={prop_decrease} must be in [0, 1]")
+        raise SERError(f"denoise prop_decrease={prop_decrease} must be in [0, 1]")
+
+
+@dataclass
+class Denoise:
+    """Spectral-gating noise reduction (noisereduce), part of the feature pipeline.
+
+    Args:
+        mode: ``stationary`` (one noise profile per clip) or ``nonstationary`` (a running one).
+        prop_decrease: share of the gated noise removed (1: all).
+        on: ``decode``: per recording with ``noisereduce.reduce_noise`` when audio is read (cached
+            with the decoded audio); ``device``: batched with TorchGate on the batch's device.
+    """
+
+    mode: DenoiseMode = "stationary"
+    prop_decrease: float = 1.0
+    on: Literal["decode", "device"] = "decode"
+
+    def __post_init__(self) -> None:
+        check_denoise(self.mode, self.prop_decrease)
+        if self.on not in ("decode", "device"):
+            raise SERError(f"denoise on={self.on!r}: choose decode or device")
+
+    def recording(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """One ``(n_samples,)`` recording as it is read: noise-reduced when ``on`` is ``decode``."""
+        if self.on != "decode":
+            return wave
+        return reduce_noise(wave, sample_rate, self.mode, self.prop_decrease)
+
+    def gate(self, sample_rate: int) -> SpectralGate | None:
+        """The batched gate when ``on`` is ``device``, else ``None``."""
+        if self.on != "device":
+            return None
+        return SpectralGate(sample_rate, self.mode, self.prop_decrease)
 
 
 def reduce_noise(

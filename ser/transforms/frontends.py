@@ -1,24 +1,17 @@
 """Feature front-ends: batched waveform -> features, with the valid length of each clip.
 
-Every front-end maps ``(waveform (B, T), lengths (B,))`` to ``(features (B, n_features, F),
-feature_lengths (B,))`` and exposes ``n_features``. Filterbanks and windows are buffers, so
+Every front-end takes the sample rate as its first argument (the CLI links it from the data),
+maps ``(waveform (B, T), lengths (B,))`` to ``(features (B, n_features, F), feature_lengths (B,))``
+and exposes ``n_features``: adding a front-end is adding such a class, chosen with
+``--data.frontend CLASS``. Filterbanks and windows are buffers, so
 ``.to(device)`` moves them and the same module serves training, inference and export.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torchaudio
 from torch import nn
-
-#: ``zcr_rms``: seed S1's time-domain features; ``spectral``: seed S4's centroid, bandwidth and
-#: energy in five sub-bands over 300-3400 Hz; ``handcrafted``: MFCC + deltas, ZCR, RMS, centroid,
-#: bandwidth, band energy ratio and pitch (see :mod:`ser.transforms.handcrafted`).
-FeatureName = Literal[
-    "logmel", "mfcc", "waveform", "mel_image", "zcr_rms", "spectral", "handcrafted"
-]
 
 
 def standardize(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -34,12 +27,13 @@ class Waveform(nn.Module):
     """The raw waveform as a one-channel feature: ``(B, T) -> (B, 1, T)``.
 
     Args:
+        sample_rate: audio sample rate (Hz; linked from the data, unused).
         normalize: standardise each clip over its valid samples.
     """
 
     n_features = 1
 
-    def __init__(self, normalize: bool = True) -> None:
+    def __init__(self, sample_rate: int, normalize: bool = True) -> None:
         super().__init__()
         self.normalize = normalize
 
@@ -186,39 +180,3 @@ class MelImage(LogMel):
             x[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
         )[:, 0]  # (B, H, W)
         return (image - 0.5) / 0.5, torch.full_like(lengths, self.width)
-
-
-def build_frontend(
-    features: FeatureName,
-    sample_rate: int,
-    n_mels: int = 64,
-    n_mfcc: int = 40,
-    win_ms: float = 25.0,
-    hop_ms: float = 10.0,
-    top_db: float | None = 80.0,
-    normalize: bool = True,
-    image_size: tuple[int, int] = (50, 150),
-) -> nn.Module:
-    """Build the front-end named ``features`` (the DataModule's feature settings, flat)."""
-    if features == "waveform":
-        return Waveform(normalize=normalize)
-    common = dict(n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms, top_db=top_db, normalize=normalize)
-    if features == "logmel":
-        return LogMel(sample_rate, **common)
-    if features == "mfcc":
-        return MFCC(sample_rate, n_mfcc=n_mfcc, **common)
-    if features == "mel_image":
-        return MelImage(sample_rate, image_size=image_size, **common)
-    from ser.transforms.handcrafted import DEFAULT_FEATURES, Handcrafted  # imports MFCC from here
-
-    stacks = {
-        "zcr_rms": ["zcr", "rms"],
-        "spectral": ["band_centroid", "band_bandwidth", "band_energy"],
-        "handcrafted": DEFAULT_FEATURES,
-    }
-    if features in stacks:
-        return Handcrafted(
-            sample_rate, stacks[features], n_mfcc=n_mfcc, n_mels=n_mels, win_ms=win_ms,
-            hop_ms=hop_ms, normalize=normalize,
-        )  # fmt: skip
-    raise ValueError(f"features={features!r}: choose one of {list(FeatureName.__args__)}")

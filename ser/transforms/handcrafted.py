@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ser.errors import SERError
 from ser.transforms.frontends import MFCC
 
 EPS = 1e-10
@@ -188,9 +189,9 @@ class Handcrafted(nn.Module):
         super().__init__()
         unknown = sorted(set(features) - set(Feature.__args__))
         if unknown or not features:
-            raise ValueError(f"unknown features {unknown}; choose from {list(Feature.__args__)}")
+            raise SERError(f"unknown features {unknown}; choose from {list(Feature.__args__)}")
         if any(not 0 <= lo < hi <= sample_rate / 2 for lo, hi in bands):
-            raise ValueError(f"bands {bands} must satisfy 0 <= low < high <= {sample_rate / 2} Hz")
+            raise SERError(f"bands {bands} must satisfy 0 <= low < high <= {sample_rate / 2} Hz")
         self.features, self.bands = list(features), [tuple(b) for b in bands]
         self.sample_rate, self.pitch_range, self.normalize = sample_rate, pitch_range, normalize
         self.mfcc = MFCC(

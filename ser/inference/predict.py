@@ -1,4 +1,9 @@
-"""``ser predict MODEL PATH...``: the emotion of each recording, from a checkpoint or an export."""
+"""``ser predict MODEL PATH...``: the emotion of each recording, from a checkpoint or an export.
+
+A recording is read, resampled and prepared as the model's pipeline prepares it in training, cut
+into windows (:func:`ser.audio.recording_windows`), and its result is the mean of the windows'
+class probabilities; ``ser test --score recordings`` scores a test split the same way.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,146 @@ import io
 import json
 import logging
 import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ser.audio import is_audio_file
-from ser.errors import SERError
-from ser.inference import Prediction, load_models, predict_files
+import torch
+from torch import nn
+
+from ser.audio import is_audio_file, is_silent, load_audio, recording_windows, resample
+from ser.errors import AudioError, SERError
+from ser.inference.models import EmotionModel, Ensemble, ExportedModel, load_models
 from ser.io import ensure_writable, write_text
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ser")
 GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass
+class Prediction:
+    """One recording's result: per window, and for the whole (mean of the window probabilities)."""
+
+    path: Path
+    duration: float  #: seconds of audio
+    starts: list[float] = field(default_factory=list)  #: window start times (s)
+    ends: list[float] = field(default_factory=list)  #: window end times (s)
+    window_probabilities: torch.Tensor | None = None  # (n_windows, n_classes)
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return self.window_probabilities.mean(dim=0)  # (n_classes,)
+
+
+def _windows(
+    paths: Iterable[Path], model: nn.Module, window_seconds: float, hop_seconds: float
+) -> Iterator[tuple[Prediction, list[torch.Tensor]]]:
+    """Yield each readable recording's :class:`Prediction` (to fill) and its windows, the
+    recording prepared as the model's pipeline prepares it in training."""
+    sample_rate = model.sample_rate
+    for path in paths:
+        try:
+            wave, rate = load_audio(path)  # (T,)
+        except AudioError as err:
+            log.warning("skipping %s", err)
+            continue
+        if is_silent(wave):
+            log.warning("skipping %s: silent (peak below -80 dBFS), no speech to classify", path)
+            continue
+        if rate < sample_rate:
+            log.warning(
+                "%s: %d Hz audio upsampled to the model's %d Hz; it holds nothing above %d Hz, "
+                "so expect lower accuracy than on full-band audio", path, rate, sample_rate, rate // 2
+            )  # fmt: skip
+        wave = model.recording(resample(wave, rate, sample_rate))
+        prediction = Prediction(Path(path), duration=len(wave) / sample_rate)
+        bounds, windows = recording_windows(wave, sample_rate, window_seconds, hop_seconds)
+        prediction.starts = [s / sample_rate for s, _ in bounds]
+        prediction.ends = [min(e / sample_rate, prediction.duration) for _, e in bounds]
+        yield prediction, windows
+
+
+@torch.inference_mode()
+def clip_probabilities(
+    model: nn.Module, clips: list[torch.Tensor], device: torch.device
+) -> torch.Tensor:
+    """Probabilities of ``clips`` (any lengths): ``(N, n_classes)``.
+
+    Clips run in groups of equal length, never padded: the nets' convolutions see a little past
+    the valid frames, so padding would make a file's result depend on the files batched with it.
+    """
+    probabilities = torch.empty(len(clips), 0)
+    by_length: dict[int, list[int]] = {}
+    for i, clip in enumerate(clips):
+        by_length.setdefault(len(clip), []).append(i)
+    for rows in by_length.values():
+        batch = torch.stack([clips[i] for i in rows]).to(device)  # (n, T)
+        group = model(batch).float().softmax(dim=-1).cpu()  # (n, n_classes)
+        if probabilities.shape[1] == 0:
+            probabilities = torch.empty(len(clips), group.shape[1])
+        probabilities[rows] = group
+    return probabilities
+
+
+def predict_files(
+    model: EmotionModel | ExportedModel | Ensemble,
+    paths: Iterable[str | Path],
+    window_seconds: float = 4.0,
+    hop_seconds: float = 2.0,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> list[Prediction]:
+    """Predict the emotion of each recording, window by window.
+
+    Windows of every file are batched together, those of equal length in one forward pass (the
+    windows of long recordings all have the window's length).
+    Unreadable files are skipped with a warning naming them.
+
+    Args:
+        model: from :func:`load_model`.
+        paths: audio files in any format soundfile reads, at any rate, mono or not.
+        window_seconds: window length (s); shorter recordings are a single window.
+        hop_seconds: step between windows (s).
+        batch_size: windows per forward pass.
+        device: ``cpu`` or ``cuda``.
+
+    Returns:
+        One :class:`Prediction` per readable file, in the order given.
+    """
+    if window_seconds <= 0 or hop_seconds <= 0 or batch_size < 1:
+        raise SERError(
+            f"window ({window_seconds}), hop ({hop_seconds}) and batch size ({batch_size}) must be positive"
+        )
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SERError("--device cuda: no CUDA device is available; use --device cpu")
+    model = model.to(device).eval()
+
+    predictions: list[Prediction] = []
+    pending: list[tuple[int, int, torch.Tensor]] = []  # (prediction index, window index, clip)
+    results: dict[tuple[int, int], torch.Tensor] = {}
+
+    def flush() -> None:
+        probabilities = clip_probabilities(model, [clip for *_, clip in pending], device)
+        results.update(
+            {(p, w): probs for (p, w, _), probs in zip(pending, probabilities, strict=True)}
+        )
+        pending.clear()
+
+    for prediction, clips in _windows(paths, model, window_seconds, hop_seconds):
+        index = len(predictions)
+        predictions.append(prediction)
+        for w, clip in enumerate(clips):
+            pending.append((index, w, clip))
+            if len(pending) == batch_size:
+                flush()
+    if pending:
+        flush()
+    for index, prediction in enumerate(predictions):
+        prediction.window_probabilities = torch.stack(
+            [results.pop((index, w)) for w in range(len(prediction.starts))]
+        )
+    return predictions
 
 
 def expand_paths(specs: list[str]) -> list[Path]:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ser.errors import SERError
-from ser.inference import CLASSES_FILE, EmotionModel, load_model, model_info
+from ser.inference.models import CLASSES_FILE, EmotionModel, load_model, model_info
 from ser.io import atomic_path, write_text
 
 FORMATS = ("torchscript", "onnx")

@@ -1,0 +1,127 @@
+"""Clips, the in-memory dataset, the training order and collate.
+
+A batch is a dict (the one place it is documented):
+
+- ``waveform``: ``(B, T)`` float32 mono audio at ``sample_rate``, zero-padded to the longest clip
+- ``lengths``: ``(B,)`` int64 valid samples per clip
+- ``label``: ``(B,)`` int64 class index into ``class_names``
+- ``speaker``: list of B speaker ids; ``path``: list of B file paths
+
+On the device, the DataModule's :class:`~ser.transforms.FeaturePipeline` adds
+
+- ``features``: ``(B, n_features, F)`` front-end output (``F`` frames, or samples for ``Waveform``)
+- ``feature_lengths``: ``(B,)`` int64 valid frames per clip
+- ``target``: ``(B, n_classes)`` float soft targets, only while training with mixup (``label``
+  stays the hard label for the metrics)
+
+Scoring whole recordings (``ser test --score recordings``), a batch is one recording's windows:
+``waveform`` ``(n_windows, window)`` with one ``label``/``speaker``/``path`` entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One recording of a corpus: where it is, its canonical emotion, its speaker, and the stage
+    (``train``/``val``/``test``) the corpus itself assigns it to, if it has a predefined split."""
+
+    path: Path
+    emotion: str
+    speaker: str
+    stage: str | None = None
+
+
+class ClipDataset(Dataset):
+    """Decoded clips held in memory; random crop while training, centre crop otherwise.
+
+    Args:
+        waves: one ``(n_samples,)`` waveform per clip.
+        labels: class index per clip.
+        clips: the clips the waveforms came from.
+        max_samples: longer clips are cropped to this many samples (``None``: whole clips).
+        train: crop at random (``True``) or deterministically from the centre.
+    """
+
+    def __init__(
+        self,
+        waves: list[torch.Tensor],
+        labels: list[int],
+        clips: list[Clip],
+        max_samples: int | None,
+        train: bool,
+    ) -> None:
+        self.waves, self.labels, self.clips = waves, labels, clips
+        self.max_samples, self.train = max_samples, train
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Clip ``key``, or ``(index, crop seed)`` as :class:`EpochSampler` yields while training."""
+        i, crop_seed = key if isinstance(key, tuple) else (key, None)
+        wave = self.waves[i]
+        excess = 0 if self.max_samples is None else wave.numel() - self.max_samples
+        if excess > 0:
+            if self.train:
+                generator = None if crop_seed is None else torch.Generator().manual_seed(crop_seed)
+                start = int(torch.randint(excess + 1, (), generator=generator))
+            else:
+                start = excess // 2
+            wave = wave[start : start + self.max_samples]
+        clip = self.clips[i]
+        return {
+            "waveform": wave,
+            "label": self.labels[i],
+            "speaker": clip.speaker,
+            "path": str(clip.path),
+        }
+
+
+class EpochSampler(Sampler):
+    """Shuffled training order and per-clip crop seeds that depend only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch, also after resuming from a checkpoint, so
+    a resumed run replays the order and crops of the uninterrupted one; the global random
+    generators are left to the model (dropout, augmentation).
+
+    Args:
+        n_clips: size of the dataset.
+        seed: base seed (the run's seed).
+    """
+
+    def __init__(self, n_clips: int, seed: int) -> None:
+        self.n_clips, self.seed, self.epoch = n_clips, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_clips
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n_clips, generator=generator).tolist()
+        crop_seeds = torch.randint(2**62, (self.n_clips,), generator=generator).tolist()
+        yield from zip(order, crop_seeds, strict=True)
+
+
+def collate(items: list[dict]) -> dict:
+    """Zero-pad the waveforms of ``items`` to the longest one and stack them into a batch."""
+    lengths = torch.tensor([it["waveform"].numel() for it in items])
+    waveform = torch.zeros(len(items), int(lengths.max()))  # (B, T)
+    for row, it in zip(waveform, items, strict=True):
+        row[: it["waveform"].numel()] = it["waveform"]
+    return {
+        "waveform": waveform,
+        "lengths": lengths,
+        "label": torch.tensor([it["label"] for it in items]),
+        "speaker": [it["speaker"] for it in items],
+        "path": [it["path"] for it in items],
+    }

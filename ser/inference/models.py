@@ -1,0 +1,208 @@
+"""Models for inference: a checkpoint's pipeline and net, a TorchScript export, or an ensemble.
+
+Lightning-free on purpose (only torch, torchaudio, soundfile and ``ser``'s pure modules), so
+``ser predict`` starts fast and runs where the training stack is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ser.errors import SERError
+from ser.spec import build_net, read_checkpoint, read_spec
+from ser.transforms.denoise import Denoise
+from ser.transforms.pipeline import FeaturePipeline
+
+#: Name of the class-names file beside (and inside) an exported model.
+CLASSES_FILE = "classes.json"
+
+
+class EmotionModel(nn.Module):
+    """The whole chain, feature pipeline (eval) then net:
+    ``(waveform (B, T), lengths (B,)) -> logits (B, C)``.
+
+    Args:
+        pipeline: the feature pipeline the net was trained with (see
+            :class:`ser.transforms.FeaturePipeline`).
+        net: features -> logits module (see :mod:`ser.models`).
+        class_names: class names in logit order.
+    """
+
+    def __init__(self, pipeline: FeaturePipeline, net: nn.Module, class_names: list[str]) -> None:
+        super().__init__()
+        self.pipeline, self.net = pipeline.eval(), net
+        self.class_names = list(class_names)
+        self.sample_rate = pipeline.sample_rate
+
+    def recording(self, wave: torch.Tensor) -> torch.Tensor:
+        """A ``(n_samples,)`` recording at ``sample_rate`` prepared as in training."""
+        return self.pipeline.recording(wave)
+
+    @property
+    def decode_denoise(self) -> Denoise | None:
+        """The noise reduction applied to whole recordings before windowing (else ``None``)."""
+        denoise = self.pipeline.denoise
+        return denoise if denoise is not None and denoise.on == "decode" else None
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is None:  # every clip fills the batch: what an exported model assumes
+            lengths = torch.full(
+                waveform.shape[:1], waveform.shape[1], dtype=torch.long, device=waveform.device
+            )
+        features, feature_lengths = self.pipeline(waveform, lengths)  # (B, n_features, F), (B,)
+        return self.net(features, feature_lengths)  # (B, n_classes)
+
+
+class ExportedModel(nn.Module):
+    """A TorchScript export (waveform in, logits out) behind :class:`EmotionModel`'s interface.
+
+    The export knows no ``lengths``: every clip of a batch must be full length (unpadded).
+    """
+
+    def __init__(
+        self,
+        module: torch.jit.ScriptModule,
+        class_names: list[str],
+        sample_rate: int,
+        denoise: Denoise | None = None,
+    ) -> None:
+        super().__init__()
+        self.module = module
+        self.class_names = list(class_names)
+        self.sample_rate = int(sample_rate)
+        self.decode_denoise = denoise
+
+    def recording(self, wave: torch.Tensor) -> torch.Tensor:
+        """A ``(n_samples,)`` recording prepared as in training (decode-time noise reduction)."""
+        if self.decode_denoise is None:
+            return wave
+        return self.decode_denoise.recording(wave, self.sample_rate)
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is not None and not bool((lengths == waveform.shape[1]).all()):
+            raise ValueError("an exported model takes unpadded clips: batch clips of equal length")
+        return self.module(waveform)  # (B, n_classes)
+
+
+class Ensemble(nn.Module):
+    """Several models of one label space as one: the mean of their class probabilities.
+
+    ``forward`` returns the log of that mean, so a softmax of it (what :func:`predict_files` takes)
+    is the mean itself. Members may differ in front-end and net; they must agree on the class
+    names (in order), the sample rate and the noise reduction, which act before the models.
+
+    Args:
+        members: models from :func:`load_model`.
+    """
+
+    def __init__(self, members: list[EmotionModel | ExportedModel]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise SERError("an ensemble needs at least two models")
+        first = model_info(members[0])
+        for i, member in enumerate(members[1:], start=2):
+            info = model_info(member)
+            for key in ("class_names", "sample_rate", "denoise"):
+                if info[key] != first[key]:
+                    raise SERError(
+                        f"ensemble: model {i} has {key} {info[key]}, model 1 has {first[key]}; "
+                        "members must share classes (in order), sample rate and noise reduction"
+                    )
+        self.members = nn.ModuleList(members)
+        self.class_names, self.sample_rate = first["class_names"], first["sample_rate"]
+        self.decode_denoise = members[0].decode_denoise
+
+    def recording(self, wave: torch.Tensor) -> torch.Tensor:
+        """A recording prepared as every member expects (they share it)."""
+        return self.members[0].recording(wave)
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        probabilities = torch.stack(
+            [m(waveform, lengths).float().softmax(dim=-1) for m in self.members]
+        )  # (n_members, B, n_classes)
+        return probabilities.mean(dim=0).log()  # (B, n_classes)
+
+
+def model_info(model: EmotionModel | ExportedModel | Ensemble) -> dict:
+    """What an exported model needs beside its weights (written as ``classes.json``): its classes,
+    sample rate and the noise reduction applied to whole recordings (a device gate is inside)."""
+    denoise = model.decode_denoise
+    return {
+        "class_names": list(model.class_names),
+        "sample_rate": int(model.sample_rate),
+        "denoise": None if denoise is None else asdict(denoise),
+    }
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives hold compiled code; ``torch.save`` archives do not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+
+
+def load_checkpoint(path: Path) -> EmotionModel:
+    """Rebuild :class:`EmotionModel` from a training checkpoint's spec and weights."""
+    checkpoint = read_checkpoint(path, str(path))
+    spec = read_spec(checkpoint, str(path))
+    pipeline = FeaturePipeline.from_spec(spec["pipeline"], spec["sample_rate"])
+    net = build_net(spec["net"], len(spec["class_names"]), spec["n_features"], spec["sample_rate"])
+    prefix = "net."
+    weights = {
+        k[len(prefix) :]: v
+        for k, v in checkpoint.get("state_dict", {}).items()
+        if k.startswith(prefix)
+    }
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as err:
+        raise SERError(
+            f"{path}: the weights do not fit the net {spec['net']['class_path']}: {err}"
+        ) from None
+    return EmotionModel(pipeline, net, spec["class_names"]).eval()
+
+
+def load_exported(path: Path) -> ExportedModel:
+    """Load a TorchScript export and its class names (inside it, or ``classes.json`` beside it)."""
+    extra = {CLASSES_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still supported
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    if extra[CLASSES_FILE]:
+        info = json.loads(extra[CLASSES_FILE])
+    elif (path.parent / CLASSES_FILE).is_file():
+        info = json.loads((path.parent / CLASSES_FILE).read_text())
+    else:
+        raise SERError(
+            f"{path}: no {CLASSES_FILE} inside it or beside it; export it again with `ser export`"
+        )
+    denoise = None if info.get("denoise") is None else Denoise(**info["denoise"])
+    return ExportedModel(module, info["class_names"], info["sample_rate"], denoise).eval()
+
+
+def load_model(path: str | Path) -> EmotionModel | ExportedModel:
+    """Load a training checkpoint (``.ckpt``) or a TorchScript export (``model.ts``) for inference.
+
+    Raises:
+        SERError: the file is missing, is neither, or is a checkpoint without the ``ser`` entry.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise SERError(f"{path}: no such checkpoint or exported model")
+    if _is_torchscript(path):
+        return load_exported(path)
+    return load_checkpoint(path)
+
+
+def load_models(paths: list[str | Path]) -> EmotionModel | ExportedModel | Ensemble:
+    """:func:`load_model` of one path, or the :class:`Ensemble` of several."""
+    models = [load_model(p) for p in paths]
+    return models[0] if len(models) == 1 else Ensemble(models)

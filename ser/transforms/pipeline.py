@@ -1,0 +1,148 @@
+"""The feature pipeline: the one place where a batch of waveforms becomes features.
+
+Training, validation, test, precise batch norm, ``ser baseline``, ``ser explore``, ``ser predict``,
+ensembles and ``ser export`` all run a :class:`FeaturePipeline`; nothing else chains these steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from ser.errors import SERError
+from ser.spec import build_module, factory_spec
+from ser.transforms.augment import FeatureAugment, Mixup, WaveAugment
+from ser.transforms.denoise import Denoise
+
+#: A front-end class (or a partial of one) called with the sample rate, as the CLI builds it from
+#: ``--data.frontend CLASS --data.frontend.ARG VALUE``.
+FrontendFactory = Callable[[int], nn.Module]
+
+
+@dataclass
+class Augmentation:
+    """Augmentation while training (none at validation, test or inference).
+
+    Args:
+        waveform: waveform augmentations, applied in order before the front-end, each to every
+            example with its own probability (:mod:`ser.transforms.augment`: AddNoise, Gain,
+            TimeShift, Speed, TimeStretch, PitchShift).
+        features: feature augmentations after the front-end (FrequencyMask, TimeMask).
+        mixup: mix pairs of training examples (:class:`ser.transforms.augment.Mixup`).
+        offline_copies: instead of augmenting on the fly, add this many augmented copies of each
+            training clip, made once by ``waveform`` (seed S1's protocol).
+    """
+
+    waveform: list[WaveAugment] = field(default_factory=list)
+    features: list[FeatureAugment] = field(default_factory=list)
+    mixup: Mixup | None = None
+    offline_copies: int = 0
+
+    def __post_init__(self) -> None:
+        if self.offline_copies < 0 or (self.offline_copies > 0 and not self.waveform):
+            raise SERError(
+                f"augment.offline_copies={self.offline_copies} must be >= 0, and > 0 needs "
+                "waveform augmentations (augment.waveform) to make the copies with"
+            )
+
+
+class FeaturePipeline(nn.Module):
+    """Noise gate -> waveform augmentation -> front-end -> feature augmentation -> mixup.
+
+    In ``train()`` mode every step runs; in ``eval()`` mode only the noise gate and the front-end
+    (what validation, test and inference see). Noise reduction at decode time is not a batch step:
+    :meth:`recording` applies it to each recording as it is read.
+
+    Args:
+        frontend: the front-end class or factory (called with ``sample_rate``), or its
+            ``{"class_path", "init_args"}`` spec (then only classes of ``ser.transforms``).
+        sample_rate: audio rate (Hz).
+        denoise: noise reduction, or ``None``.
+        augmentation: what to augment while training, or ``None``.
+
+    Shapes: ``(B, T), (B,) -> (B, n_features, F), (B,)``.
+    """
+
+    def __init__(
+        self,
+        frontend: FrontendFactory | dict,
+        sample_rate: int,
+        denoise: Denoise | None = None,
+        augmentation: Augmentation | None = None,
+    ) -> None:
+        super().__init__()
+        self.sample_rate = int(sample_rate)
+        self.denoise = denoise
+        #: Plain data that rebuilds the eval part: :meth:`from_spec`.
+        self.spec = {
+            "frontend": factory_spec(frontend),
+            "denoise": None if denoise is None else asdict(denoise),
+        }
+        self.frontend = (
+            build_module(frontend, "ser.transforms", self.sample_rate)
+            if isinstance(frontend, dict)
+            else frontend(self.sample_rate)
+        )
+        self.gate = None if denoise is None else denoise.gate(self.sample_rate)
+        augmentation = augmentation or Augmentation()
+        self.offline_copies = augmentation.offline_copies
+        self.wave_augment = nn.ModuleList(augmentation.waveform)
+        self.feature_augment = nn.ModuleList(augmentation.features)
+        self.mixup = augmentation.mixup
+
+    @classmethod
+    def from_spec(cls, spec: dict, sample_rate: int) -> FeaturePipeline:
+        """The eval pipeline of a checkpoint's ``spec["pipeline"]``."""
+        denoise = None if spec.get("denoise") is None else Denoise(**spec["denoise"])
+        return cls(spec["frontend"], sample_rate, denoise).eval()
+
+    def with_frontend(self, frontend: FrontendFactory | dict) -> FeaturePipeline:
+        """This pipeline's eval part with another front-end (``ser baseline`` compares several)."""
+        return FeaturePipeline(frontend, self.sample_rate, self.denoise).eval()
+
+    @property
+    def n_features(self) -> int:
+        return self.frontend.n_features
+
+    def recording(self, wave: torch.Tensor) -> torch.Tensor:
+        """One ``(n_samples,)`` recording at ``sample_rate`` as it is read: noise-reduced when the
+        pipeline reduces noise at decode time."""
+        return wave if self.denoise is None else self.denoise.recording(wave, self.sample_rate)
+
+    def augment_waveform(
+        self, wave: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The waveform augmentations in order on a padded batch ``(B, T), (B,)``."""
+        for augmentation in self.wave_augment:
+            wave, lengths = augmentation(wave, lengths, self.sample_rate)
+        return wave, lengths
+
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(B, n_features, F)`` and their valid lengths ``(B,)`` of a padded batch."""
+        if self.gate is not None:
+            wave = self.gate(wave, lengths)
+        if self.training and self.offline_copies == 0:
+            wave, lengths = self.augment_waveform(wave, lengths)
+        features, feature_lengths = self.frontend(wave, lengths)
+        if self.training:
+            for augmentation in self.feature_augment:
+                features, feature_lengths = augmentation(features, feature_lengths)
+        return features, feature_lengths
+
+    def process(self, batch: dict, n_classes: int) -> dict:
+        """Add ``features``, ``feature_lengths`` (and, mixing while training, soft ``target``) to a
+        batch on its device, in float32 outside autocast."""
+        wave = batch["waveform"].float()
+        with torch.autocast(wave.device.type, enabled=False):
+            features, feature_lengths = self(wave, batch["lengths"])
+            if self.training and self.mixup is not None:
+                features, feature_lengths, batch["target"] = self.mixup(
+                    features, feature_lengths, batch["label"], n_classes
+                )
+        batch["features"], batch["feature_lengths"] = features, feature_lengths
+        return batch
