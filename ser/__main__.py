@@ -2,31 +2,56 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from ser.errors import SERError
+from ser.logs import setup_logging
 
-#: Subcommands served without importing lightning (fast start, no training stack).
-LIGHT_COMMANDS: dict[str, str] = {"predict": "ser.inference.predict", "export": "ser.inference.export"}
-#: Subcommands with their own parser (not LightningCLI's): corpus download and exploration, the
-#: SVM baseline.
-TOOL_COMMANDS: dict[str, str] = {
-    "download": "ser.data.download", "explore": "ser.explore", "baseline": "ser.baseline",
+#: Every subcommand: the module that serves it (``ser.cli``: LightningCLI) and one line of help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("ser.cli", "train a model, then test it and write the report (--config configs/cnn2d.yaml)"),
+    "validate": ("ser.cli", "score a checkpoint on the validation split"),
+    "test": ("ser.cli", "score a checkpoint on the test split: report, confusion matrix, predictions.csv"),
+    "predict": ("ser.inference.predict", "the emotion of audio files, from a checkpoint or an export"),
+    "export": ("ser.inference.export", "export a checkpoint's whole chain to TorchScript (and ONNX)"),
+    "baseline": ("ser.baseline", "an SVM on per-clip statistics of hand-crafted features"),
+    "explore": ("ser.explore", "figures and a summary of what a corpus holds"),
+    "download": ("ser.data.download", "fetch and unpack a corpus that has a public archive"),
 }  # fmt: skip
 
 
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: ser COMMAND [options]    (or python -m ser COMMAND)",
+        "",
+        "Speech emotion recognition with PyTorch Lightning.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()),
+        "",
+        "`ser COMMAND --help` lists a command's options.",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    commands = {**LIGHT_COMMANDS, **TOOL_COMMANDS}
+    from_shell = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)
     try:
-        if argv and argv[0] in commands:
-            import importlib
-
-            importlib.import_module(commands[argv[0]]).main(argv[1:])
-            return
-        from ser.cli import main as cli_main
-
-        cli_main(argv)
+        module = importlib.import_module(COMMANDS[argv[0]][0])
+        setup_logging()
+        if module.__name__ == "ser.cli":
+            module.main(None if from_shell else argv)  # None: LightningCLI reads sys.argv itself
+        else:
+            module.main(argv[1:])
     except SERError as err:  # bad input: one line naming the file and the fix, no traceback
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -34,9 +34,11 @@ from ser.errors import SERError
 from ser.io import write_text
 from ser.models.pooling import mean_std_pool
 from ser.report import format_table, metrics_from_confusion, write_report
+from ser.transforms.handcrafted import DEFAULT_FEATURES
 from ser.transforms.pipeline import FeaturePipeline, FrontendFactory
 
 log = logging.getLogger("ser")
+
 
 @torch.no_grad()
 def pooled_features(
@@ -59,10 +61,14 @@ def pooled_features(
 
 
 def frontend_names(specs: list[dict]) -> list[str]:
-    """A short, unique name per front-end spec: its class, lower case (``-2``... on repeats)."""
+    """A unique name per front-end spec: its class in lower case, with the feature set of a
+    :class:`~ser.transforms.Handcrafted` that is not the default (``-2``... on repeats)."""
     names, seen = [], Counter()
     for spec in specs:
         base = spec["class_path"].rpartition(".")[2].lower()
+        chosen = spec["init_args"].get("features")  # Handcrafted: name its feature set
+        if chosen is not None and list(chosen) != DEFAULT_FEATURES:
+            base = "-".join([base, *chosen])
         seen[base] += 1
         names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
     return names
@@ -107,7 +113,14 @@ def run_baseline(
     base = datamodule.pipeline.eval()
     pipelines = [base] if not frontends else [base.with_frontend(f) for f in frontends]
     results = []
-    for name, pipeline in zip(frontend_names([p.spec["frontend"] for p in pipelines]), pipelines, strict=True):
+    for pipeline in pipelines:
+        if getattr(pipeline.frontend, "normalize", False):
+            log.warning("ser baseline: %s standardises each clip's features, so their per-clip "
+                        "statistics say little; give it normalize: false",
+                        type(pipeline.frontend).__name__)  # fmt: skip
+    for name, pipeline in zip(
+        frontend_names([p.spec["frontend"] for p in pipelines]), pipelines, strict=True
+    ):
         start = time.perf_counter()
         x_train, y_train = pooled_features(datamodule, "train", pipeline)
         model = make_pipeline(StandardScaler(), SVC(C=C, kernel=kernel, gamma=gamma))
@@ -125,8 +138,13 @@ def run_baseline(
         seconds = time.perf_counter() - start
         results.append(
             BaselineResult(
-                name, pipeline.spec["frontend"], x_train.shape[1], val_uar, report.metrics,
-                out_dir / name, seconds,
+                name,
+                pipeline.spec["frontend"],
+                x_train.shape[1],
+                val_uar,
+                report.metrics,
+                out_dir / name,
+                seconds,
             )  # fmt: skip
         )
         print(f"\n== SVM on {name} ({x_train.shape[1]} dims), test split ==", flush=True)
@@ -183,8 +201,6 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> list[BaselineResult]:
     parser = build_parser()
     cfg = parser.parse_args(argv)
-    if not logging.getLogger("ser").handlers and not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="[ser] %(levelname)s %(message)s")
     # A SERError goes up to ser.__main__, which reports it in one line (exit status 2).
     if cfg.C <= 0:
         raise SERError(f"--C must be positive, got {cfg.C}")

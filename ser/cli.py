@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
@@ -204,13 +202,6 @@ def canonical_class_path(name: str) -> str:
 
 def main(args: ArgsType = None) -> SERCLI:
     """Entry point of the training commands of ``ser`` and ``python -m ser``; returns the CLI."""
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[ser] %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-    # Audio is decoded once into memory, so worker processes are not the bottleneck here.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
     return SERCLI(
         EmotionClassifier,
         SERDataModule,

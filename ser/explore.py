@@ -179,11 +179,6 @@ def main(argv: list[str] | None = None) -> Exploration:
     """``ser explore [--config RUN.yaml] [--data CORPUS.yaml] [--data.root PATH] [--out DIR]``."""
     from jsonargparse import ArgumentParser
 
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[ser] %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
     parser = ArgumentParser(
         prog="ser explore",
         description="Figures and a summary of a corpus: clips per class and speaker, durations, "

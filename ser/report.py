@@ -148,7 +148,9 @@ def write_report(
     }
     write_text(paths["json"], json.dumps(payload, indent=2, default=str) + "\n")
     if predictions is not None:
-        paths["predictions"] = write_predictions(predictions, class_names, out_dir / "predictions.csv")
+        paths["predictions"] = write_predictions(
+            predictions, class_names, out_dir / "predictions.csv"
+        )
     return Report(metrics=metrics, files=paths)
 
 

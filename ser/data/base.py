@@ -305,7 +305,9 @@ class SERDataModule(L.LightningDataModule):
                 for start in range(0, len(waves), chunk):
                     batch = collate([{"waveform": w, "label": 0, "speaker": "", "path": ""}
                                      for w in waves[start : start + chunk]])  # fmt: skip
-                    wave, lengths = self.pipeline.augment_waveform(batch["waveform"], batch["lengths"])
+                    wave, lengths = self.pipeline.augment_waveform(
+                        batch["waveform"], batch["lengths"]
+                    )
                     copies += [w[:n].clone() for w, n in zip(wave, lengths.tolist(), strict=True)]
         n = len(waves)
         train.waves = waves + copies

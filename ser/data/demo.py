@@ -185,6 +185,8 @@ class DemoCorpus(RAVDESS):
     def setup(self, stage: str | None = None) -> None:
         if not self.root.is_dir():
             self.prepare_data()
+        if self.datasets:  # set up already (fit, then test)
+            return
         log.warning(
             "Using the built-in synthetic DEMO corpus at %s (not real speech). To train on real data: "
             "--data configs/data/ravdess.yaml --data.root PATH (see README, 'Corpora').",

@@ -216,6 +216,5 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("corpus", choices=sorted({*ARCHIVES, *ELSEWHERE}))
     parser.add_argument("--root", required=True, help="folder to unpack the corpus into")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[ser] %(levelname)s %(message)s")
     root = download_corpus(args.corpus, args.root)  # ser.__main__ reports a SERError in one line
     print(f"{args.corpus} is in {root}; use --data.root {root}")

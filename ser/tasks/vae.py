@@ -138,7 +138,9 @@ class VAEClassifier(EmotionClassifier):
             self.log("train/beta", beta, on_step=False, on_epoch=True, batch_size=size)
         if stage == "test":
             latent = out.latent.detach().float()  # (B, Z); a recording's windows: their mean
-            self._latents.append((latent.mean(0, keepdim=True) if batch.get("windows") else latent).cpu())
+            self._latents.append(
+                (latent.mean(0, keepdim=True) if batch.get("windows") else latent).cpu()
+            )
             self._labels.append(batch["label"].detach().cpu())
         return out.logits, self.hparams.recon_weight * (recon + beta * kl)
 
