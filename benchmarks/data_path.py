@@ -73,19 +73,21 @@ def seeds_pipeline(paths: list[Path]) -> dict[str, float]:
     return {**times, "total": sum(times.values()), "audio_s": audio_s}
 
 
-def augmentations(path: Path) -> dict:
-    """The ``augment``/``spec_augment`` modules of a data config fragment."""
+def augmentation(path: Path):
+    """The :class:`ser.transforms.Augmentation` of a data config fragment."""
     import importlib
 
     import yaml
+
+    from ser.transforms import Augmentation
 
     def build(spec: dict):
         module, _, name = spec["class_path"].rpartition(".")
         return getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
 
-    init_args = yaml.safe_load(path.read_text())["init_args"]
-    return {key: [build(spec) for spec in init_args.get(key) or []]
-            for key in ("augment", "spec_augment")}  # fmt: skip
+    settings = yaml.safe_load(path.read_text())["init_args"]["augment"]
+    return Augmentation(**{key: [build(spec) for spec in settings.get(key) or []]
+                           for key in ("waveform", "features")})  # fmt: skip
 
 
 def ser_pipeline(
@@ -98,14 +100,19 @@ def ser_pipeline(
 ) -> dict[str, float]:
     """Seconds of ser's batched path over ``paths``: ``total`` for the batches (decoded audio in
     memory, as the decoded-audio cache hands it over) and ``decode`` for building that audio once
-    (reading, and noisereduce per clip when ``denoise_on`` is ``decode``)."""
-    from ser.data import RAVDESS
-    from ser.data.base import collate
+    (reading, and noisereduce per clip when ``denoise.on`` is ``decode``)."""
+    from functools import partial
 
-    extra = augmentations(AUGMENT_YAML) if augment else {}
+    from ser.data import RAVDESS
+    from ser.data.dataset import collate
+    from ser.transforms import LogMel
+    from ser.transforms.denoise import Denoise
+
     dm = RAVDESS(
-        root=str(root), hop_ms=16.0, denoise="nonstationary", denoise_on=denoise_on, **extra
-    )
+        root=str(root), frontend=partial(LogMel, hop_ms=16.0),
+        denoise=Denoise("nonstationary", on=denoise_on),
+        augment=augmentation(AUGMENT_YAML) if augment else None,
+    )  # fmt: skip
     dm.trainer = SimpleNamespace(training=True)
     t0 = time.perf_counter()
     waves = [dm.decode(p) for p in paths]  # what the decoded-audio cache holds
@@ -160,7 +167,7 @@ def throughput_table(root: Path, n_clips: int, device: torch.device, repeat: int
         row(f"(b) ser, {on}: TorchGate + log-mel", gate["total"], gate["audio_s"]),
         row(f"(b) ser, {on}: TorchGate + augmentation + log-mel + SpecAugment",
             gate_aug["total"], gate_aug["audio_s"], bold=True),
-        row(f"(b) ser, {on}, noise reduction cached with the decode (`denoise_on: decode`): "
+        row(f"(b) ser, {on}, noise reduction cached with the decode (`denoise.on: decode`): "
             "augmentation + log-mel + SpecAugment, every epoch", cached["total"], cached["audio_s"],
             bold=True),
         row("    building that cache once: read + noisereduce per clip at 16 kHz",

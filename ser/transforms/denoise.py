@@ -93,8 +93,8 @@ class SpectralGate(TorchGate):
         n_fft: FFT size of the gate's STFT.
     """
 
-    #: Clips gated at once on a CPU: the spectrogram of a few clips stays in cache, which made the
-    #: gate 2x faster than whole batches of 32 (240 RAVDESS clips, 2-core CPU, benchmarks/data_path).
+    #: Clips gated at once on a CPU: the spectrogram of a few clips stays in cache, faster than
+    #: whole batches (benchmarks/data_path.py measures it).
     CPU_CHUNK = 4
 
     def __init__(

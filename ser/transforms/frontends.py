@@ -89,7 +89,7 @@ class LogMel(nn.Module):
             center=True, pad_mode="constant", norm="slaney", mel_scale="slaney",
         )  # fmt: skip
         # The complex STFT, squared below as re^2 + im^2: torchaudio's |X|.pow(2) goes through
-        # the complex abs, two thirds of the front-end's time on a CPU.
+        # the complex abs, most of the front-end's time on a CPU.
         self.mel.spectrogram.power = None
 
     def frames(self, lengths: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,58 @@
+"""The face a newcomer meets: ``ser --help`` lists every subcommand, and a normal run prints no
+warning the user cannot act on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ser.__main__ import COMMANDS
+
+from .helpers import CONFIG, RAVDESS_YAML, REPO, write_ravdess
+
+EVERY = ("fit", "validate", "test", "predict", "export", "baseline", "explore", "download")
+
+
+def ser(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ser", *args], capture_output=True, text=True, cwd=cwd,
+        timeout=600, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_help_lists_every_subcommand_with_one_line():
+    for args in (["--help"], []):
+        result = ser(*args)
+        assert result.returncode == 0
+        listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
+        assert listed == list(EVERY) == list(COMMANDS)
+        assert "the emotion of audio files" in result.stdout  # ser predict, not Lightning's
+
+
+def test_unknown_command_is_one_error_and_the_list():
+    result = ser("fitt")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: unknown command 'fitt'")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_normal_run_prints_no_warning_the_user_cannot_act_on(tmp_path: Path):
+    root = write_ravdess(tmp_path / "ravdess", clips_per_emotion=4)
+    result = ser(
+        "fit", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root),
+        "--data.emotions", "[neutral, happy, sad, angry]", "--data.batch_size", "4",
+        "--data.max_seconds", "0.5", "--data.split.test_speakers", '["19", "20"]',
+        "--data.split.val_speakers", '["15", "16"]', "--trainer.max_epochs", "1",
+        "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+        cwd=tmp_path, env={"SER_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout + result.stderr
+    for noise in ("Warning", "deprecated", "litlogger", "intended to run from within Python",
+                  "dirpath has changed", "Traceback"):  # fmt: skip
+        assert noise not in out, noise
+    # the split line names the held-out speakers
+    assert "val 32 (speakers 15, 16); test 32 (speakers 19, 20)" in out
+    assert "wrote predictions" in out
