@@ -78,6 +78,8 @@ def is_audio_file(path: Path) -> bool:
 
 #: Recordings shorter than this are zero-padded up to it: the nets pool time several times.
 MIN_SECONDS = 0.25
+#: How a whole recording is cut by default: windows of this length (s), stepping by the hop (s).
+WINDOW_SECONDS, HOP_SECONDS = 4.0, 2.0
 
 
 def window_bounds(n_samples: int, window: int, hop: int) -> list[tuple[int, int]]:

@@ -13,6 +13,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ser.audio import HOP_SECONDS, WINDOW_SECONDS
 from ser.callbacks import EpochSummary
 from ser.checkpointing import AtomicCheckpointIO, best_checkpoint, last_checkpoint
 from ser.data.base import SERDataModule
@@ -67,12 +68,13 @@ class SERCLI(LightningCLI):
             help="What the test scores: crops (each clip's centre crop, as validation) or "
             "recordings (each whole recording in windows, probabilities averaged, as ser predict).",
         )  # fmt: skip
-        parser.add_argument(
-            "--window", type=float, default=4.0, help="--score recordings: window length (s)."
-        )
-        parser.add_argument(
-            "--hop", type=float, default=2.0, help="--score recordings: step between windows (s)."
-        )
+        for name, default, what in (
+            ("window", WINDOW_SECONDS, "window length"),
+            ("hop", HOP_SECONDS, "step between windows"),
+        ):
+            parser.add_argument(
+                f"--{name}", type=float, default=default, help=f"--score recordings: {what} (s)."
+            )
 
     def before_instantiate_classes(self) -> None:
         """Fail before any work on a checkpoint that is not there; fit test data to the checkpoint."""
@@ -109,7 +111,7 @@ class SERCLI(LightningCLI):
         """``--score recordings``: the test split scores whole recordings as ``ser predict``."""
         config = self.config[self.subcommand]
         if config.get("score", "crops") == "recordings":
-            self.datamodule.score_recordings(config.get("window", 4.0), config.get("hop", 2.0))
+            self.datamodule.score_recordings(config.window, config.hop)
 
     def after_fit(self) -> None:
         if (

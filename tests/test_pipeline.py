@@ -168,3 +168,23 @@ def test_no_import_cycles_in_the_package():
 
     for name in graph:
         visit(name, (name,))
+
+
+def test_export_carries_the_device_gate_and_the_decode_denoise(tmp_path: Path):
+    from ser.inference.export import export
+
+    for on in ("device", "decode"):
+        denoise = {"mode": "nonstationary", "prop_decrease": 0.8, "on": on}
+        checkpoint = write_checkpoint(tmp_path / f"{on}.ckpt", denoise=denoise)
+        export(checkpoint, tmp_path / on, ["torchscript"])
+        exported, trained = load_model(tmp_path / on / "model.ts"), load_model(checkpoint)
+        assert exported.decode_denoise == trained.decode_denoise
+        assert (exported.decode_denoise is None) == (on == "device")
+        wave = torch.from_numpy(noise(2.0))[None]
+        with torch.inference_mode():
+            assert torch.allclose(exported(wave), trained(wave), atol=1e-4)
+            if on == "device":  # the gate is inside the export: without it, other logits
+                ungated = trained.net(
+                    *trained.pipeline.frontend(wave, torch.tensor([wave.shape[1]]))
+                )
+                assert not torch.allclose(exported(wave), ungated, atol=1e-3)

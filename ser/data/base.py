@@ -26,8 +26,7 @@ from ser.transforms.pipeline import Augmentation, FeaturePipeline, FrontendFacto
 
 log = logging.getLogger("ser")
 
-STAGES = ("train", "val", "test")
-__all__ = ["Clip", "SERDataModule", "STAGES"]
+__all__ = ["Clip", "SERDataModule"]
 
 
 class SERDataModule(L.LightningDataModule):

@@ -20,7 +20,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ser.audio import is_audio_file, is_silent, load_audio, recording_windows, resample
+from ser.audio import (
+    HOP_SECONDS,
+    WINDOW_SECONDS,
+    is_audio_file,
+    is_silent,
+    load_audio,
+    recording_windows,
+    resample,
+)
 from ser.errors import AudioError, SERError
 from ser.inference.models import EmotionModel, Ensemble, ExportedModel, load_models
 from ser.io import ensure_writable, write_text
@@ -97,8 +105,8 @@ def clip_probabilities(
 def predict_files(
     model: EmotionModel | ExportedModel | Ensemble,
     paths: Iterable[str | Path],
-    window_seconds: float = 4.0,
-    hop_seconds: float = 2.0,
+    window_seconds: float = WINDOW_SECONDS,
+    hop_seconds: float = HOP_SECONDS,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
 ) -> list[Prediction]:
@@ -248,12 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="average the class probabilities with this model too (repeat for more); every model "
         "must have the same classes, sample rate and noise reduction",
     )  # fmt: skip
-    parser.add_argument(
-        "--window", type=float, default=4.0, help="window length in seconds (default 4)"
-    )
-    parser.add_argument(
-        "--hop", type=float, default=2.0, help="step between windows in seconds (default 2)"
-    )
+    for name, default, what in (
+        ("window", WINDOW_SECONDS, "window length"),
+        ("hop", HOP_SECONDS, "step between windows"),
+    ):
+        parser.add_argument(
+            f"--{name}",
+            type=float,
+            default=default,
+            help=f"{what} in seconds (default {default:g})",
+        )
     parser.add_argument(
         "--batch-size", type=int, default=16, help="windows per forward pass (default 16)"
     )
