@@ -76,3 +76,20 @@ def test_recordings_score_as_predict_scores_them(trained: Path, tmp_path: Path, 
     assert any(
         abs(float(crops[p][c]) - float(tested[p][c])) > 1e-3 for p in tested for c in CLASSES
     )
+
+
+def test_test_uses_the_checkpoint_pipeline_whatever_the_config_says(trained: Path, tmp_path: Path,
+                                                                    monkeypatch):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    checkpoint = str(trained / "checkpoints" / "last.ckpt")
+    # a config asking for other features and no noise gate: the checkpoint's pipeline wins
+    main(["test", "--config", str(trained / "config.yaml"), "--ckpt_path", checkpoint,
+          "--data.frontend", "ser.transforms.MFCC", "--data.frontend.n_mfcc", "13",
+          "--data.denoise", "null"])  # fmt: skip
+    report = tmp_path / "lightning_logs" / "cnn2d" / "version_0" / "test" / "predictions.csv"
+    again = {r["path"]: r for r in read_csv(report)}
+    crops = {r["path"]: r for r in read_csv(trained / "test" / "predictions.csv")}
+    assert again.keys() == crops.keys()
+    for path, row in again.items():
+        for c in CLASSES:
+            assert float(row[c]) == pytest.approx(float(crops[path][c]), abs=1e-5), path
