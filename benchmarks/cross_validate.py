@@ -1,16 +1,16 @@
 """Speaker-independent k-fold cross-validation: one ``ser fit`` per speaker fold, then a table.
 
 Each fold holds out one group of speakers for test and the next group for validation
-(``--data.fold k`` with ``test_speakers``/``val_speakers`` null), so over all folds every speaker
-is tested exactly once. A fold's test metrics are saved as soon as it finishes, so an interrupted
-run resumes at the first missing fold.
+(``--data.split.fold k`` with ``--data.split.test_speakers``/``val_speakers`` null, given together
+as ``--data.split '{"fold": k, "n_folds": N, "test_speakers": null, "val_speakers": null}'``), so
+over all folds every speaker is tested exactly once. A fold's test metrics are saved as soon as it
+finishes, so an interrupted run resumes at the first missing fold.
 
-    python benchmarks/cross_validate.py --root ../shared/data/ravdess-16k \
-        --config configs/cnn2d.yaml --data configs/data/ravdess.yaml --n_folds 6 \
-        --lock /tmp/ser-heavy.lock
+    python benchmarks/cross_validate.py --root PATH/TO/RAVDESS \
+        --config configs/cnn2d.yaml --data configs/data/ravdess.yaml --n_folds 6
 
 ``--jobs 2`` trains two folds at once, each on half the cores: small nets gain less from a second
-torch thread than from a second run (on 2 cores, 0.6-0.8x the wall time; README, Seeds).
+torch thread than from a second run (docs/results.md gives the measured ratio).
 """
 
 from __future__ import annotations
@@ -55,11 +55,13 @@ def run_fold(args: argparse.Namespace, fold: int) -> dict:
     from ser.cli import main
 
     start = time.perf_counter()
+    # One --data.split value, merged into the data config's split: jsonargparse rejects null
+    # given to a single field (--data.split.test_speakers null).
+    split = {"fold": fold, "n_folds": args.n_folds, "test_speakers": None, "val_speakers": None}
     cli = main(
         [
             "fit", "--config", args.config, "--data", args.data, "--data.root", args.root,
-            "--data.fold", str(fold), "--data.n_folds", str(args.n_folds),
-            "--data.test_speakers", "null", "--data.val_speakers", "null",
+            "--data.split", json.dumps(split),
             "--trainer.enable_progress_bar", "false",
             "--trainer.logger.init_args.save_dir", str(args.out),
             "--trainer.logger.init_args.name", f"fold{fold}",

@@ -36,6 +36,21 @@ METRICS = ("uar", "accuracy", "macro_f1")
 MODELS = ("cnn2d", "m5", "cnn_lstm", "cnn_lstm2d", "lstm", "vae")
 PARAMS = re.compile(r"([\d.]+\s*[KMB]?)\s+Trainable params")
 EPOCH = re.compile(r"epoch (\d+): .*\(([\d.]+) s\)")
+#: The SVM baseline's front-ends by name (``--features``), as ``ser baseline --frontends`` takes
+#: them; each is given ``normalize: false``, since the SVM pools every clip's raw statistics.
+BASELINE_FRONTENDS = {
+    "mfcc": {"class_path": "ser.transforms.MFCC"},
+    "spectral": {
+        "class_path": "ser.transforms.Handcrafted",
+        "init_args": {"features": ["band_centroid", "band_bandwidth", "band_energy"]},
+    },
+    "handcrafted": {"class_path": "ser.transforms.Handcrafted"},
+    "zcr_rms": {
+        "class_path": "ser.transforms.Handcrafted",
+        "init_args": {"features": ["zcr", "rms"]},
+    },
+    "logmel": {"class_path": "ser.transforms.LogMel"},
+}
 
 
 def parse_count(text: str) -> int:
@@ -101,10 +116,23 @@ def run_model(
     }  # fmt: skip
 
 
+def baseline_frontend(name: str) -> dict:
+    """The ``class_path``/``init_args`` of the baseline's front-end ``name``, not standardised."""
+    spec = BASELINE_FRONTENDS[name]
+    init_args = {**spec.get("init_args", {}), "normalize": False}
+    return {"class_path": spec["class_path"], "init_args": init_args}
+
+
+def feature_name(result: dict) -> str:
+    """A baseline result's front-end name (``features`` in summaries written before ``name``)."""
+    return result.get("name", result.get("features"))
+
+
 def run_baseline(data: str, root: str, out: Path, features: list[str], extra: list[str]) -> dict:
+    frontends = json.dumps([baseline_frontend(name) for name in features])
     command = [
         sys.executable, "-m", "ser", "baseline", "--data", data, "--data.root", root,
-        "--features", "[" + ", ".join(features) + "]", "--C", "10", "--kernel", "rbf",
+        "--frontends", frontends, "--C", "10", "--kernel", "rbf",
         "--out_dir", str(out / "baseline"), *extra,
     ]  # fmt: skip
     print("$ python", " ".join(command[1:]), flush=True)
@@ -115,7 +143,7 @@ def run_baseline(data: str, root: str, out: Path, features: list[str], extra: li
     if proc.returncode != 0:
         raise SystemExit(f"baseline failed (exit {proc.returncode}); see {out / 'baseline.log'}")
     summary = json.loads((out / "baseline" / "summary.json").read_text())
-    best = next(r for r in summary["results"] if r["features"] == summary["best"])
+    best = next(r for r in summary["results"] if feature_name(r) == summary["best"])
     return {
         "model": f"svm ({summary['best']})", "command": " ".join(["python", *command[1:]]),
         "uar": best["test"]["uar"], "accuracy": best["test"]["accuracy"],
@@ -131,7 +159,7 @@ def wall_time(seconds: float) -> str:
 def svm_rows(result: dict) -> list[dict]:
     """A baseline result as one row per feature type, the best (which holds the wall time) first."""
     rows = [
-        {**result, "model": f"svm ({f['features']})", **f["test"], "wall_s": None}
+        {**result, "model": f"svm ({feature_name(f)})", **f["test"], "wall_s": None}
         for f in result["per_feature"]
     ]
     rows.sort(key=lambda row: row["model"] != result["model"])
@@ -198,7 +226,7 @@ def main() -> None:
     parser.add_argument("--emotions", nargs="+", help="train and test on these classes only")
     parser.add_argument(
         "--features", nargs="+", default=["mfcc", "spectral", "handcrafted"],
-        help="feature types of the SVM baseline",
+        choices=list(BASELINE_FRONTENDS), help="front-ends of the SVM baseline, by name",
     )  # fmt: skip
     parser.add_argument(
         "--seeds", nargs="+", type=int,
@@ -206,8 +234,8 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--jobs", type=int, default=1,
-        help="runs at once, each with cores / jobs torch threads (on 2 cores, 2 jobs took 0.6-0.8x "
-        "the wall time of 1: small nets gain less from a second thread than from a second run)",
+        help="runs at once, each with cores / jobs torch threads (small nets gain less from a "
+        "second thread than from a second run; docs/results.md gives the measured ratio)",
     )  # fmt: skip
     parser.add_argument("--out", default="lightning_logs/model_zoo", help="logs and results")
     parser.add_argument("--table", action="store_true", help="only print the table of results")

@@ -24,8 +24,8 @@ import soundfile as sf
 import torch
 
 from ser.audio import is_audio_file
-from ser.inference.export import CHECK_SECONDS, FILENAMES, export
 from ser.inference import load_model, predict_files
+from ser.inference.export import CHECK_SECONDS, FILENAMES, export
 
 REPO = Path(__file__).resolve().parents[1]
 
