@@ -6,16 +6,9 @@ import soundfile as sf
 
 from ser.data import AESDD
 from ser.data.aesdd import parse_name
+from ser.data.splits import SplitSpec
 
-from .conftest import write_corpus
-
-FOLDERS = {"a": "anger", "d": "disgust", "f": "fear", "h": "happiness", "s": "sadness"}
-
-
-def write_aesdd(root: Path) -> Path:
-    names = [f"{folder}/{c}0{u} ({spk}).wav" for c, folder in FOLDERS.items()
-             for spk in range(1, 6) for u in (1, 2)]  # fmt: skip
-    return write_corpus(root, names)
+from .helpers import write_aesdd
 
 
 def test_parse_name():
@@ -32,7 +25,7 @@ def test_empty_file_is_skipped_with_a_warning_naming_it(tmp_path: Path, caplog):
     sf.write(empty, np.zeros(0, dtype=np.float32), 16000)  # seed S0's 0.0 s file
     silent = root / "fear" / "f04 (2).wav"
     sf.write(silent, np.zeros(4000, dtype=np.float32), 16000)
-    dm = AESDD(root=str(root), split="loso", fold=0)
+    dm = AESDD(root=str(root), split=SplitSpec("loso", fold=0))
     with caplog.at_level(logging.WARNING, logger="ser"):
         dm.setup("fit")
     assert str(empty) in caplog.text and "no samples" in caplog.text

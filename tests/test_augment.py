@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from ser.data import RAVDESS
+from ser.data.splits import SplitSpec
 from ser.errors import SERError
+from ser.transforms import Augmentation
 from ser.transforms.augment import (
     AddNoise,
     FrequencyMask,
@@ -24,6 +26,8 @@ from ser.transforms.augment import (
     TimeStretch,
     valid_mask,
 )
+
+from .helpers import REPO
 
 SR = 16000
 
@@ -192,12 +196,14 @@ def test_invalid_settings_name_the_option(build, option):
         build()
 
 
-def augmented_module(root: Path, **kwargs) -> RAVDESS:
-    return RAVDESS(
-        root=str(root), test_speakers=["19", "20"], val_speakers=["15", "16"], batch_size=4,
-        max_seconds=0.5, augment=[AddNoise(p=1.0, snr_db=(0.0, 0.0)), Gain(p=1.0)],
-        spec_augment=[TimeMask(p=1.0, max_width=10)], mixup=Mixup(p=1.0), **kwargs,
+def augmented_module(root: Path, offline_copies: int = 0, seed: int = 42) -> RAVDESS:
+    augment = Augmentation(
+        waveform=[AddNoise(p=1.0, snr_db=(0.0, 0.0)), Gain(p=1.0)],
+        features=[TimeMask(p=1.0, max_width=10)], mixup=Mixup(p=1.0),
+        offline_copies=offline_copies,
     )  # fmt: skip
+    split = SplitSpec(test_speakers=["19", "20"], val_speakers=["15", "16"], seed=seed)
+    return RAVDESS(root=str(root), split=split, batch_size=4, max_seconds=0.5, augment=augment)
 
 
 def test_augmentation_only_while_training(ravdess_root: Path):
@@ -230,7 +236,7 @@ def test_offline_copies_counted_and_deterministic(ravdess_root: Path):
 
 def test_offline_copies_need_augmentations(ravdess_root: Path):
     with pytest.raises(SERError, match="offline_copies"):
-        RAVDESS(root=str(ravdess_root), offline_copies=1)
+        RAVDESS(root=str(ravdess_root), augment=Augmentation(offline_copies=1))
 
 
 @pytest.mark.parametrize(
@@ -247,23 +253,24 @@ def test_augment_fragment_through_the_cli(
 ):
     from ser.cli import main
 
-    from .conftest import REPO
-
     monkeypatch.chdir(tmp_path)
     data = REPO / "configs" / "data"
     cli = main([
         "fit", "--config", str(REPO / "configs" / "cnn2d.yaml"),
         "--data", str(data / "ravdess.yaml"), "--data", str(data / "augment" / fragment),
-        "--data.root", str(ravdess_root), "--data.test_speakers", '["19", "20"]',
-        "--data.val_speakers", '["15", "16"]', "--data.batch_size", "4",
+        "--data.root", str(ravdess_root), "--data.split.test_speakers", '["19", "20"]',
+        "--data.split.val_speakers", '["15", "16"]', "--data.batch_size", "4",
         "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
     ])  # fmt: skip
     dm = cli.datamodule
     assert type(dm).__name__ == "RAVDESS"
-    assert (len(dm.augment), len(dm.spec_augment)) == (n_wave, n_spec)
+    pipeline = dm.pipeline
+    assert (len(pipeline.wave_augment), len(pipeline.feature_augment)) == (n_wave, n_spec)
     assert cli.trainer.global_step == 1
-    assert "augment" not in dm.hparams  # modules stay out of the checkpoint's plain data
-    copies = dm.hparams.offline_copies
+    # modules stay out of the checkpoint's plain data: the spec holds the eval pipeline only
+    assert set(dm.pipeline_spec) == {"frontend", "denoise"}
+    assert cli.model.pipeline_spec == dm.pipeline_spec  # linked into the task's checkpoint spec
+    copies = pipeline.offline_copies
     assert len(dm.datasets["train"]) == (1 + copies) * 16  # 2 actors x 4 emotions x 2 clips
 
 

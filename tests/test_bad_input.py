@@ -19,10 +19,18 @@ import torch
 
 from ser.__main__ import main as ser_main
 from ser.data import RAVDESS
+from ser.data.splits import SplitSpec
 
-from .conftest import write_ravdess
-from .test_cli import CONFIG, FAST, RAVDESS_YAML
-from .test_predict import CLASSES, RATE, noise, write_checkpoint
+from .helpers import (
+    CLASSES,
+    CONFIG,
+    FAST,
+    RATE,
+    RAVDESS_YAML,
+    noise,
+    write_checkpoint,
+    write_ravdess,
+)
 
 
 @pytest.fixture
@@ -101,7 +109,9 @@ def test_rows_1_to_5_broken_files_are_skipped_by_training(tmp_path, caplog):
         path = root / "Actor_01" / f"03-01-05-01-01-{i + 3:02d}-01.wav"  # angry, actor 1
         path.write_bytes(BROKEN[case]())
         bad.append(path)
-    data = RAVDESS(str(root), test_speakers=["19", "20"], val_speakers=["15", "16"])
+    data = RAVDESS(
+        str(root), split=SplitSpec(test_speakers=["19", "20"], val_speakers=["15", "16"])
+    )
     with caplog.at_level(logging.WARNING, logger="ser"):
         data.setup("fit")
     assert sum(len(d) for d in data.datasets.values()) == 6 * 4 * 2  # every good clip, no bad one

@@ -8,45 +8,61 @@ import pytest
 from ser.__main__ import main as ser_main
 from ser.baseline import main
 
-from .conftest import REPO
+from .helpers import REPO
 
 DATA = str(REPO / "configs" / "data" / "ravdess.yaml")
 
 
 def toy_args(root: Path, out: Path) -> list[str]:
     return [
-        "--data", DATA, "--data.root", str(root), "--data.test_speakers", '["19", "20"]',
-        "--data.val_speakers", '["15", "16"]', "--out_dir", str(out),
+        "--data", DATA, "--data.root", str(root), "--data.split.test_speakers", '["19", "20"]',
+        "--data.split.val_speakers", '["15", "16"]', "--out_dir", str(out),
     ]  # fmt: skip
+
+
+def handcrafted(*features: str) -> str:
+    """The YAML of a raw (``normalize: false``) Handcrafted front-end of ``features``."""
+    return (
+        "{class_path: ser.transforms.Handcrafted, "
+        f"init_args: {{features: [{', '.join(features)}], normalize: false}}}}"
+    )
+
+
+#: seed S1's time-domain features and seed S4's sub-band spectral ones (the old ``zcr_rms`` and
+#: ``spectral``), and the names the baseline gives them.
+ZCR_RMS = handcrafted("zcr", "rms")
+SPECTRAL = handcrafted("band_centroid", "band_bandwidth", "band_energy")
+NAMES = ["handcrafted-zcr-rms", "handcrafted-band_centroid-band_bandwidth-band_energy"]
 
 
 def test_baseline_end_to_end(ravdess_root: Path, tmp_path: Path, capsys):
     out = tmp_path / "baseline"
-    results = main([*toy_args(ravdess_root, out), "--features", "[zcr_rms, spectral]"])
-    assert [r.features for r in results] == ["zcr_rms", "spectral"]
+    results = main([*toy_args(ravdess_root, out), "--frontends", f"[{ZCR_RMS}, {SPECTRAL}]"])
+    assert [r.name for r in results] == NAMES
     # the toy classes are tones an octave apart: the sub-band spectral features separate them
     spectral = results[1]
     assert spectral.test["uar"] == 1.0 and spectral.val_uar == 1.0
     assert spectral.n_dims == 2 * 3 * 5  # mean and std of SC, SBW, SBE in 5 bands
-    for name in ("zcr_rms", "spectral"):
+    for name in NAMES:
         metrics = json.loads((out / name / "metrics.json").read_text())
-        assert metrics["features"] == name and metrics["n_clips"] == 16
+        assert metrics["name"] == name and metrics["n_clips"] == 16
         assert (out / name / "confusion_matrix.png").stat().st_size > 0
         assert (out / name / "confusion_matrix.csv").is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["best"] in ("zcr_rms", "spectral") and len(summary["results"]) == 2
+    assert summary["best"] in NAMES and len(summary["results"]) == 2
+    assert [r["name"] for r in summary["results"]] == NAMES
     printed = capsys.readouterr().out
     assert "best by validation UAR" in printed and "UAR 1.0000" in printed
 
 
 def test_baseline_is_a_subcommand(ravdess_root: Path, tmp_path: Path):
-    ser_main(["baseline", *toy_args(ravdess_root, tmp_path / "b"), "--features", "[zcr_rms]"])
-    assert (tmp_path / "b" / "zcr_rms" / "metrics.json").is_file()
+    ser_main(["baseline", *toy_args(ravdess_root, tmp_path / "b"), "--frontends", f"[{ZCR_RMS}]"])
+    assert (tmp_path / "b" / NAMES[0] / "metrics.json").is_file()
 
 
 def test_baseline_bad_options(ravdess_root: Path, tmp_path: Path, capsys):
     with pytest.raises(SystemExit):
-        main([*toy_args(ravdess_root, tmp_path), "--features", "[waveform]"])
+        main([*toy_args(ravdess_root, tmp_path), "--frontends", "[ser.transforms.NoSuchFrontend]"])
     with pytest.raises(SystemExit) as err:
         ser_main(["baseline", *toy_args(ravdess_root, tmp_path), "--C", "0"])
     assert err.value.code == 2 and "--C must be positive" in capsys.readouterr().err

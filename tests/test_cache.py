@@ -11,8 +11,9 @@ import torch
 from ser.audio import read_audio
 from ser.data import RAVDESS
 from ser.data.cache import AudioCache, cache_root
+from ser.data.splits import SplitSpec
 
-SPLIT = {"test_speakers": ["19", "20"], "val_speakers": ["15", "16"]}
+SPLIT = {"split": SplitSpec(test_speakers=["19", "20"], val_speakers=["15", "16"])}
 
 
 class Counting(RAVDESS):

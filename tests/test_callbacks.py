@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from ser.callbacks import PreciseBatchNorm
 from ser.data import RAVDESS
 from ser.data.base import collate
+from ser.data.splits import SplitSpec
 from ser.errors import SERError
 from ser.models import CNN2D
 from ser.tasks import EmotionClassifier
@@ -26,7 +27,7 @@ def fit(
 ) -> tuple[RAVDESS, L.LightningModule]:
     L.seed_everything(0)
     data = RAVDESS(
-        root=str(root), test_speakers=["19", "20"], val_speakers=["15", "16"], batch_size=BATCH,
+        root=str(root), split=SplitSpec(test_speakers=["19", "20"], val_speakers=["15", "16"]), batch_size=BATCH,
         max_seconds=0.5, verify=False,
     )  # fmt: skip
     model = EmotionClassifier(

@@ -8,21 +8,9 @@ import pytest
 import torch
 
 from ser.cli import main
-from ser.spec import SPEC_KEY
+from ser.spec import SPEC_KEY, SPEC_VERSION
 
-from .conftest import REPO, write_ravdess
-
-CONFIG = str(REPO / "configs" / "cnn2d.yaml")
-RAVDESS_YAML = str(REPO / "configs" / "data" / "ravdess.yaml")
-FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--data.batch_size", "4", "--data.max_seconds", "0.5",
-        "--data.test_speakers", '["19", "20"]', "--data.val_speakers", '["15", "16"]']  # fmt: skip
-
-
-def fit(root: Path, *extra: str) -> None:
-    main(
-        ["fit", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root), *FAST, *extra]
-    )
+from .helpers import fit, write_ravdess
 
 
 def test_fit_learns_then_test_writes_report(tmp_path: Path, monkeypatch, capsys):
@@ -39,8 +27,12 @@ def test_fit_learns_then_test_writes_report(tmp_path: Path, monkeypatch, capsys)
 
     checkpoint = torch.load(best[0], map_location="cpu", weights_only=True)
     spec = checkpoint[SPEC_KEY]
+    assert spec["version"] == SPEC_VERSION
     assert spec["class_names"] == ["neutral", "happy", "sad", "angry"]
-    assert spec["sample_rate"] == 16000 and spec["frontend"]["features"] == "logmel"
+    frontend = spec["pipeline"]["frontend"]
+    assert spec["sample_rate"] == 16000 and frontend["class_path"].endswith(".LogMel")
+    assert frontend["init_args"]["hop_ms"] == 16.0 and spec["pipeline"]["denoise"] is None
+    assert spec["n_features"] == 64 and spec["corpus"].endswith(".RAVDESS")
     assert spec["net"]["class_path"].endswith(".CNN2D")
 
     capsys.readouterr()

@@ -6,7 +6,7 @@ import pytest
 
 from ser.cli import main
 
-from .conftest import REPO
+from .helpers import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))  # recipes: tests/test_recipes.py
 
@@ -16,9 +16,9 @@ def test_config_runs_one_batch(config: Path, ravdess_root: Path, tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     cli = main([
         "fit", "--config", str(config), "--data", str(REPO / "configs" / "data" / "ravdess.yaml"),
-        "--data.root", str(ravdess_root), "--data.test_speakers", '["19", "20"]',
-        "--data.val_speakers", '["15", "16"]', "--data.batch_size", "4",
+        "--data.root", str(ravdess_root), "--data.split.test_speakers", '["19", "20"]',
+        "--data.split.val_speakers", '["15", "16"]', "--data.batch_size", "4",
         "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
     ])  # fmt: skip
     assert cli.trainer.global_step == 1  # one optimiser step ran
-    assert cli.model.hparams.n_classes == cli.datamodule.n_classes == 8  # linked from the data
+    assert cli.model.n_classes == cli.datamodule.n_classes == 8  # linked from the data

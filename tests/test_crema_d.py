@@ -3,15 +3,9 @@ from pathlib import Path
 
 from ser.data import CREMAD
 from ser.data.crema_d import parse_name
+from ser.data.splits import SplitSpec
 
-from .conftest import write_corpus
-
-CODES = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
-
-
-def write_crema(root: Path, actors=range(1001, 1013)) -> Path:
-    names = [f"AudioWAV/{a}_{s}_{e}_XX.wav" for a in actors for e in CODES for s in ("DFA", "IEO")]
-    return write_corpus(root, names)
+from .helpers import write_crema
 
 
 def test_parse_name():
@@ -23,7 +17,7 @@ def test_parse_name():
 
 
 def test_speaker_folds_hold_out_actors(tmp_path: Path):
-    dm = CREMAD(root=str(write_crema(tmp_path / "crema")), fold=2, n_folds=6)
+    dm = CREMAD(root=str(write_crema(tmp_path / "crema")), split=SplitSpec(fold=2, n_folds=6))
     assert dm.class_names == ["neutral", "happy", "sad", "angry", "fearful", "disgust"]
     dm.setup("fit")
     speakers = {s: {c.speaker for c in ds.clips} for s, ds in dm.datasets.items()}
@@ -34,7 +28,9 @@ def test_speaker_folds_hold_out_actors(tmp_path: Path):
 
 def test_seed_s1_random_split_sizes(tmp_path: Path):
     """70/30 then 95/5 stratified, as seed S1 did (7442 clips gave 4948 / 261 / 2233)."""
-    dm = CREMAD(root=str(write_crema(tmp_path / "crema", range(1001, 1021))), split="random")
+    dm = CREMAD(
+        root=str(write_crema(tmp_path / "crema", range(1001, 1021))), split=SplitSpec("random")
+    )
     dm.setup("fit")
     n = 20 * 12
     assert (
@@ -44,8 +40,8 @@ def test_seed_s1_random_split_sizes(tmp_path: Path):
 
 
 def test_verify_reports_missing_files(tmp_path: Path, caplog):
-    dm = CREMAD(root=str(write_crema(tmp_path / "crema", range(1001, 1005))), n_folds=2,
-                val_speakers=[])  # fmt: skip
+    dm = CREMAD(root=str(write_crema(tmp_path / "crema", range(1001, 1005))),
+                split=SplitSpec(n_folds=2, val_speakers=[]))  # fmt: skip
     with caplog.at_level(logging.INFO, logger="ser"):
         dm.setup("fit")
     assert "48 files" in caplog.text and "official 7442" in caplog.text

@@ -8,10 +8,10 @@ import torch
 
 from ser.cli import main
 from ser.data import SAVEE
+from ser.data.splits import SplitSpec
 from ser.errors import SERError
 
-from .conftest import REPO, TONES, write_corpus, write_ravdess
-from .test_cli import fit
+from .helpers import REPO, TONES, fit, write_corpus, write_ravdess
 
 SAVEE_YAML = str(REPO / "configs" / "data" / "savee.yaml")
 # SAVEE codes of RAVDESS's toy emotions (same tones), and three the model does not know.
@@ -52,7 +52,9 @@ def test_ravdess_model_tested_on_savee_shared_classes(tmp_path: Path, monkeypatc
 
 def test_partly_shared_classes_and_none_shared(tmp_path: Path):
     root = str(write_savee(tmp_path / "savee"))
-    dm = SAVEE(root=root, split="all", target_classes=["neutral", "calm", "happy", "bored"])
+    dm = SAVEE(
+        root=root, split=SplitSpec("all"), target_classes=["neutral", "calm", "happy", "bored"]
+    )
     assert dm.class_names == ["neutral", "calm", "happy", "bored"]
     assert dm.compared_classes == ["neutral", "happy"]
     dm.setup("test")

@@ -7,7 +7,7 @@ import soundfile as sf
 from ser.cli import main
 from ser.data.demo import PROFILES, synthesize_clip
 
-from .conftest import REPO
+from .helpers import REPO
 
 SPEAKER = {"f0": 120.0, "formant_scale": 1.0, "rate": 1.0, "level_db": 0.0}
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ser.data import RAVDESS
+from ser.data.splits import SplitSpec
 from ser.errors import SERError
-from ser.transforms.denoise import SpectralGate, reduce_noise
+from ser.transforms.denoise import Denoise, SpectralGate, reduce_noise
 
 SR = 16000
 TONE_HZ = 1000.0
@@ -68,29 +69,38 @@ def test_torchgate_on_a_padded_batch(mode):
 def test_denoise_settings_key_the_decode_and_fail_early(ravdess_root: Path):
     plain = RAVDESS(root=str(ravdess_root))
     assert plain.decode_settings() == {"sample_rate": 16000}
-    dm = RAVDESS(root=str(ravdess_root), denoise="stationary", denoise_prop_decrease=0.8)
+    dm = RAVDESS(root=str(ravdess_root), denoise=Denoise("stationary", prop_decrease=0.8))
     assert dm.decode_settings() == {
         "sample_rate": 16000, "denoise": "stationary", "denoise_prop_decrease": 0.8,
     }  # fmt: skip
     path = next(ravdess_root.rglob("*.wav"))
     assert not torch.equal(dm.decode(path), plain.decode(path))
-    on_device = RAVDESS(root=str(ravdess_root), denoise="stationary", denoise_on="device")
-    assert on_device.decode_settings() == {"sample_rate": 16000} and on_device.gate is not None
-    with pytest.raises(SERError, match="denoise_prop_decrease"):
-        RAVDESS(root=str(ravdess_root), denoise="stationary", denoise_prop_decrease=2.0)
+    on_device = RAVDESS(root=str(ravdess_root), denoise=Denoise("stationary", on="device"))
+    assert on_device.decode_settings() == {"sample_rate": 16000}
+    assert on_device.pipeline.gate is not None
+    with pytest.raises(SERError, match="prop_decrease=2.0"):
+        RAVDESS(root=str(ravdess_root), denoise=Denoise("stationary", prop_decrease=2.0))
 
 
 def test_device_gate_runs_in_every_stage(ravdess_root: Path):
-    plain = RAVDESS(root=str(ravdess_root), fold=0, n_folds=3, batch_size=4)
-    gated = RAVDESS(root=str(ravdess_root), fold=0, n_folds=3, batch_size=4,
-                    denoise="stationary", denoise_on="device")  # fmt: skip
+    split = SplitSpec(fold=0, n_folds=3)
+    plain = RAVDESS(root=str(ravdess_root), split=split, batch_size=4)
+    gated = RAVDESS(root=str(ravdess_root), split=split, batch_size=4,
+                    denoise=Denoise("stationary", on="device"))  # fmt: skip
     plain.setup("fit")
     batch = next(iter(plain.val_dataloader()))
     a = plain.on_after_batch_transfer(dict(batch), 0)
     b = gated.on_after_batch_transfer(dict(batch), 0)  # no trainer: evaluation and inference
     assert a["features"].shape == b["features"].shape
-    assert not torch.equal(a["waveform"], b["waveform"])
-    assert b["waveform"].abs().sum() < a["waveform"].abs().sum()  # the noise floor is gated
+    # The features are those of the gated waveform, whose noise floor is lower.
+    wave, lengths = batch["waveform"], batch["lengths"]
+    gated_wave = SpectralGate(16000, "stationary")(wave, lengths)
+    assert not torch.equal(gated_wave, wave)
+    assert gated_wave.abs().sum() < wave.abs().sum()  # the noise floor is gated
+    expected, expected_lengths = gated.pipeline.frontend(gated_wave, lengths)
+    torch.testing.assert_close(b["features"], expected)
+    assert torch.equal(b["feature_lengths"], expected_lengths)
+    assert not torch.allclose(a["features"], b["features"], atol=1e-3)
 
 
 @pytest.mark.parametrize("mode", ["stationary", "nonstationary"])

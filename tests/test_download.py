@@ -13,8 +13,9 @@ from ser.__main__ import main as ser_main
 from ser.data import RAVDESS
 from ser.data.cache import cache_root
 from ser.data.download import ARCHIVES, Archive, DownloadError, download_corpus
+from ser.data.splits import SplitSpec
 
-from .conftest import write_ravdess
+from .helpers import write_ravdess
 
 
 def tiny_zip() -> bytes:
@@ -119,7 +120,7 @@ def test_data_download_flag_fetches_then_trains_on_it(tmp_path: Path, monkeypatc
             zf.write(f, f.relative_to(source))
     server = Server(buffer.getvalue())
     monkeypatch.setitem(ARCHIVES, "ravdess", server.archive())
-    dm = RAVDESS(root=str(tmp_path / "ravdess"), download=True, n_folds=3)
+    dm = RAVDESS(root=str(tmp_path / "ravdess"), download=True, split=SplitSpec(n_folds=3))
     dm.setup("fit")
     assert sum(len(ds) for ds in dm.datasets.values()) == 12
 

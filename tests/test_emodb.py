@@ -5,8 +5,9 @@ import pytest
 
 from ser.data import EmoDB
 from ser.data.emodb import EMOTION_CODES, parse_name
+from ser.data.splits import SplitSpec
 
-from .conftest import write_corpus
+from .helpers import write_corpus
 
 SPEAKERS = ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16")
 
@@ -26,7 +27,7 @@ def test_parse_name():
 
 @pytest.mark.parametrize("fold", [0, 9])
 def test_leave_one_speaker_out(tmp_path: Path, fold: int):
-    dm = EmoDB(root=str(write_emodb(tmp_path / "emodb")), split="loso", fold=fold)
+    dm = EmoDB(root=str(write_emodb(tmp_path / "emodb")), split=SplitSpec("loso", fold=fold))
     assert dm.n_classes == 7 and "bored" in dm.class_names
     dm.setup("fit")
     speakers = {s: {c.speaker for c in ds.clips} for s, ds in dm.datasets.items()}
@@ -35,7 +36,7 @@ def test_leave_one_speaker_out(tmp_path: Path, fold: int):
 
 
 def test_verify_names_per_speaker_differences(tmp_path: Path, caplog):
-    dm = EmoDB(root=str(write_emodb(tmp_path / "emodb")), split="loso")
+    dm = EmoDB(root=str(write_emodb(tmp_path / "emodb")), split=SplitSpec("loso"))
     with caplog.at_level(logging.INFO, logger="ser"):
         dm.setup("fit")
     assert "class disgust: 20 files, official 46 (26 missing)" in caplog.text

@@ -13,11 +13,12 @@ import torch
 
 from ser.__main__ import main as ser_main
 from ser.errors import SERError
-from ser.export import example_waveform, export, main
 from ser.inference import ExportedModel, load_model, predict_files
+from ser.inference.export import example_waveform, export, main
 
-from .test_predict import (
+from .helpers import (
     CLASSES,
+    MFCC,
     RATE,
     noise,
     run_without_lightning,
@@ -61,7 +62,7 @@ def test_torchscript_matches_checkpoint(exported, seconds: float, batch_size: in
 
 
 def test_mfcc_front_end_exports_too(tmp_path: Path):
-    checkpoint = write_checkpoint(tmp_path / "mfcc.ckpt", features="mfcc")
+    checkpoint = write_checkpoint(tmp_path / "mfcc.ckpt", frontend=MFCC)
     figures = export(checkpoint, tmp_path / "out", ["torchscript"])
     assert max(figures["torchscript"]) < 1e-4 and not (tmp_path / "out" / "model.onnx").exists()
     model, scripted = load_model(checkpoint), load_torchscript(tmp_path / "out" / "model.ts")
@@ -144,16 +145,16 @@ def write_lstm_checkpoint(path: Path) -> Path:
     """A checkpoint of a tiny bidirectional StackedLSTM on MFCC (3 frames a step, as
     ``configs/lstm.yaml``), in ``ser fit``'s layout."""
     from ser.models import StackedLSTM
-    from ser.transforms.frontends import build_frontend
+    from ser.transforms import FeaturePipeline
 
     torch.manual_seed(0)
-    frontend = dict(features="mfcc", sample_rate=RATE, n_mels=32, n_mfcc=16)
-    n_features = build_frontend(**frontend).n_features
+    pipeline = {"frontend": MFCC, "denoise": None}
+    n_features = FeaturePipeline.from_spec(pipeline, RATE).n_features
     init_args = {
         "hidden_sizes": [16, 8], "dense": 8, "bidirectional": True, "pool": "mean_std", "stack": 3
     }  # fmt: skip
     net = StackedLSTM(len(CLASSES), n_features, RATE, **init_args)
-    return save_checkpoint(path, net, "ser.models.StackedLSTM", init_args, frontend, n_features)
+    return save_checkpoint(path, net, "ser.models.StackedLSTM", init_args, pipeline, n_features)
 
 
 def test_lstm_nets_export_to_torchscript_and_say_why_not_onnx(tmp_path: Path, capsys):

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import REPO, write_ravdess
-from .test_cli import CONFIG, FAST, RAVDESS_YAML, fit
+from .helpers import CONFIG, FAST, RAVDESS_YAML, REPO, fit, write_ravdess
 
 # 16 training clips in batches of 4: 4 steps per epoch; step 10 is in the middle of epoch 2.
 TINY = ["--model.net.init_args.channels", "[4, 8]", "--trainer.max_epochs", "3"]

@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 
 from ser.data import ManifestCorpus
+from ser.data.splits import SplitSpec
 from ser.errors import SERError
 
-from .conftest import write_corpus
+from .helpers import write_corpus
 
 
 def write_manifest(root: Path, rows: list[str], header: str = "path,label,speaker") -> Path:
@@ -22,7 +23,7 @@ def test_manifest_labels_speakers_and_missing_file(tmp_path: Path, caplog):
     rows = [f"{n},{n.split('_')[1]},{n.split('/')[1][0]}" for n in names]
     rows.append("audio/gone.wav,sad,D")
     manifest = write_manifest(tmp_path / "c", rows)
-    dm = ManifestCorpus(manifest=str(manifest), n_folds=4)
+    dm = ManifestCorpus(manifest=str(manifest), split=SplitSpec(n_folds=4))
     assert dm.class_names == ["angry", "happy", "sad"]
     with caplog.at_level(logging.WARNING, logger="ser"):
         dm.setup("fit")
@@ -43,7 +44,7 @@ def test_split_column_is_the_predefined_split(tmp_path: Path):
     write_corpus(tmp_path / "c", names)
     rows = [f"{n},{n[:-5]},{'test' if n[-5] == '0' else 'train'}" for n in names]
     manifest = write_manifest(tmp_path / "c", rows, header="path,label,split")
-    dm = ManifestCorpus(manifest=str(manifest), split="predefined", val_ratio=0.3)
+    dm = ManifestCorpus(manifest=str(manifest), split=SplitSpec("predefined", val_ratio=0.3))
     dm.setup("fit")
     assert sorted(c.path.name for c in dm.datasets["test"].clips) == ["calm0.wav", "sad0.wav"]
     bad = write_manifest(tmp_path / "c", ["sad0.wav,sad,holdout"], header="path,label,split")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import soundfile as sf
 import torch
 
 from ser.__main__ import main as ser_main
-from ser.audio import read_audio
+from ser.audio import read_audio, window_bounds
 from ser.errors import SERError
 from ser.inference import (
     EmotionModel,
@@ -22,67 +20,12 @@ from ser.inference import (
     load_model,
     load_models,
     predict_files,
-    window_bounds,
 )
-from ser.models import CNN2D
-from ser.predict import expand_paths, main
-from ser.transforms import build_frontend
+from ser.inference.predict import expand_paths, main
+from ser.transforms import LogMel
+from ser.transforms.denoise import Denoise
 
-from .conftest import REPO
-
-CLASSES = ["neutral", "happy", "sad", "angry"]
-RATE = 16000
-
-
-def write_checkpoint(path: Path, features: str = "logmel", seed: int = 0) -> Path:
-    """A checkpoint in the layout ``ser fit`` writes, with a tiny randomly initialised CNN2D.
-
-    Batch-norm statistics are randomised and the last layer scaled, so logits vary with the input.
-    """
-    torch.manual_seed(seed)
-    frontend = dict(features=features, sample_rate=RATE, n_mels=32, n_mfcc=16)
-    n_features = build_frontend(**frontend).n_features
-    init_args = {"channels": [4, 8], "convs_per_block": 1}
-    net = CNN2D(len(CLASSES), n_features, RATE, **init_args)
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.5)
-            module.running_var.uniform_(0.2, 2.0)
-            module.weight.data.normal_(1, 0.5)
-    net.head[-1].weight.data *= 20  # confident, input-dependent logits
-    return save_checkpoint(path, net, "ser.models.CNN2D", init_args, frontend, n_features)
-
-
-def save_checkpoint(
-    path: Path,
-    net: torch.nn.Module,
-    class_path: str,
-    init_args: dict,
-    frontend: dict,
-    n_features: int,
-) -> Path:
-    """Save ``net`` in the layout ``ser fit`` writes: Lightning's ``state_dict`` (with a metric
-    entry inference must ignore) and the ``ser`` entry that rebuilds the model."""
-    checkpoint = {
-        "epoch": 3,
-        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}
-        | {"metrics.val_metrics.x": torch.zeros(1)},
-        "ser": {
-            "class_names": CLASSES, "sample_rate": RATE, "n_features": n_features, "frontend": frontend,
-            "net": {"class_path": class_path, "init_args": init_args},
-        },
-    }  # fmt: skip
-    torch.save(checkpoint, path)
-    return path
-
-
-def noise(seconds: float, rate: int = RATE, channels: int = 1, seed: int = 0) -> np.ndarray:
-    """Noise with a moving tone, so different windows really differ."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    tone = 0.3 * np.sin(2 * np.pi * (200 + 150 * t) * t)
-    wave = tone[:, None] + 0.05 * rng.standard_normal((t.size, channels))
-    return wave.astype(np.float32).squeeze()
+from .helpers import CLASSES, MFCC, RATE, noise, run_without_lightning, write_checkpoint
 
 
 @pytest.fixture
@@ -101,9 +44,11 @@ def test_load_model_rebuilds_the_chain(checkpoint: Path):
     assert model.class_names == CLASSES and model.sample_rate == RATE
     saved = torch.load(checkpoint, weights_only=True)["state_dict"]
     assert torch.equal(model.net.head[-1].weight, saved["net.head.4.weight"])
+    frontend = torch.load(checkpoint, weights_only=True)["ser"]["pipeline"]["frontend"]
+    assert frontend["class_path"] == "ser.transforms.LogMel"
     wave = torch.from_numpy(noise(1.5))[None]  # (1, T)
     with torch.inference_mode():
-        features, lengths = build_frontend(**torch.load(checkpoint)["ser"]["frontend"])(
+        features, lengths = LogMel(RATE, **frontend["init_args"])(
             wave, torch.tensor([wave.shape[1]])
         )
         assert torch.allclose(model(wave), model.net(features, lengths))
@@ -216,7 +161,7 @@ def test_cli_folder_to_json_and_csv(checkpoint: Path, tmp_path: Path, capsys):
 
 
 def test_ensemble_averages_its_members_probabilities(checkpoint: Path, tmp_path: Path, capsys):
-    other = write_checkpoint(tmp_path / "mfcc.ckpt", features="mfcc", seed=1)
+    other = write_checkpoint(tmp_path / "mfcc.ckpt", frontend=MFCC, seed=1)
     path = tmp_path / "a.wav"
     sf.write(path, noise(1.5), RATE)
     members = [load_model(checkpoint), load_model(other)]
@@ -270,24 +215,6 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys):
     ]
 
 
-LIGHTNING_FREE = """
-import sys
-from ser.__main__ import main
-main(["predict", *sys.argv[1:]])
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "torchmetrics"))
-print("HEAVY", heavy)
-"""
-
-
-def run_without_lightning(model: Path, audio: Path) -> str:
-    """Run ``ser predict`` in a fresh interpreter; return its output, which lists heavy imports."""
-    result = subprocess.run(
-        [sys.executable, "-c", LIGHTNING_FREE, str(model), str(audio)],
-        capture_output=True, text=True, cwd=REPO, timeout=300, check=True,
-    )  # fmt: skip
-    return result.stdout
-
-
 def test_predict_does_not_import_lightning(checkpoint: Path, tmp_path: Path):
     sf.write(tmp_path / "a.wav", noise(1.0), RATE)
     out = run_without_lightning(checkpoint, tmp_path / "a.wav")
@@ -298,16 +225,20 @@ def test_a_model_trained_on_denoised_audio_denoises_before_predicting(tmp_path: 
     from ser.transforms.denoise import reduce_noise
 
     checkpoint = torch.load(write_checkpoint(tmp_path / "plain.ckpt"), weights_only=True)
-    checkpoint["ser"]["denoise"] = {"mode": "stationary", "prop_decrease": 1.0}
+    checkpoint["ser"]["pipeline"]["denoise"] = {
+        "mode": "stationary",
+        "prop_decrease": 1.0,
+        "on": "decode",
+    }
     torch.save(checkpoint, tmp_path / "denoised.ckpt")
     sf.write(tmp_path / "noisy.wav", noise(2.0), RATE)
     clean = reduce_noise(read_audio(tmp_path / "noisy.wav", RATE), RATE, "stationary")
     sf.write(tmp_path / "clean.wav", clean.numpy(), RATE, subtype="FLOAT")
     model = load_model(tmp_path / "denoised.ckpt")
-    assert model.denoise == {"mode": "stationary", "prop_decrease": 1.0}
+    assert model.decode_denoise == Denoise(mode="stationary", prop_decrease=1.0, on="decode")
     (denoised,) = predict_files(model, [tmp_path / "noisy.wav"])
     plain = load_model(tmp_path / "plain.ckpt")
-    assert plain.denoise is None
+    assert plain.decode_denoise is None
     (by_hand,) = predict_files(plain, [tmp_path / "clean.wav"])
     (raw,) = predict_files(plain, [tmp_path / "noisy.wav"])
     assert torch.allclose(denoised.probabilities, by_hand.probabilities, atol=1e-5)

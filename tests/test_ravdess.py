@@ -5,6 +5,7 @@ import pytest
 
 from ser.data import RAVDESS
 from ser.data.ravdess import parse_name
+from ser.data.splits import SplitSpec
 from ser.errors import CorpusNotFoundError
 
 
@@ -16,7 +17,10 @@ def test_parse_name():
 
 
 def test_setup_splits_by_actor(ravdess_root: Path):
-    dm = RAVDESS(root=str(ravdess_root), test_speakers=["19", "20"], val_speakers=["15", "16"])
+    dm = RAVDESS(
+        root=str(ravdess_root),
+        split=SplitSpec(test_speakers=["19", "20"], val_speakers=["15", "16"]),
+    )
     assert dm.n_classes == 8 and dm.n_features == 64 and dm.sample_rate == 16000
     dm.setup("fit")
     speakers = {s: {c.speaker for c in ds.clips} for s, ds in dm.datasets.items()}
@@ -25,7 +29,9 @@ def test_setup_splits_by_actor(ravdess_root: Path):
 
 
 def test_emotion_subset_in_given_order(ravdess_root: Path):
-    dm = RAVDESS(root=str(ravdess_root), emotions=["sad", "neutral"], fold=0, n_folds=3)
+    dm = RAVDESS(
+        root=str(ravdess_root), emotions=["sad", "neutral"], split=SplitSpec(fold=0, n_folds=3)
+    )
     assert dm.class_names == ["sad", "neutral"]
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
@@ -33,7 +39,9 @@ def test_emotion_subset_in_given_order(ravdess_root: Path):
 
 
 def test_batch_contract_and_crops(ravdess_root: Path):
-    dm = RAVDESS(root=str(ravdess_root), max_seconds=0.25, batch_size=4, fold=0, n_folds=3)
+    dm = RAVDESS(
+        root=str(ravdess_root), max_seconds=0.25, batch_size=4, split=SplitSpec(fold=0, n_folds=3)
+    )
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
     assert batch["waveform"].shape == (4, 4000) and batch["lengths"].tolist() == [4000] * 4
@@ -57,7 +65,10 @@ def test_bad_files_are_skipped_with_a_warning(ravdess_root: Path, caplog):
     corrupt.write_text("not audio")
     empty = ravdess_root / "Actor_01" / "03-01-03-02-01-01-01.wav"
     empty.write_bytes(b"")
-    dm = RAVDESS(root=str(ravdess_root), test_speakers=["19", "20"], val_speakers=["15", "16"])
+    dm = RAVDESS(
+        root=str(ravdess_root),
+        split=SplitSpec(test_speakers=["19", "20"], val_speakers=["15", "16"]),
+    )
     with caplog.at_level(logging.WARNING, logger="ser"):
         dm.setup("fit")
     assert str(corrupt) in caplog.text and str(empty) in caplog.text

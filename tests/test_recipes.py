@@ -11,10 +11,7 @@ import pytest
 from ser.baseline import main as baseline_main
 from ser.cli import main
 
-from .conftest import REPO, write_corpus, write_ravdess
-from .test_aesdd import write_aesdd
-from .test_crema_d import write_crema
-from .test_tess import write_tess
+from .helpers import REPO, write_aesdd, write_corpus, write_crema, write_ravdess, write_tess
 
 RECIPES = REPO / "configs" / "recipes"
 
@@ -53,7 +50,7 @@ def test_recipe_runs_one_batch(recipe: str, tmp_path: Path, monkeypatch):
         "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
     ])  # fmt: skip
     assert cli.trainer.global_step == 1
-    assert cli.model.hparams.n_classes == cli.datamodule.n_classes == n_classes
+    assert cli.model.n_classes == cli.datamodule.n_classes == n_classes
 
 
 def test_s4_svm_recipe_writes_a_report_per_feature_type(tmp_path: Path, capsys):
@@ -62,7 +59,9 @@ def test_s4_svm_recipe_writes_a_report_per_feature_type(tmp_path: Path, capsys):
     baseline_main(["--config", str(RECIPES / "s4_folder_svm.yaml"), "--data.root", str(root),
                    "--out_dir", str(out)])  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
-    assert [r["features"] for r in summary["results"]] == ["spectral", "mfcc", "handcrafted"]
-    assert summary["svm"]["C"] == 10.0 and summary["best"] in ("spectral", "mfcc", "handcrafted")
-    for features in ("spectral", "mfcc", "handcrafted"):
-        assert (out / features / "confusion_matrix.csv").is_file()
+    # S4's sub-band features, MFCC and the default hand-crafted stack, named by class and set
+    names = ["handcrafted-band_centroid-band_bandwidth-band_energy", "mfcc", "handcrafted"]
+    assert [r["name"] for r in summary["results"]] == names
+    assert summary["svm"]["C"] == 10.0 and summary["best"] in names
+    for name in names:
+        assert (out / name / "confusion_matrix.csv").is_file()

@@ -4,8 +4,9 @@ import pytest
 
 from ser.data import SAVEE
 from ser.data.savee import EMOTION_CODES, parse_name
+from ser.data.splits import SplitSpec
 
-from .conftest import write_corpus
+from .helpers import write_corpus
 
 SPEAKERS = ("DC", "JE", "JK", "KL")
 
@@ -27,7 +28,9 @@ def test_parse_both_layouts():
 
 @pytest.mark.parametrize("flat", [False, True])
 def test_leave_one_speaker_out(tmp_path: Path, flat: bool):
-    dm = SAVEE(root=str(write_corpus(tmp_path / "savee", names(flat))), split="loso", fold=3)
+    dm = SAVEE(
+        root=str(write_corpus(tmp_path / "savee", names(flat))), split=SplitSpec("loso", fold=3)
+    )
     dm.setup("fit")
     speakers = {s: {c.speaker for c in ds.clips} for s, ds in dm.datasets.items()}
     assert speakers == {"train": {"JE", "JK"}, "val": {"DC"}, "test": {"KL"}}

@@ -1,20 +1,10 @@
 from pathlib import Path
 
 from ser.data import TESS
+from ser.data.splits import SplitSpec
 from ser.data.tess import parse_name
 
-from .conftest import write_corpus
-
-WORDS = ("back", "bar", "base", "bath")
-FOLDERS = {"angry": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy",
-           "neutral": "neutral", "ps": "pleasant_surprised", "sad": "sad"}  # fmt: skip
-
-
-def write_tess(root: Path) -> Path:
-    names = [f"{spk}_{folder}/{spk}_{w}_{code}.wav" for spk in ("OAF", "YAF")
-             for code, folder in FOLDERS.items() for w in WORDS]  # fmt: skip
-    names.append("OAF_neutral/OA_bite_neutral.wav")  # the released set has a few OA_ names
-    return write_corpus(root, names)
+from .helpers import write_tess
 
 
 def test_parse_name():
@@ -27,7 +17,10 @@ def test_parse_name():
 
 
 def test_train_on_one_voice_test_on_the_other(tmp_path: Path):
-    dm = TESS(root=str(write_tess(tmp_path / "tess")), test_speakers=["YAF"], val_speakers=[])
+    dm = TESS(
+        root=str(write_tess(tmp_path / "tess")),
+        split=SplitSpec(test_speakers=["YAF"], val_speakers=[]),
+    )
     assert dm.n_classes == 7
     dm.setup("fit")
     speakers = {s: {c.speaker for c in ds.clips} for s, ds in dm.datasets.items()}

@@ -16,7 +16,7 @@ from ser.models.vae import VAEOutput
 from ser.tasks import VAEClassifier
 from ser.tasks.vae import project_2d, vae_losses
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 def output(mean, log_var, recon, target, lengths) -> VAEOutput:
@@ -63,7 +63,7 @@ def test_vae_config_fits_tests_and_plots(ravdess_root: Path, tmp_path: Path, mon
     cli = main([
         "fit", "--config", str(REPO / "configs" / "vae.yaml"),
         "--data", str(REPO / "configs" / "data" / "ravdess.yaml"), "--data.root", str(ravdess_root),
-        "--data.test_speakers", '["19", "20"]', "--data.val_speakers", '["15", "16"]',
+        "--data.split.test_speakers", '["19", "20"]', "--data.split.val_speakers", '["15", "16"]',
         "--data.batch_size", "8", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
         "--model.init_args.net.init_args.hidden", "[16]", "--model.init_args.beta_warmup_steps", "4",
     ])  # fmt: skip

@@ -3,9 +3,10 @@ import shutil
 from pathlib import Path
 
 from ser.data import RAVDESS
+from ser.data.splits import SplitSpec
 from ser.data.verify import Official, count_report
 
-SPLIT = {"test_speakers": ["19", "20"], "val_speakers": ["15", "16"]}
+SPLIT = {"split": SplitSpec(test_speakers=["19", "20"], val_speakers=["15", "16"])}
 
 
 def test_count_report_names_missing_and_extra():

@@ -1,0 +1,206 @@
+"""What the tests share: tiny corpora in each corpus's real layout and file naming, a checkpoint
+in the layout ``ser fit`` writes, and the command line run in-process on them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ser.cli import main
+from ser.models import CNN2D
+from ser.spec import SPEC_KEY, SPEC_VERSION
+from ser.transforms import FeaturePipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+RAVDESS_16K = REPO.parent / "shared" / "data" / "ravdess-16k"
+
+
+#: emotion code -> tone frequency of the toy corpus: a learnable, known answer.
+TONES = {"01": 220.0, "03": 440.0, "04": 880.0, "05": 1760.0}
+
+
+def tone(freq: float, seconds: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)
+    return wave.astype(np.float32)
+
+
+def write_ravdess(
+    root: Path,
+    actors=(1, 2, 15, 16, 19, 20),
+    clips_per_emotion: int = 2,
+    sample_rate: int = 16000,
+    seconds: float = 0.6,
+    ext: str = "wav",
+) -> Path:
+    """A toy RAVDESS: ``Actor_XX/03-01-EE-01-SS-01-XX.<ext>``, one tone per emotion."""
+    rng = np.random.default_rng(0)
+    for actor in actors:
+        folder = root / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for code, freq in TONES.items():
+            for k in range(clips_per_emotion):
+                name = f"03-01-{code}-01-{k % 2 + 1:02d}-{k // 2 + 1:02d}-{actor:02d}.{ext}"
+                sf.write(
+                    folder / name,
+                    tone(freq * (1 + 0.005 * actor), seconds, sample_rate, rng),
+                    sample_rate,
+                )
+    return root
+
+
+def write_tone(path: Path, freq: float = 440.0, seconds: float = 0.3, sample_rate: int = 16000,
+               seed: int = 0) -> Path:  # fmt: skip
+    """A short noisy tone at ``path`` (folders created): a valid, distinct clip in any naming."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, tone(freq, seconds, sample_rate, np.random.default_rng(seed)), sample_rate)
+    return path
+
+
+def write_corpus(root: Path, names: list[str], freqs: dict[str, float] | None = None) -> Path:
+    """Write one tone per relative path in ``names``; ``freqs`` maps a name part to its tone."""
+    for i, name in enumerate(names):
+        freq = next((f for k, f in (freqs or {}).items() if k in name), 300.0 + 7 * i)
+        write_tone(root / name, freq * (1 + 0.001 * i), seed=i)
+    return root
+
+
+CONFIG = str(REPO / "configs" / "cnn2d.yaml")
+
+
+RAVDESS_YAML = str(REPO / "configs" / "data" / "ravdess.yaml")
+
+
+FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--data.batch_size", "4", "--data.max_seconds", "0.5",
+        "--data.split.test_speakers", '["19", "20"]',
+        "--data.split.val_speakers", '["15", "16"]']  # fmt: skip
+
+
+def fit(root: Path, *extra: str) -> None:
+    main(
+        ["fit", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root), *FAST, *extra]
+    )
+
+
+CLASSES = ["neutral", "happy", "sad", "angry"]
+
+
+RATE = 16000
+
+
+#: Front-end specs of the small test checkpoints.
+LOGMEL = {"class_path": "ser.transforms.LogMel", "init_args": {"n_mels": 32}}
+MFCC = {"class_path": "ser.transforms.MFCC", "init_args": {"n_mels": 32, "n_mfcc": 16}}
+
+
+def write_checkpoint(
+    path: Path, frontend: dict = LOGMEL, seed: int = 0, denoise: dict | None = None
+) -> Path:
+    """A checkpoint in the layout ``ser fit`` writes, with a tiny randomly initialised CNN2D.
+
+    Batch-norm statistics are randomised and the last layer scaled, so logits vary with the input.
+    """
+    torch.manual_seed(seed)
+    pipeline = {"frontend": frontend, "denoise": denoise}
+    n_features = FeaturePipeline.from_spec(pipeline, RATE).n_features
+    init_args = {"channels": [4, 8], "convs_per_block": 1}
+    net = CNN2D(len(CLASSES), n_features, RATE, **init_args)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.5)
+            module.running_var.uniform_(0.2, 2.0)
+            module.weight.data.normal_(1, 0.5)
+    net.head[-1].weight.data *= 20  # confident, input-dependent logits
+    return save_checkpoint(path, net, "ser.models.CNN2D", init_args, pipeline, n_features)
+
+
+def save_checkpoint(
+    path: Path,
+    net: torch.nn.Module,
+    class_path: str,
+    init_args: dict,
+    pipeline: dict,
+    n_features: int,
+) -> Path:
+    """Save ``net`` in the layout ``ser fit`` writes: Lightning's ``state_dict`` (with a metric
+    entry inference must ignore) and the spec that rebuilds the model."""
+    checkpoint = {
+        "epoch": 3,
+        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}
+        | {"metrics.val_metrics.x": torch.zeros(1)},
+        SPEC_KEY: {
+            "version": SPEC_VERSION, "class_names": CLASSES, "sample_rate": RATE,
+            "n_features": n_features, "pipeline": pipeline,
+            "net": {"class_path": class_path, "init_args": init_args}, "corpus": None,
+        },
+    }  # fmt: skip
+    torch.save(checkpoint, path)
+    return path
+
+
+def noise(seconds: float, rate: int = RATE, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """Noise with a moving tone, so different windows really differ."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * (200 + 150 * t) * t)
+    wave = tone[:, None] + 0.05 * rng.standard_normal((t.size, channels))
+    return wave.astype(np.float32).squeeze()
+
+
+AESDD_FOLDERS = {"a": "anger", "d": "disgust", "f": "fear", "h": "happiness", "s": "sadness"}
+
+
+def write_aesdd(root: Path) -> Path:
+    names = [f"{folder}/{c}0{u} ({spk}).wav" for c, folder in AESDD_FOLDERS.items()
+             for spk in range(1, 6) for u in (1, 2)]  # fmt: skip
+    return write_corpus(root, names)
+
+
+CREMA_CODES = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+
+
+def write_crema(root: Path, actors=range(1001, 1013)) -> Path:
+    names = [
+        f"AudioWAV/{a}_{s}_{e}_XX.wav" for a in actors for e in CREMA_CODES for s in ("DFA", "IEO")
+    ]
+    return write_corpus(root, names)
+
+
+TESS_WORDS = ("back", "bar", "base", "bath")
+
+
+TESS_FOLDERS = {"angry": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy",
+           "neutral": "neutral", "ps": "pleasant_surprised", "sad": "sad"}  # fmt: skip
+
+
+def write_tess(root: Path) -> Path:
+    names = [f"{spk}_{folder}/{spk}_{w}_{code}.wav" for spk in ("OAF", "YAF")
+             for code, folder in TESS_FOLDERS.items() for w in TESS_WORDS]  # fmt: skip
+    names.append("OAF_neutral/OA_bite_neutral.wav")  # the released set has a few OA_ names
+    return write_corpus(root, names)
+
+
+LIGHTNING_FREE = """
+import sys
+from ser.__main__ import main
+main(["predict", *sys.argv[1:]])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning", "torchmetrics"))
+print("HEAVY", heavy)
+"""
+
+
+def run_without_lightning(model: Path, audio: Path) -> str:
+    """Run ``ser predict`` in a fresh interpreter; return its output, which lists heavy imports."""
+    result = subprocess.run(
+        [sys.executable, "-c", LIGHTNING_FREE, str(model), str(audio)],
+        capture_output=True, text=True, cwd=REPO, timeout=300, check=True,
+    )  # fmt: skip
+    return result.stdout
