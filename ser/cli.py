@@ -31,17 +31,21 @@ LINKED = {
     "n_classes": "n_classes", "n_features": "n_features", "sample_rate": "sample_rate",
     "class_names": "class_names", "pipeline_spec": "pipeline", "corpus": "corpus",
 }  # fmt: skip
-#: What every run shares; a config sets only what is its own (epochs, its logger name, extra
-#: callbacks). ``callbacks`` are added to those a config lists.
-TRAINER_DEFAULTS = {
-    "devices": 1,
-    "log_every_n_steps": 10,
-    "logger": {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "lightning_logs", "name": "ser"},
-    },
-    "callbacks": [best_checkpoint(), last_checkpoint(), EpochSummary()],
-}
+def trainer_defaults() -> dict:
+    """What every run shares; a config sets only what is its own (epochs, its logger name, extra
+    callbacks). ``callbacks`` are added to those a config lists. New objects on every call: a
+    checkpoint callback remembers its folder and best score."""
+    return {
+        "devices": 1,
+        "log_every_n_steps": 10,
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            "init_args": {"save_dir": "lightning_logs", "name": "ser"},
+        },
+        "callbacks": [best_checkpoint(), last_checkpoint(), EpochSummary()],
+    }
+
+
 #: ``--ckpt_path`` values Lightning resolves itself.
 CKPT_ALIASES = ("last", "best", "hpc", "registry")
 
@@ -211,7 +215,7 @@ def main(args: ArgsType = None) -> SERCLI:
         subclass_mode_data=True,
         args=args,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults=TRAINER_DEFAULTS,
+        trainer_defaults=trainer_defaults(),
     )
 
 
