@@ -100,7 +100,7 @@ def ser_pipeline(
 ) -> dict[str, float]:
     """Seconds of ser's batched path over ``paths``: ``total`` for the batches (decoded audio in
     memory, as the decoded-audio cache hands it over) and ``decode`` for building that audio once
-    (reading, and noisereduce per clip when ``denoise.on`` is ``decode``)."""
+    (reading, and noisereduce per clip when ``denoise.where`` is ``decode``)."""
     from functools import partial
 
     from ser.data import RAVDESS
@@ -110,7 +110,7 @@ def ser_pipeline(
 
     dm = RAVDESS(
         root=str(root), frontend=partial(LogMel, hop_ms=16.0),
-        denoise=Denoise("nonstationary", on=denoise_on),
+        denoise=Denoise("nonstationary", where=denoise_on),
         augment=augmentation(AUGMENT_YAML) if augment else None,
     )  # fmt: skip
     dm.trainer = SimpleNamespace(training=True)
@@ -167,7 +167,7 @@ def throughput_table(root: Path, n_clips: int, device: torch.device, repeat: int
         row(f"(b) ser, {on}: TorchGate + log-mel", gate["total"], gate["audio_s"]),
         row(f"(b) ser, {on}: TorchGate + augmentation + log-mel + SpecAugment",
             gate_aug["total"], gate_aug["audio_s"], bold=True),
-        row(f"(b) ser, {on}, noise reduction cached with the decode (`denoise.on: decode`): "
+        row(f"(b) ser, {on}, noise reduction cached with the decode (`denoise.where: decode`): "
             "augmentation + log-mel + SpecAugment, every epoch", cached["total"], cached["audio_s"],
             bold=True),
         row("    building that cache once: read + noisereduce per clip at 16 kHz",

@@ -31,6 +31,8 @@ LINKED = {
     "n_classes": "n_classes", "n_features": "n_features", "sample_rate": "sample_rate",
     "class_names": "class_names", "pipeline_spec": "pipeline", "corpus": "corpus",
 }  # fmt: skip
+
+
 def trainer_defaults() -> dict:
     """What every run shares; a config sets only what is its own (epochs, its logger name, extra
     callbacks). ``callbacks`` are added to those a config lists. New objects on every call: a

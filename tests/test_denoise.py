@@ -75,7 +75,7 @@ def test_denoise_settings_key_the_decode_and_fail_early(ravdess_root: Path):
     }  # fmt: skip
     path = next(ravdess_root.rglob("*.wav"))
     assert not torch.equal(dm.decode(path), plain.decode(path))
-    on_device = RAVDESS(root=str(ravdess_root), denoise=Denoise("stationary", on="device"))
+    on_device = RAVDESS(root=str(ravdess_root), denoise=Denoise("stationary", where="device"))
     assert on_device.decode_settings() == {"sample_rate": 16000}
     assert on_device.pipeline.gate is not None
     with pytest.raises(SERError, match="prop_decrease=2.0"):
@@ -86,7 +86,7 @@ def test_device_gate_runs_in_every_stage(ravdess_root: Path):
     split = SplitSpec(fold=0, n_folds=3)
     plain = RAVDESS(root=str(ravdess_root), split=split, batch_size=4)
     gated = RAVDESS(root=str(ravdess_root), split=split, batch_size=4,
-                    denoise=Denoise("stationary", on="device"))  # fmt: skip
+                    denoise=Denoise("stationary", where="device"))  # fmt: skip
     plain.setup("fit")
     batch = next(iter(plain.val_dataloader()))
     a = plain.on_after_batch_transfer(dict(batch), 0)

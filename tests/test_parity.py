@@ -34,7 +34,7 @@ def trained(tmp_path_factory) -> Path:
         patch.chdir(tmp)
         patch.setenv("SER_CACHE_DIR", str(tmp / "cache"))
         fit(root, "--trainer.max_epochs", "2", "--data.emotions", f"[{', '.join(CLASSES)}]",
-            "--data.denoise.mode", "stationary", "--data.denoise.on", "device")  # fmt: skip
+            "--data.denoise.mode", "stationary", "--data.denoise.where", "device")  # fmt: skip
     return tmp / "lightning_logs" / "cnn2d" / "version_0"
 
 
@@ -56,7 +56,7 @@ def test_recordings_score_as_predict_scores_them(trained: Path, tmp_path: Path, 
     monkeypatch.chdir(tmp_path)
     checkpoint = trained / "checkpoints" / "last.ckpt"
     spec = torch.load(checkpoint, weights_only=True)[SPEC_KEY]
-    assert spec["pipeline"]["denoise"]["on"] == "device"
+    assert spec["pipeline"]["denoise"]["where"] == "device"
     main(["test", "--config", str(trained / "config.yaml"), "--ckpt_path", str(checkpoint),
           "--score", "recordings", "--window", "1.0", "--hop", "0.5"])  # fmt: skip
     report = tmp_path / "lightning_logs" / "cnn2d" / "version_0" / "test"

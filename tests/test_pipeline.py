@@ -37,7 +37,7 @@ def batch(seconds=(0.6, 0.4), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor
 
 
 def test_eval_is_gate_then_frontend_and_train_adds_augmentation():
-    denoise = Denoise("stationary", on="device")
+    denoise = Denoise("stationary", where="device")
     augmentation = Augmentation(
         waveform=[Gain(p=1.0, gain_db=(6.0, 6.0))], features=[FrequencyMask(p=1.0, max_width=8)]
     )
@@ -67,7 +67,7 @@ def test_spec_rebuilds_the_same_eval_pipeline():
     pipeline = FeaturePipeline(
         functools.partial(LogMel, n_mels=32, hop_ms=16.0),
         RATE,
-        Denoise("nonstationary", on="device"),
+        Denoise("nonstationary", where="device"),
     )
     rebuilt = FeaturePipeline.from_spec(pipeline.spec, RATE)
     assert rebuilt.spec == pipeline.spec
@@ -86,7 +86,7 @@ def test_spec_builds_only_ser_transforms():
 
 
 def test_decode_time_noise_reduction_is_a_recording_step_not_a_batch_step():
-    pipeline = FeaturePipeline(LogMel, RATE, Denoise("stationary", on="decode"))
+    pipeline = FeaturePipeline(LogMel, RATE, Denoise("stationary", where="decode"))
     assert pipeline.gate is None
     wave = torch.from_numpy(noise(1.0))
     assert not torch.allclose(pipeline.recording(wave), wave)
@@ -96,7 +96,7 @@ def test_decode_time_noise_reduction_is_a_recording_step_not_a_batch_step():
 def test_datamodule_hook_and_baseline_run_the_pipeline_with_its_device_gate(ravdess_root: Path):
     gated = RAVDESS(
         root=str(ravdess_root), split=SPLIT, max_seconds=0.5, verify=False,
-        denoise=Denoise("stationary", on="device"),
+        denoise=Denoise("stationary", where="device"),
     )  # fmt: skip
     plain = RAVDESS(root=str(ravdess_root), split=SPLIT, max_seconds=0.5, verify=False)
     for dm in (gated, plain):
@@ -119,7 +119,7 @@ def test_datamodule_hook_and_baseline_run_the_pipeline_with_its_device_gate(ravd
 
 
 def test_inference_runs_the_checkpoint_pipeline(tmp_path: Path):
-    denoise = {"mode": "stationary", "prop_decrease": 1.0, "on": "device"}
+    denoise = {"mode": "stationary", "prop_decrease": 1.0, "where": "device"}
     model = load_model(write_checkpoint(tmp_path / "gated.ckpt", denoise=denoise))
     assert isinstance(model.pipeline.gate, SpectralGate) and model.decode_denoise is None
     wave, lengths = batch((0.8, 0.8))
@@ -173,18 +173,41 @@ def test_no_import_cycles_in_the_package():
 def test_export_carries_the_device_gate_and_the_decode_denoise(tmp_path: Path):
     from ser.inference.export import export
 
-    for on in ("device", "decode"):
-        denoise = {"mode": "nonstationary", "prop_decrease": 0.8, "on": on}
-        checkpoint = write_checkpoint(tmp_path / f"{on}.ckpt", denoise=denoise)
-        export(checkpoint, tmp_path / on, ["torchscript"])
-        exported, trained = load_model(tmp_path / on / "model.ts"), load_model(checkpoint)
+    for where in ("device", "decode"):
+        denoise = {"mode": "nonstationary", "prop_decrease": 0.8, "where": where}
+        checkpoint = write_checkpoint(tmp_path / f"{where}.ckpt", denoise=denoise)
+        export(checkpoint, tmp_path / where, ["torchscript"])
+        exported, trained = load_model(tmp_path / where / "model.ts"), load_model(checkpoint)
         assert exported.decode_denoise == trained.decode_denoise
-        assert (exported.decode_denoise is None) == (on == "device")
+        assert (exported.decode_denoise is None) == (where == "device")
         wave = torch.from_numpy(noise(2.0))[None]
         with torch.inference_mode():
             assert torch.allclose(exported(wave), trained(wave), atol=1e-4)
-            if on == "device":  # the gate is inside the export: without it, other logits
+            if where == "device":  # the gate is inside the export: without it, other logits
                 ungated = trained.net(
                     *trained.pipeline.frontend(wave, torch.tensor([wave.shape[1]]))
                 )
                 assert not torch.allclose(exported(wave), ungated, atol=1e-3)
+
+
+def test_pipeline_groups_read_from_yaml(ravdess_root: Path, tmp_path: Path):
+    """Front-end, noise reduction and split as a user writes them in a data config."""
+    from jsonargparse import ArgumentParser
+
+    from ser.data.base import SERDataModule
+
+    config = tmp_path / "data.yaml"
+    config.write_text(
+        "class_path: ser.data.RAVDESS\n"
+        "init_args:\n"
+        f"  root: {ravdess_root}\n"
+        "  frontend: {class_path: ser.transforms.MFCC, init_args: {n_mfcc: 13}}\n"
+        "  denoise: {mode: nonstationary, where: device}\n"
+        "  split: {protocol: random, seed: 7}\n"
+    )
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(SERDataModule, "data")
+    dm = parser.instantiate(parser.parse_args(["--data", str(config)])).data
+    assert dm.n_features == 13 and isinstance(dm.pipeline.gate, SpectralGate)
+    assert dm.pipeline.denoise == Denoise("nonstationary", where="device")
+    assert dm.split == SplitSpec(protocol="random", seed=7)

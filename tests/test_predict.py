@@ -228,14 +228,14 @@ def test_a_model_trained_on_denoised_audio_denoises_before_predicting(tmp_path: 
     checkpoint["ser"]["pipeline"]["denoise"] = {
         "mode": "stationary",
         "prop_decrease": 1.0,
-        "on": "decode",
+        "where": "decode",
     }
     torch.save(checkpoint, tmp_path / "denoised.ckpt")
     sf.write(tmp_path / "noisy.wav", noise(2.0), RATE)
     clean = reduce_noise(read_audio(tmp_path / "noisy.wav", RATE), RATE, "stationary")
     sf.write(tmp_path / "clean.wav", clean.numpy(), RATE, subtype="FLOAT")
     model = load_model(tmp_path / "denoised.ckpt")
-    assert model.decode_denoise == Denoise(mode="stationary", prop_decrease=1.0, on="decode")
+    assert model.decode_denoise == Denoise(mode="stationary", prop_decrease=1.0, where="decode")
     (denoised,) = predict_files(model, [tmp_path / "noisy.wav"])
     plain = load_model(tmp_path / "plain.ckpt")
     assert plain.decode_denoise is None

@@ -149,7 +149,7 @@ class SERDataModule(L.LightningDataModule):
         """The settings that determine :meth:`decode`'s output (the key of a decoded-audio cache)."""
         settings = {"sample_rate": self.sample_rate}
         denoise = self.pipeline.denoise
-        if denoise is not None and denoise.on == "decode":
+        if denoise is not None and denoise.where == "decode":
             settings.update(denoise=denoise.mode, denoise_prop_decrease=denoise.prop_decrease)
         return settings
 

@@ -49,7 +49,7 @@ class EmotionModel(nn.Module):
     def decode_denoise(self) -> Denoise | None:
         """The noise reduction applied to whole recordings before windowing (else ``None``)."""
         denoise = self.pipeline.denoise
-        return denoise if denoise is not None and denoise.on == "decode" else None
+        return denoise if denoise is not None and denoise.where == "decode" else None
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is None:  # every clip fills the batch: what an exported model assumes

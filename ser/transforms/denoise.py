@@ -39,28 +39,28 @@ class Denoise:
     Args:
         mode: ``stationary`` (one noise profile per clip) or ``nonstationary`` (a running one).
         prop_decrease: share of the gated noise removed (1: all).
-        on: ``decode``: per recording with ``noisereduce.reduce_noise`` when audio is read (cached
+        where: ``decode``: per recording with ``noisereduce.reduce_noise`` when audio is read (cached
             with the decoded audio); ``device``: batched with TorchGate on the batch's device.
     """
 
     mode: DenoiseMode = "stationary"
     prop_decrease: float = 1.0
-    on: Literal["decode", "device"] = "decode"
+    where: Literal["decode", "device"] = "decode"
 
     def __post_init__(self) -> None:
         check_denoise(self.mode, self.prop_decrease)
-        if self.on not in ("decode", "device"):
-            raise SERError(f"denoise on={self.on!r}: choose decode or device")
+        if self.where not in ("decode", "device"):
+            raise SERError(f"denoise where={self.where!r}: choose decode or device")
 
     def recording(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """One ``(n_samples,)`` recording as it is read: noise-reduced when ``on`` is ``decode``."""
-        if self.on != "decode":
+        """One ``(n_samples,)`` recording as it is read: noise-reduced when ``where`` is ``decode``."""
+        if self.where != "decode":
             return wave
         return reduce_noise(wave, sample_rate, self.mode, self.prop_decrease)
 
     def gate(self, sample_rate: int) -> SpectralGate | None:
-        """The batched gate when ``on`` is ``device``, else ``None``."""
-        if self.on != "device":
+        """The batched gate when ``where`` is ``device``, else ``None``."""
+        if self.where != "device":
             return None
         return SpectralGate(sample_rate, self.mode, self.prop_decrease)
 
