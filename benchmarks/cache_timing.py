@@ -1,7 +1,7 @@
 """Decoded-audio cache: setup time without a cache, building it, and with it; one training epoch
 of a config before and after the cache exists. Prints a table.
 
-    python benchmarks/cache_timing.py --root ../shared/data/ravdess-16k \
+    python benchmarks/cache_timing.py --root PATH/TO/RAVDESS \
         --config configs/cnn2d.yaml --data configs/data/ravdess.yaml
 """
 

@@ -14,7 +14,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.data_path --root ../shared/data/ravdess-16k [--clips 240] [--repeat 3] [--device cuda]
+    python -m benchmarks.data_path --root PATH/TO/RAVDESS [--clips 240] [--repeat 3] [--device cuda]
 """
 
 from __future__ import annotations
@@ -291,9 +291,7 @@ def step_tables(root: Path, epochs: int, accelerator: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--root", type=Path, default=REPO.parent / "shared" / "data" / "ravdess-16k"
-    )
+    parser.add_argument("--root", type=Path, required=True, help="the RAVDESS folder")
     parser.add_argument("--clips", type=int, default=240, help="clips for the throughput table")
     parser.add_argument("--device", default="auto", help="device of ser's path: auto, cpu, cuda")
     parser.add_argument(

@@ -8,7 +8,7 @@ each whole recording as ``ser predict`` scores it (the mean over windows of ``--
 the best model by validation UAR and adds, one at a time, the model that raises the ensemble's
 validation UAR most, until none does; the test split plays no part in it::
 
-    python -m benchmarks.ensemble --root ../shared/data/ravdess-16k --zoo lightning_logs/model_zoo
+    python -m benchmarks.ensemble --root PATH/TO/RAVDESS --zoo lightning_logs/model_zoo
     python -m benchmarks.ensemble --root ... --ckpt cnn2d=PATH --ckpt vae=PATH
 
 ``--zoo`` takes the ``results.json`` of ``benchmarks/model_zoo.py`` (each run's best checkpoint;

@@ -1,9 +1,9 @@
 """Inference speed of ``ser predict``: real-time factor, cold start, and export parity.
 
-    python benchmarks/predict.py CHECKPOINT [--audio FOLDER] [--minutes 10]
+    python benchmarks/predict.py CHECKPOINT --audio FOLDER [--minutes 10]
 
 CHECKPOINT is a ``ser fit`` checkpoint (e.g. ``lightning_logs/cnn2d/version_0/checkpoints/
-best-*.ckpt``); FOLDER defaults to ``../shared/data/ravdess-16k``. Prints three tables:
+best-*.ckpt``); FOLDER is a folder of recordings (e.g. the RAVDESS corpus). Prints three tables:
 
 1. real-time factor (wall seconds per audio second) of batched prediction over at least
    ``--minutes`` of audio, decoding included, from the checkpoint and from its TorchScript export;
@@ -77,7 +77,7 @@ def table(title: str, header: tuple[str, ...], rows: list[tuple]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--audio", type=Path, default=REPO.parent / "shared/data/ravdess-16k")
+    parser.add_argument("--audio", type=Path, required=True, help="a folder of recordings")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="cold starts per path (median)")
