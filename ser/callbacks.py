@@ -78,14 +78,29 @@ class PreciseBatchNorm(L.Callback):
             m.momentum = None  # a cumulative average over the batches, not an exponential one
             m.train()
         pipeline = data.pipeline.to(pl_module.device).eval()  # the inputs evaluation sees
+        # With several processes, each runs every world_size-th batch of the one-process list.
+        starts = range(0, n_clips, data.batch_size)[trainer.global_rank :: trainer.world_size]
         try:
             with torch.no_grad(), trainer.precision_plugin.forward_context():
-                for start in range(0, n_clips, data.batch_size):
+                for start in starts:
                     batch = collate([dataset[k] for k in keys[start : start + data.batch_size]])
                     batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
                     batch = pipeline.process(batch, data.n_classes)
                     pl_module(batch["features"], batch["feature_lengths"])
+            if trainer.world_size > 1:
+                for m in norms:
+                    average_across_processes(m, trainer.strategy)
         finally:
             for m, training, momentum in saved:
                 m.train(training)
                 m.momentum = momentum
+
+
+def average_across_processes(norm: nn.modules.batchnorm._BatchNorm, strategy) -> None:
+    """Turn each process's cumulative average over its batches into the average over all of them
+    (what one process running every batch holds), weighting by the batches each one ran."""
+    count = norm.num_batches_tracked.to(norm.running_mean.dtype)
+    total = strategy.reduce(count.clone(), reduce_op="sum")
+    for stat in (norm.running_mean, norm.running_var):
+        stat.copy_(strategy.reduce(stat * count, reduce_op="sum") / total)
+    norm.num_batches_tracked.copy_(total.to(norm.num_batches_tracked.dtype))

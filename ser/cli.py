@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -40,6 +41,8 @@ def trainer_defaults() -> dict:
     return {
         "devices": 1,
         "log_every_n_steps": 10,
+        # ser's loaders shard themselves across processes without repeating a clip
+        "use_distributed_sampler": False,
         "logger": {
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
             "init_args": {"save_dir": "lightning_logs", "name": "ser"},
@@ -139,12 +142,13 @@ class SERCLI(LightningCLI):
     def after_test(self) -> None:
         """Print the per-class table and write the confusion matrix (CSV, PNG), metrics JSON and
         TensorBoard figure into ``<log dir>/test``."""
+        log_dir = self.trainer.log_dir  # every rank: with several processes it is a collective
         confusion = self.model.test_confusion
         if confusion is None or not self.trainer.is_global_zero:
             return
         confusion = confusion.numpy().astype(np.int64)
         class_names = self.model.class_names
-        out_dir = Path(self.trainer.log_dir or ".") / "test"
+        out_dir = Path(log_dir or ".") / "test"
         compared = getattr(self.datamodule, "compared_classes", class_names)
         extra = {
             "ckpt_path": self.trainer.ckpt_path,
@@ -210,7 +214,7 @@ def canonical_class_path(name: str) -> str:
 
 def main(args: ArgsType = None) -> SERCLI:
     """Entry point of the training commands of ``ser`` and ``python -m ser``; returns the CLI."""
-    return SERCLI(
+    cli = SERCLI(
         EmotionClassifier,
         SERDataModule,
         subclass_mode_model=True,
@@ -219,6 +223,10 @@ def main(args: ArgsType = None) -> SERCLI:
         save_config_kwargs={"overwrite": True},
         trainer_defaults=trainer_defaults(),
     )
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # the other processes wait while rank 0 writes the report
+        torch.distributed.destroy_process_group()
+    return cli
 
 
 if __name__ == "__main__":

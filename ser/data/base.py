@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from ser.audio import is_audio_file, is_silent, read_audio, recording_windows
 from ser.data.cache import AudioCache, decode_uncached
-from ser.data.dataset import Clip, ClipDataset, EpochSampler, collate
+from ser.data.dataset import Clip, ClipDataset, EpochSampler, ShardSampler, collate
 from ser.data.emotions import resolve_classes, restrict_to_classes
 from ser.data.splits import Split, SplitSpec
 from ser.data.verify import Official, count_report, duplicate_groups
@@ -334,10 +334,17 @@ class SERDataModule(L.LightningDataModule):
             dataset = ClipDataset(dataset.waves, dataset.labels, dataset.clips, None, train=False)
             batch_size = 1
             collate_fn = functools.partial(collate_windows, self.sample_rate, *self.test_windows)
+        # Several processes (DDP): this rank's share; the CLI turns Lightning's padded sampler off.
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        if stage == "train":
+            sampler = EpochSampler(len(dataset), seed, rank, world)
+        else:
+            sampler = ShardSampler(len(dataset), rank, world) if world > 1 else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochSampler(len(dataset), seed) if stage == "train" else None,
+            sampler=sampler,
             generator=torch.Generator().manual_seed(seed),
             drop_last=stage == "train" and len(dataset) > self.batch_size,
             num_workers=self.num_workers,

@@ -20,6 +20,7 @@ Scoring whole recordings (``ser test --score recordings``), a batch is one recor
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,27 +90,55 @@ class EpochSampler(Sampler):
 
     Lightning calls :meth:`set_epoch` before every epoch, also after resuming from a checkpoint, so
     a resumed run replays the order and crops of the uninterrupted one; the global random
-    generators are left to the model (dropout, augmentation).
+    generators are left to the model (dropout, augmentation). With several processes, rank ``r``
+    of ``W`` takes every ``W``-th position of the same order, the order wrapped round so that every
+    rank gets ``ceil(n / W)`` clips (distributed training needs equal step counts); together the
+    ranks cover the whole split, and a clip's crop does not depend on ``W``.
 
     Args:
         n_clips: size of the dataset.
         seed: base seed (the run's seed).
+        rank: this process's rank.
+        world_size: number of processes.
     """
 
-    def __init__(self, n_clips: int, seed: int) -> None:
+    def __init__(self, n_clips: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.n_clips, self.seed, self.epoch = n_clips, seed, 0
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n_clips
+        return math.ceil(self.n_clips / self.world_size)
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n_clips, generator=generator).tolist()
         crop_seeds = torch.randint(2**62, (self.n_clips,), generator=generator).tolist()
-        yield from zip(order, crop_seeds, strict=True)
+        keys = list(zip(order, crop_seeds, strict=True))
+        keys += keys[: len(self) * self.world_size - self.n_clips]  # wrapped round
+        yield from keys[self.rank :: self.world_size]
+
+
+class ShardSampler(Sampler):
+    """Rank ``r`` of ``W`` takes clips ``r, r + W, r + 2W...`` in order, nothing repeated: with
+    several processes, validation and test count every clip exactly once.
+
+    Args:
+        n_clips: size of the dataset.
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    def __init__(self, n_clips: int, rank: int, world_size: int) -> None:
+        self.indices = range(rank, n_clips, world_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        yield from self.indices
 
 
 def collate(items: list[dict]) -> dict:

@@ -105,6 +105,7 @@ class EmotionClassifier(L.LightningModule):
             on_epoch=True,
             prog_bar=True,
             batch_size=len(labels),
+            sync_dist=True,
         )
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), labels)
@@ -147,8 +148,13 @@ class EmotionClassifier(L.LightningModule):
         self.test_predictions = []
 
     def on_test_epoch_end(self) -> None:
-        self.test_confusion = self.test_confusion_metric.compute().cpu()
+        self.test_confusion = self.test_confusion_metric.compute().cpu()  # summed over processes
         self.test_confusion_metric.reset()
+        if self.trainer.world_size > 1:  # every process's rows, in the order of one process
+            gathered: list[list[dict]] = [[] for _ in range(self.trainer.world_size)]
+            torch.distributed.all_gather_object(gathered, self.test_predictions)
+            self.test_predictions = sorted((r for rows in gathered for r in rows),
+                                           key=lambda r: r["path"])  # fmt: skip
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())

@@ -132,8 +132,9 @@ class VAEClassifier(EmotionClassifier):
         recon, kl = vae_losses(out)
         beta = self.current_beta()
         size = len(batch["label"])
-        self.log(f"{stage}/recon", recon, on_step=False, on_epoch=True, batch_size=size)
-        self.log(f"{stage}/kl", kl, on_step=False, on_epoch=True, batch_size=size)
+        for name, value in (("recon", recon), ("kl", kl)):
+            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, batch_size=size,
+                     sync_dist=True)  # fmt: skip
         if stage == "train":
             self.log("train/beta", beta, on_step=False, on_epoch=True, batch_size=size)
         if stage == "test":

@@ -1,0 +1,109 @@
+"""Several processes (DDP, 2 CPU processes over gloo): one report, every test clip counted once,
+the same test figures as one process, disjoint shards, precise BN over the whole split."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ser.callbacks import PreciseBatchNorm
+from ser.data import RAVDESS
+from ser.data.dataset import EpochSampler, ShardSampler
+from ser.data.splits import SplitSpec
+from ser.models import CNN2D
+from ser.tasks import EmotionClassifier
+
+from .helpers import CONFIG, RAVDESS_YAML, write_ravdess
+
+DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+SPLIT = {"test_speakers": ["19", "20"], "val_speakers": ["15", "16"]}
+
+
+def ser(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SER_CACHE_DIR": str(cwd / "cache"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "ser", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+
+
+def test_epoch_sampler_shards_cover_the_split_with_equal_lengths():
+    whole = list(EpochSampler(11, seed=3))
+    for world in (2, 3):
+        shards = [list(EpochSampler(11, seed=3, rank=r, world_size=world)) for r in range(world)]
+        assert {len(s) for s in shards} == {-(-11 // world)}  # equal step counts
+        keys = [k for s in shards for k in s]
+        assert set(keys) == set(whole)  # every clip, each with the crop it has in one process
+        assert len(keys) - len(set(keys)) == len(keys) - 11  # repeats only to even the shards
+    sampler = EpochSampler(11, seed=3, rank=1, world_size=2)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first  # a new order each epoch, the same on every rank
+
+
+def test_shard_sampler_counts_every_clip_once():
+    shards = [list(ShardSampler(11, r, 3)) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(11))
+
+
+def test_ddp_fit_and_test_count_every_clip_once_and_match_one_process(tmp_path: Path):
+    root = write_ravdess(tmp_path / "ravdess", clips_per_emotion=4)
+    common = [
+        "--data.emotions", "[neutral, happy, sad, angry]", "--data.batch_size", "4",
+        "--data.max_seconds", "0.5", "--data.split", json.dumps(SPLIT),
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    fit = ser("fit", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root),
+              "--trainer.max_epochs", "2", *common, *DDP, cwd=tmp_path)  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    runs = sorted((tmp_path / "lightning_logs" / "cnn2d").iterdir())
+    assert [r.name for r in runs] == ["version_0"]  # one run folder, one report
+    assert fit.stdout.count("UAR ") == 1 and "Traceback" not in fit.stderr
+    metrics = json.loads((runs[0] / "test" / "metrics.json").read_text())
+    assert metrics["n_clips"] == 2 * 4 * 4  # the test split, no clip twice
+    assert sum(map(sum, metrics["confusion_matrix"])) == 32
+
+    checkpoint = str(runs[0] / "checkpoints" / "last.ckpt")
+    config = str(runs[0] / "config.yaml")
+    reports = {}
+    for name, extra in (("one", ["--trainer.devices", "1"]), ("two", DDP)):
+        result = ser("test", "--config", config, "--ckpt_path", checkpoint, *extra,
+                     "--trainer.logger.init_args.save_dir", str(tmp_path / name), cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports[name] = tmp_path / name / "cnn2d" / "version_0" / "test"
+    one, two = (json.loads((reports[n] / "metrics.json").read_text()) for n in ("one", "two"))
+    assert two["n_clips"] == one["n_clips"] == 32
+    assert two["confusion_matrix"] == one["confusion_matrix"]
+    assert two["uar"] == pytest.approx(one["uar"])
+    rows = [(reports[n] / "predictions.csv").read_text().splitlines() for n in ("one", "two")]
+    assert len(rows[0]) == 33 and rows[0] == rows[1]  # the same clips, order and probabilities
+
+    # Precise BN ran over the whole training split across the two processes: recomputing it in
+    # one process with the checkpoint's weights gives the statistics the checkpoint holds.
+    saved = torch.load(checkpoint, weights_only=True)
+    state, frontend = saved["state_dict"], saved["ser"]["pipeline"]["frontend"]
+    data = RAVDESS(root=str(root), emotions=["neutral", "happy", "sad", "angry"], batch_size=4,
+                   max_seconds=0.5, split=SplitSpec(**SPLIT), verify=False, frontend=frontend)  # fmt: skip
+    data.setup("fit")
+    model = EmotionClassifier(
+        partial(CNN2D, channels=[16, 32, 64, 128], convs_per_block=2, dropout=0.3),
+        data.n_classes, data.n_features, data.sample_rate,
+    )  # fmt: skip
+    model.load_state_dict(state)
+    trainer = SimpleNamespace(
+        sanity_checking=False, state=SimpleNamespace(fn="fit"), datamodule=data,
+        precision_plugin=SimpleNamespace(forward_context=torch.no_grad), global_rank=0,
+        world_size=1,
+    )  # fmt: skip
+    PreciseBatchNorm().on_validation_start(trainer, model)
+    for key, value in model.state_dict().items():
+        if "running_" in key:
+            assert torch.allclose(value, state[key], rtol=1e-4, atol=1e-5), key
