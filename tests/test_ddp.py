@@ -107,3 +107,27 @@ def test_ddp_fit_and_test_count_every_clip_once_and_match_one_process(tmp_path: 
     for key, value in model.state_dict().items():
         if "running_" in key:
             assert torch.allclose(value, state[key], rtol=1e-4, atol=1e-5), key
+
+
+def test_ddp_resume_reproduces_the_uninterrupted_run(tmp_path: Path):
+    root = write_ravdess(tmp_path / "ravdess", clips_per_emotion=2)
+    common = [
+        "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root),
+        "--data.emotions", "[neutral, happy, sad, angry]", "--data.batch_size", "4",
+        "--data.max_seconds", "0.5", "--data.split", json.dumps(SPLIT), "--test_after_fit", "false",
+        "--trainer.enable_progress_bar", "false", *DDP,
+    ]  # fmt: skip
+    runs = {}
+    for name, epochs, extra in (("whole", 3, []), ("cut", 2, []), ("cut", 3, ["resume"])):
+        if extra:
+            extra = ["--ckpt_path", str(runs["cut"] / "checkpoints" / "last.ckpt")]
+        result = ser("fit", *common, "--trainer.max_epochs", str(epochs), *extra,
+                     "--trainer.logger.init_args.save_dir", str(tmp_path / name), cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = sorted((tmp_path / name / "cnn2d").iterdir())[-1]
+    whole, resumed = (
+        torch.load(runs[n] / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for n in ("whole", "cut")
+    )
+    for key, value in whole.items():
+        assert torch.equal(value, resumed[key]), key
