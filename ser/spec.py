@@ -110,7 +110,10 @@ def read_spec(checkpoint: Any, what: str) -> dict:
             f"{what}: written by an older ser (checkpoint layout {spec.get('version', 1)}, this ser "
             f"reads {SPEC_VERSION}: no feature-pipeline entry); retrain it with this version"
         )
-    missing = [k for k in SPEC_FIELDS if k not in spec]
+    missing = [k for k in SPEC_FIELDS if spec.get(k) is None]
     if missing:
-        raise SERError(f"{what}: its {SPEC_KEY!r} entry lacks {', '.join(missing)}")
+        raise SERError(
+            f"{what}: its {SPEC_KEY!r} entry lacks {', '.join(missing)} (a task trained outside "
+            "`ser fit` must be given the data's pipeline_spec as its pipeline)"
+        )
     return spec

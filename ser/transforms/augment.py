@@ -1,6 +1,6 @@
 """Batched data augmentation on any device, drawn per example.
 
-Two kinds, applied by :meth:`ser.data.base.SERDataModule.on_after_batch_transfer` while training:
+Two kinds, applied by the :class:`ser.transforms.FeaturePipeline` while training:
 
 - :class:`WaveAugment`: ``(wave (B, T), lengths (B,), sample_rate) -> (wave (B, T'), lengths (B,))``
   on zero-padded waveforms: :class:`AddNoise`, :class:`Gain`, :class:`TimeShift`, :class:`Speed`,
