@@ -87,6 +87,8 @@ class SERCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Fail before any work on a checkpoint that is not there; fit test data to the checkpoint."""
+        if self.subcommand is None:  # built from Python with run=False: no checkpoint to check
+            return
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in CKPT_ALIASES and not Path(ckpt_path).is_file():
             raise SERError(
