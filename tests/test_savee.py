@@ -33,5 +33,7 @@ def test_leave_one_speaker_out(tmp_path: Path, flat: bool):
     )
     dm.setup("fit")
     speakers = {s: {c.speaker for c in ds.clips} for s, ds in dm.datasets.items()}
-    assert speakers == {"train": {"JE", "JK"}, "val": {"DC"}, "test": {"KL"}}
+    # three speakers train (validation is a share of their clips), one is tested
+    assert speakers["train"] == {"DC", "JE", "JK"} and speakers["test"] == {"KL"}
+    assert speakers["val"] <= speakers["train"] and len(dm.datasets["val"]) > 0
     assert len(dm.datasets["test"]) == 14

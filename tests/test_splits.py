@@ -76,10 +76,16 @@ def test_loso_has_one_test_speaker_per_fold_and_no_overlap():
     for fold in range(24):
         split = make_split("loso", SPEAKERS, labels, [None] * len(SPEAKERS), fold=fold)
         groups = {stage: {SPEAKERS[i] for i in idx} for stage, idx in split.items()}
-        assert len(groups["test"]) == 1 and len(groups["val"]) == 1
-        assert not (groups["train"] & groups["test"] or groups["train"] & groups["val"])
+        assert len(groups["test"]) == 1 and not groups["train"] & groups["test"]
+        # validation: a share of the training speakers' clips, so every other speaker trains
+        assert (
+            groups["train"] == set(SPEAKERS) - groups["test"] and groups["val"] <= groups["train"]
+        )
+        assert split["val"] and not set(split["val"]) & set(split["train"])
         seen += groups["test"]
     assert sorted(seen) == sorted(set(SPEAKERS))
+    named = make_split("loso", SPEAKERS, labels, [None] * len(SPEAKERS), val_speakers=["02"])
+    assert {SPEAKERS[i] for i in named["val"]} == {"02"}  # named speakers are still held out
 
 
 def test_empty_val_speakers_carves_validation_from_training_speakers():

@@ -1,7 +1,8 @@
 """Train/val/test splits: speaker-independent by default, stratified random or a corpus's own on request.
 
 - ``speaker``: speaker folds; ``fold`` picks the test fold, so a loop over folds cross-validates
-- ``loso``: leave-one-speaker-out (one fold per speaker)
+- ``loso``: leave-one-speaker-out (one fold per speaker); validation is a stratified share of the
+  training speakers' clips unless ``val_speakers`` names speakers
 - ``random``: stratified random with a seed (speakers shared between stages: the seeds' protocol)
 - ``predefined``: the corpus's own train/(val/)test assignment, validation carved from train
 - ``all``: every clip in test (evaluating a trained model on another corpus)
@@ -157,6 +158,8 @@ def make_split(
         return {"train": [], "val": [], "test": list(range(len(labels)))}
     if kind == "loso":
         n_folds = len(set(speakers))
+        if val_speakers is None:  # few speakers: one more held out would starve training
+            val_speakers = []
     if len(set(speakers)) < 2:
         raise SERError(
             f"split={kind} needs speaker labels, but this corpus has {len(set(speakers))} "
@@ -180,8 +183,9 @@ class SplitSpec:
             speaker out: one fold per speaker), ``random`` (stratified, the seeds' protocol),
             ``predefined`` (the corpus's own train/test) or ``all`` (every clip in test).
         test_speakers: speakers held out for test (``speaker``); default: fold ``fold``.
-        val_speakers: speakers held out for validation; default: the fold after the test fold;
-            ``[]``: a stratified share (``val_ratio``) of the training speakers' clips.
+        val_speakers: speakers held out for validation; default: the fold after the test fold
+            (``speaker``), a stratified share (``val_ratio``) of the training speakers' clips
+            (``loso``, and ``[]`` with ``speaker``).
         fold: test fold when ``test_speakers`` is not given; loop it over ``0..n_folds-1``
             (``speaker``) or ``0..n_speakers-1`` (``loso``) to cross-validate.
         n_folds: number of speaker folds.
