@@ -1,0 +1,169 @@
+"""``ser cv``: speaker-independent cross-validation, the protocol papers report.
+
+One ``ser fit`` per fold of a corpus's speaker folds (``--protocol speaker``, ``--n_folds N``) or
+per speaker (``--protocol loso``), each testing speakers no other stage saw; then the mean +- std
+of UAR, accuracy and macro F1 over the folds and the pooled confusion matrix (every clip tested
+exactly once), with the report of ``ser test`` in ``OUT/pooled``::
+
+    ser cv --config configs/cnn2d.yaml --data configs/data/savee.yaml --data.root PATH \\
+        --protocol loso --jobs 2 --out lightning_logs/cv_savee
+
+Options ``ser cv`` does not know go to every ``ser fit`` as they are. A fold's result is saved as
+soon as it finishes (``OUT/results.json``), so a rerun resumes at the first missing fold.
+``--jobs N`` trains N folds at once, each with cores / N torch threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from ser.errors import SERError
+from ser.io import write_text
+from ser.report import format_table, write_report
+
+
+def threads_per_job(jobs: int) -> int:
+    """Each of ``jobs`` runs at once gets an equal share of the cores as torch threads."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def fold_split(protocol: str, fold: int, n_folds: int) -> str:
+    """The ``--data.split`` of one fold: folds decide the speakers, so named ones are cleared.
+
+    One value for the whole split: jsonargparse cannot set a single nested field to null.
+    """
+    return json.dumps({
+        "protocol": protocol, "fold": fold, "n_folds": n_folds,
+        "test_speakers": None, "val_speakers": None,
+    })  # fmt: skip
+
+
+def count_folds(fit_args: list[str], protocol: str, n_folds: int) -> tuple[int, list[str]]:
+    """The number of folds (the speakers, for ``loso``) and the class names, from the data."""
+    from ser.cli import SERCLI, trainer_defaults
+    from ser.data.base import SERDataModule
+    from ser.tasks import EmotionClassifier
+
+    cli = SERCLI(
+        EmotionClassifier, SERDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        args=[*fit_args, "--data.split", fold_split(protocol, 0, max(n_folds, 2))], run=False,
+        trainer_defaults=trainer_defaults(),
+    )  # fmt: skip
+    data = cli.datamodule
+    speakers = {c.speaker for c in data.clips()}
+    if len(speakers) < 2:
+        raise SERError(f"ser cv needs speakers; {type(data).__name__} has {len(speakers)}")
+    return (len(speakers) if protocol == "loso" else n_folds), list(data.class_names)
+
+
+def run_fold(fit_args: list[str], protocol: str, n_folds: int, fold: int, out: str) -> dict:
+    """Train and test one fold in-process; its test metrics, confusion matrix and wall time."""
+    from ser.cli import main
+
+    start = time.perf_counter()
+    cli = main([
+        "fit", *fit_args, "--data.split", fold_split(protocol, fold, n_folds),
+        "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", out,
+        "--trainer.logger.init_args.name", f"fold{fold}",
+    ])  # fmt: skip
+    log_dir = Path(cli.trainer.log_dir)
+    metrics = json.loads((log_dir / "test" / "metrics.json").read_text())
+    return {
+        "fold": fold,
+        "test_speakers": sorted({c.speaker for c in cli.datamodule.datasets["test"].clips}),
+        **{k: metrics[k] for k in ("uar", "accuracy", "macro_f1", "n_clips", "confusion_matrix")},
+        "seconds": time.perf_counter() - start,
+        "log_dir": str(log_dir),
+    }
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def fold_table(results: list[dict]) -> str:
+    """One row per fold, then mean +- std (over folds) of UAR, accuracy and macro F1."""
+    lines = ["fold  test speakers          UAR  accuracy  macro F1  clips  minutes"]
+    for r in results:
+        lines.append(
+            f"{r['fold']:>4}  {','.join(r['test_speakers']):<18}  {r['uar']:.3f}  "
+            f"{r['accuracy']:>8.3f}  {r['macro_f1']:>8.3f}  {r['n_clips']:>5}  "
+            f"{r['seconds'] / 60:>7.1f}"
+        )
+    for key in ("uar", "accuracy", "macro_f1"):
+        values = np.array([r[key] for r in results])
+        spread = values.std(ddof=1) if len(values) > 1 else 0.0
+        lines.append(f"{key}: {values.mean():.3f} +- {spread:.3f} (over {len(values)} folds)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="ser cv",
+        description="Speaker-independent cross-validation: one `ser fit` per speaker fold (or "
+        "speaker), then mean +- std over folds and the pooled confusion matrix. Options it does "
+        "not know (--config, --data, --data.root, --trainer.*...) go to every `ser fit`.",
+    )
+    parser.add_argument("--protocol", choices=("speaker", "loso"), default="speaker",
+                        help="speaker folds, or leave one speaker out")  # fmt: skip
+    parser.add_argument("--n_folds", type=int, default=6, help="speaker folds (--protocol speaker)")
+    parser.add_argument("--folds", type=int, nargs="*", help="run only these folds (default all)")
+    parser.add_argument("--jobs", type=int, default=1, help="folds trained at once")
+    parser.add_argument("--out", default="lightning_logs/cv", help="runs, results and the report")
+    args, fit_args = parser.parse_known_args(argv)
+    if args.jobs < 1 or args.n_folds < 2:
+        raise SERError(f"--jobs ({args.jobs}) must be >= 1 and --n_folds ({args.n_folds}) >= 2")
+    if not any(a == "--config" or a.startswith("--config=") for a in fit_args):
+        raise SERError("ser cv needs a run config: --config configs/cnn2d.yaml (and --data ...)")
+    n_folds, class_names = count_folds(fit_args, args.protocol, args.n_folds)
+    out = Path(args.out)
+    results_path = out / "results.json"
+    results = (
+        {r["fold"]: r for r in json.loads(results_path.read_text())}
+        if results_path.is_file()
+        else {}
+    )
+    folds = args.folds if args.folds is not None else range(n_folds)
+    todo = [f for f in folds if f not in results]
+
+    def record(result: dict) -> None:
+        results[result["fold"]] = result
+        done = sorted(results.values(), key=lambda r: r["fold"])
+        write_text(results_path, json.dumps(done, indent=2) + "\n")
+        print(fold_table([result]), flush=True)
+
+    work = (fit_args, args.protocol, n_folds)
+    if args.jobs == 1:
+        for fold in todo:
+            record(run_fold(*work, fold, str(out)))
+    else:
+        with ProcessPoolExecutor(
+            args.jobs, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_set_threads, initargs=(threads_per_job(args.jobs),),
+        ) as pool:  # fmt: skip
+            for future in as_completed([pool.submit(run_fold, *work, f, str(out)) for f in todo]):
+                record(future.result())
+    done = sorted(results.values(), key=lambda r: r["fold"])
+    pooled = np.sum([r["confusion_matrix"] for r in done], axis=0)
+    extra = {"protocol": args.protocol, "folds": [r["fold"] for r in done],
+             "fold_uar": [r["uar"] for r in done]}  # fmt: skip
+    report = write_report(pooled, class_names, out / "pooled", extra=extra)
+    print("\n" + fold_table(done))
+    print(f"\npooled over the folds' test clips:\n{format_table(report.metrics)}")
+    for kind, path in report.files.items():
+        print(f"wrote {kind}: {path}")
+    return {"folds": done, "pooled": report.metrics}
+
+
+if __name__ == "__main__":
+    main()

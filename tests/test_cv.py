@@ -1,0 +1,54 @@
+"""``ser cv``: every speaker fold trained and tested once, mean +- std and the pooled matrix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ser.__main__ import main as ser_main
+from ser.errors import SERError
+
+from .helpers import CONFIG, RAVDESS_YAML, write_ravdess
+
+FIT = ["--data.emotions", "[neutral, happy, sad, angry]", "--data.batch_size", "4",
+       "--data.max_seconds", "0.5", "--trainer.max_epochs", "1"]  # fmt: skip
+
+
+def test_cv_tests_every_speaker_once_and_pools_the_folds(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    root = write_ravdess(tmp_path / "ravdess")  # actors 01, 02, 15, 16, 19, 20; 8 clips each
+    out = tmp_path / "cv"
+    ser_main(["cv", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root),
+              "--n_folds", "3", "--out", str(out), *FIT])  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert [r["fold"] for r in results] == [0, 1, 2]
+    tested = [s for r in results for s in r["test_speakers"]]
+    assert sorted(tested) == ["01", "02", "15", "16", "19", "20"]  # each speaker tested once
+    pooled = json.loads((out / "pooled" / "metrics.json").read_text())
+    assert pooled["n_clips"] == 48 == sum(r["n_clips"] for r in results)
+    assert pooled["fold_uar"] == [r["uar"] for r in results]
+    printed = capsys.readouterr().out
+    assert "uar: " in printed and "(over 3 folds)" in printed and "pooled over" in printed
+    # a rerun resumes: nothing left to train, the same pooled report
+    ser_main(["cv", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root),
+              "--n_folds", "3", "--out", str(out), *FIT])  # fmt: skip
+    assert len(list((out / "fold0").iterdir())) == 1
+
+
+def test_cv_leave_one_speaker_out_counts_the_speakers(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 2, 3), clips_per_emotion=2)
+    out = tmp_path / "loso"
+    ser_main(["cv", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root),
+              "--protocol", "loso", "--out", str(out), *FIT])  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert [r["test_speakers"] for r in results] == [["01"], ["02"], ["03"]]
+
+
+def test_cv_needs_a_config(tmp_path: Path):
+    with pytest.raises(SERError, match="needs a run config"):
+        from ser.cv import main
+
+        main(["--out", str(tmp_path / "x")])
