@@ -95,7 +95,7 @@ def ser_pipeline(
     paths: list[Path],
     device: torch.device,
     augment: bool,
-    denoise_on: str = "device",
+    denoise_where: str = "device",
     batch_size: int = 32,
 ) -> dict[str, float]:
     """Seconds of ser's batched path over ``paths``: ``total`` for the batches (decoded audio in
@@ -110,7 +110,7 @@ def ser_pipeline(
 
     dm = RAVDESS(
         root=str(root), frontend=partial(LogMel, hop_ms=16.0),
-        denoise=Denoise("nonstationary", where=denoise_on),
+        denoise=Denoise("nonstationary", where=denoise_where),
         augment=augmentation(AUGMENT_YAML) if augment else None,
     )  # fmt: skip
     dm.trainer = SimpleNamespace(training=True)
@@ -157,7 +157,7 @@ def throughput_table(root: Path, n_clips: int, device: torch.device, repeat: int
     on = f"batches of 32 on {device.type}"
     gate = fastest(lambda: ser_pipeline(root, paths, device, augment=False))
     gate_aug = fastest(lambda: ser_pipeline(root, paths, device, augment=True))
-    cached = fastest(lambda: ser_pipeline(root, paths, device, augment=True, denoise_on="decode"))
+    cached = fastest(lambda: ser_pipeline(root, paths, device, augment=True, denoise_where="decode"))
     rows = [
         row("(a) seeds, per clip: librosa.load (22.05 kHz) + reduce_noise + "
             "melspectrogram/power_to_db", seeds["total"], seeds["audio_s"]),
