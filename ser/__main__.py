@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ser.errors import SERError
+from ser.errors import ser_error_in
 from ser.logs import setup_logging
 
 #: Every subcommand: the module that serves it (``ser.cli``: LightningCLI) and one line of help.
@@ -53,8 +53,11 @@ def main(argv: list[str] | None = None) -> None:
             module.main(None if from_shell else argv)  # None: LightningCLI reads sys.argv itself
         else:
             module.main(argv[1:])
-    except SERError as err:  # bad input: one line naming the file and the fix, no traceback
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # bad input: one line naming the file and the fix, no traceback
+        cause = ser_error_in(err)  # also when a library raised its own error about it
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

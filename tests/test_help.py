@@ -56,3 +56,25 @@ def test_a_normal_run_prints_no_warning_the_user_cannot_act_on(tmp_path: Path):
     # the split line names the held-out speakers
     assert "val 32 (speakers 15, 16); test 32 (speakers 19, 20)" in out
     assert "wrote predictions" in out
+
+
+def test_errors_raised_while_the_cli_builds_the_classes_are_one_line(capsys, tmp_path, monkeypatch):
+    """jsonargparse wraps a constructor's SERError in its own long error; the user sees the SERError."""
+    from ser.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    for option, message in (
+        (
+            ["--data.sample_rate", "0"],
+            "error: sample_rate (0) and max_seconds (2.0) must be positive",
+        ),
+        (["--data.emotions", "[grumpy]"], "error: unknown emotion label 'grumpy'"),
+    ):
+        try:
+            main(["fit", "--config", CONFIG, *option])
+        except SystemExit as exit:
+            assert exit.code == 2
+        else:
+            raise AssertionError("no error")
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(message), err
