@@ -78,3 +78,22 @@ def test_errors_raised_while_the_cli_builds_the_classes_are_one_line(capsys, tmp
             raise AssertionError("no error")
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(message), err
+
+
+def test_settings_are_checked_where_they_are_set(tmp_path, capsys):
+    """Values that would crash deep in torch are one line naming the option."""
+    from ser.__main__ import main
+
+    for option, message in (
+        (["--data.batch_size", "0"], "batch_size (0) must be at least 1"),
+        (["--data.frontend.n_mels", "0"], "LogMel: n_mels (0) must be >= 1"),
+        (["--data.frontend.hop_ms", "0"], "hop_ms (0.0) > 0"),
+        (["--data.frontend", "ser.transforms.MFCC", "--data.frontend.n_mfcc", "80"],
+         "MFCC: n_mfcc (80) must be between 1 and n_mels (64)"),
+    ):  # fmt: skip
+        try:
+            main(["fit", "--config", CONFIG, *option])
+        except SystemExit as exit:
+            assert exit.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (option, err)

@@ -86,9 +86,13 @@ class SERDataModule(L.LightningDataModule):
         denoise: Denoise | None = None,
     ) -> None:
         super().__init__()
-        if sample_rate <= 0 or max_seconds <= 0:
+        if not (sample_rate > 0 and max_seconds > 0):
             raise SERError(
                 f"sample_rate ({sample_rate}) and max_seconds ({max_seconds}) must be positive"
+            )
+        if batch_size < 1 or num_workers < 0:
+            raise SERError(
+                f"batch_size ({batch_size}) must be at least 1 and num_workers ({num_workers}) >= 0"
             )
         self.root = Path(root).expanduser() if root is not None else None
         self.sample_rate, self.max_seconds = int(sample_rate), float(max_seconds)

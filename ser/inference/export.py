@@ -172,12 +172,15 @@ def export(
             loaded = load_model(path)
             figures[fmt] = check(model, lambda w, m=loaded: m(w).detach(), path)
         else:
+            written = False  # export_onnx writes atomically: an earlier export stays if it fails
             try:
                 export_onnx(model, path)
+                written = True
                 run = onnx_runner(path)
                 figures[fmt] = None if run is None else check(model, run, path)
             except SERError as error:
-                path.unlink(missing_ok=True)  # never leave an export that failed its check
+                if written:
+                    path.unlink()  # never leave an export that failed its check
                 if requested:
                     raise
                 print(f"note: skipping ONNX. {error}", file=sys.stderr)

@@ -167,6 +167,12 @@ def load_checkpoint(path: Path) -> EmotionModel:
         raise SERError(
             f"{path}: the weights do not fit the net {spec['net']['class_path']}: {err}"
         ) from None
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:  # a diverged run: every answer would be NaN
+        raise SERError(
+            f"{path}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}); "
+            "the run diverged: retrain, e.g. with a lower learning rate"
+        )
     return EmotionModel(pipeline, net, spec["class_names"]).eval()
 
 

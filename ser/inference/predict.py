@@ -127,7 +127,7 @@ def predict_files(
     Returns:
         One :class:`Prediction` per readable file, in the order given.
     """
-    if window_seconds <= 0 or hop_seconds <= 0 or batch_size < 1:
+    if not (window_seconds > 0 and hop_seconds > 0 and batch_size >= 1):  # NaN fails too
         raise SERError(
             f"window ({window_seconds}), hop ({hop_seconds}) and batch size ({batch_size}) must be positive"
         )

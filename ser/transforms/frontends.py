@@ -13,6 +13,8 @@ import torch
 import torchaudio
 from torch import nn
 
+from ser.errors import SERError
+
 
 def standardize(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Give each clip of ``x`` (B, C, F) mean 0 and std 1 over its valid frames; zero the padding."""
@@ -77,6 +79,11 @@ class LogMel(nn.Module):
         normalize: bool = True,
     ) -> None:
         super().__init__()
+        if n_mels < 1 or not (win_ms > 0 and hop_ms > 0) or (top_db is not None and top_db <= 0):
+            raise SERError(
+                f"{type(self).__name__}: n_mels ({n_mels}) must be >= 1, win_ms ({win_ms}) and "
+                f"hop_ms ({hop_ms}) > 0, top_db ({top_db}) > 0 or null"
+            )
         self.n_features = n_mels
         self.top_db = top_db
         self.win_length = round(sample_rate * win_ms / 1000)
@@ -127,6 +134,8 @@ class MFCC(LogMel):
 
     def __init__(self, sample_rate: int, n_mfcc: int = 40, n_mels: int = 64, **kwargs) -> None:
         super().__init__(sample_rate, n_mels=n_mels, **kwargs)
+        if not 1 <= n_mfcc <= n_mels:
+            raise SERError(f"MFCC: n_mfcc ({n_mfcc}) must be between 1 and n_mels ({n_mels})")
         self.n_features = n_mfcc
         dct = torchaudio.functional.create_dct(n_mfcc, n_mels, norm="ortho")  # (n_mels, n_mfcc)
         self.register_buffer("dct", dct.T.contiguous(), persistent=False)  # (n_mfcc, n_mels)

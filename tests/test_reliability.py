@@ -1,0 +1,57 @@
+"""Faults that used to pass silently or lose a user's work: diverged weights, an earlier export,
+file permissions, a NaN window."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ser.errors import SERError
+from ser.inference import load_model, predict_files
+from ser.inference.export import export
+from ser.io import write_text
+
+from .helpers import write_checkpoint
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tmp_path: Path):
+    path = write_checkpoint(tmp_path / "diverged.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    key = next(k for k in checkpoint["state_dict"] if k.endswith("head.4.weight"))
+    checkpoint["state_dict"][key][0, 0] = float("nan")
+    torch.save(checkpoint, path)
+    with pytest.raises(
+        SERError, match=r"diverged.ckpt: 1 weight tensors hold NaN .* \(e.g. head.4.weight\)"
+    ):
+        load_model(path)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnx") is not None, reason="needs an install without the ONNX extra"
+)
+def test_export_without_onnx_keeps_an_earlier_onnx_file(tmp_path: Path, capsys):
+    out = tmp_path / "exported"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"an earlier export")
+    export(write_checkpoint(tmp_path / "m.ckpt"), out)
+    assert (out / "model.onnx").read_bytes() == b"an earlier export"
+    assert "skipping ONNX" in capsys.readouterr().err and (out / "model.ts").is_file()
+
+
+def test_written_files_follow_the_umask(tmp_path: Path):
+    old = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "report.json", "{}")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others, as open() would make it
+
+
+def test_a_nan_window_is_a_clear_error(tmp_path: Path):
+    model = load_model(write_checkpoint(tmp_path / "m.ckpt"))
+    with pytest.raises(SERError, match=r"window \(nan\)"):
+        predict_files(model, [tmp_path / "a.wav"], window_seconds=float("nan"))
