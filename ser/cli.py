@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,7 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ser.audio import HOP_SECONDS, WINDOW_SECONDS
 from ser.callbacks import EpochSummary
@@ -112,7 +114,15 @@ class SERCLI(LightningCLI):
                 "run folder (--trainer.logger.init_args.save_dir)",
             )
 
-    before_fit = before_validate = _check_run_folder
+    before_validate = _check_run_folder
+
+    def before_fit(self) -> None:
+        if self.trainer.max_epochs == 0 or self.trainer.max_steps == 0:
+            raise SERError(
+                "--trainer.max_epochs 0 / --trainer.max_steps 0: nothing would be trained, and the "
+                "test after fit would score an untrained net; use ser test --ckpt_path to test"
+            )
+        self._check_run_folder()
 
     def before_test(self) -> None:
         self._check_run_folder()
@@ -216,15 +226,20 @@ def canonical_class_path(name: str) -> str:
 
 def main(args: ArgsType = None) -> SERCLI:
     """Entry point of the training commands of ``ser`` and ``python -m ser``; returns the CLI."""
-    cli = SERCLI(
-        EmotionClassifier,
-        SERDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults=trainer_defaults(),
-    )
+    try:
+        cli = SERCLI(
+            EmotionClassifier,
+            SERDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults=trainer_defaults(),
+        )
+    except SIGTERMException:  # Lightning's own exit for it has status 0: a killed job looked done
+        log.error("stopped by SIGTERM before the run finished; resume it with --ckpt_path "
+                  "<run folder>/checkpoints/last.ckpt")  # fmt: skip
+        raise SystemExit(128 + signal.SIGTERM) from None
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # the other processes wait while rank 0 writes the report
         torch.distributed.destroy_process_group()

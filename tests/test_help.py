@@ -86,6 +86,7 @@ def test_settings_are_checked_where_they_are_set(tmp_path, capsys):
 
     for option, message in (
         (["--data.batch_size", "0"], "batch_size (0) must be at least 1"),
+        (["--trainer.max_epochs", "0"], "nothing would be trained"),
         (["--data.frontend.n_mels", "0"], "LogMel: n_mels (0) must be >= 1"),
         (["--data.frontend.hop_ms", "0"], "hop_ms (0.0) > 0"),
         (["--data.frontend", "ser.transforms.MFCC", "--data.frontend.n_mfcc", "80"],
@@ -97,3 +98,26 @@ def test_settings_are_checked_where_they_are_set(tmp_path, capsys):
             assert exit.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (option, err)
+
+
+def test_a_run_stopped_by_sigterm_exits_non_zero_and_can_resume(tmp_path: Path):
+    import signal
+    import time
+
+    root = write_ravdess(tmp_path / "ravdess", clips_per_emotion=4)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser", "fit", "--config", CONFIG, "--data", RAVDESS_YAML,
+         "--data.root", str(root), "--data.batch_size", "4", "--data.max_seconds", "0.5",
+         "--data.split.test_speakers", '["19", "20"]', "--data.split.val_speakers", '["15", "16"]',
+         "--trainer.max_epochs", "1000", "--trainer.enable_progress_bar", "false"],
+        cwd=tmp_path, env={**os.environ, "SER_CACHE_DIR": str(tmp_path / "cache")},
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    last = tmp_path / "lightning_logs" / "cnn2d" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped by SIGTERM" in err and last.is_file()
