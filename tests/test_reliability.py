@@ -55,3 +55,27 @@ def test_a_nan_window_is_a_clear_error(tmp_path: Path):
     model = load_model(write_checkpoint(tmp_path / "m.ckpt"))
     with pytest.raises(SERError, match=r"window \(nan\)"):
         predict_files(model, [tmp_path / "a.wav"], window_seconds=float("nan"))
+
+
+def test_uar_is_one_figure_whether_logged_or_reported():
+    """A cross-corpus test: the data lacks class 3, which the model still predicts. The logged
+    test/uar and the report's UAR (from the confusion matrix) must be the same figure."""
+    from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassRecall
+
+    from ser.report import metrics_from_confusion
+    from ser.tasks.metrics import UnweightedAverageRecall
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 4, generator=generator)
+    labels = torch.randint(3, (64,), generator=generator)  # classes 0-2 only
+    assert (logits.argmax(1) == 3).any()
+    uar, confusion, macro = (
+        UnweightedAverageRecall(4),
+        MulticlassConfusionMatrix(4),
+        MulticlassRecall(4),
+    )
+    for metric in (uar, confusion, macro):
+        metric.update(logits, labels)
+    report = metrics_from_confusion(confusion.compute().numpy(), ["a", "b", "c", "d"])
+    assert float(uar.compute()) == pytest.approx(report["uar"])
+    assert float(macro.compute()) < report["uar"]  # what Lightning's table showed before
