@@ -157,7 +157,9 @@ def throughput_table(root: Path, n_clips: int, device: torch.device, repeat: int
     on = f"batches of 32 on {device.type}"
     gate = fastest(lambda: ser_pipeline(root, paths, device, augment=False))
     gate_aug = fastest(lambda: ser_pipeline(root, paths, device, augment=True))
-    cached = fastest(lambda: ser_pipeline(root, paths, device, augment=True, denoise_where="decode"))
+    cached = fastest(
+        lambda: ser_pipeline(root, paths, device, augment=True, denoise_where="decode")
+    )
     rows = [
         row("(a) seeds, per clip: librosa.load (22.05 kHz) + reduce_noise + "
             "melspectrogram/power_to_db", seeds["total"], seeds["audio_s"]),
