@@ -31,6 +31,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ser.cv import threads_per_job
+
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("uar", "accuracy", "macro_f1")
 MODELS = ("cnn2d", "m5", "cnn_lstm", "cnn_lstm2d", "lstm", "vae")
@@ -61,11 +63,6 @@ def parse_count(text: str) -> int:
 def run_key(name: str, seed: int | None) -> str:
     """The run's name: its logger folder, log file and key in the results file."""
     return Path(name).name + ("" if seed is None else f"_seed{seed}")
-
-
-def threads_per_job(jobs: int) -> int:
-    """Each of ``jobs`` runs at once gets an equal share of the cores as torch threads."""
-    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def thread_env(jobs: int) -> dict[str, str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ser.cli import SERCLI, trainer_defaults
+from ser.cli import build_cli
 from ser.data.base import SERDataModule
 from ser.tasks import EmotionClassifier
 
@@ -31,11 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 def build(config: Path, data_config: Path, root: str) -> tuple[SERDataModule, EmotionClassifier]:
     """The DataModule and task of ``ser fit --config CONFIG --data DATA``, linked as the CLI
     links them (nothing trained)."""
-    cli = SERCLI(
-        EmotionClassifier, SERDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        args=["--config", str(config), "--data", str(data_config), "--data.root", root],
-        run=False, trainer_defaults=trainer_defaults(),
-    )  # fmt: skip
+    cli = build_cli(
+        ["--config", str(config), "--data", str(data_config), "--data.root", root], run=False
+    )
     cli.datamodule.setup("fit")
     return cli.datamodule, cli.model
 

@@ -224,18 +224,25 @@ def canonical_class_path(name: str) -> str:
         return name
 
 
+def build_cli(args: ArgsType = None, run: bool = True) -> SERCLI:
+    """The ``ser`` LightningCLI on ``args``: with ``run=False`` (no subcommand), the linked data and
+    model of a config without training, for tools that need them (``ser cv``, benchmarks)."""
+    return SERCLI(
+        EmotionClassifier,
+        SERDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults=trainer_defaults(),
+    )
+
+
 def main(args: ArgsType = None) -> SERCLI:
     """Entry point of the training commands of ``ser`` and ``python -m ser``; returns the CLI."""
     try:
-        cli = SERCLI(
-            EmotionClassifier,
-            SERDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults=trainer_defaults(),
-        )
+        cli = build_cli(args)
     except SIGTERMException:  # Lightning's own exit for it has status 0: a killed job looked done
         log.error("stopped by SIGTERM before the run finished; resume it with --ckpt_path "
                   "<run folder>/checkpoints/last.ckpt")  # fmt: skip

@@ -48,15 +48,11 @@ def fold_split(protocol: str, fold: int, n_folds: int) -> str:
 
 def count_folds(fit_args: list[str], protocol: str, n_folds: int) -> tuple[int, list[str]]:
     """The number of folds (the speakers, for ``loso``) and the class names, from the data."""
-    from ser.cli import SERCLI, trainer_defaults
-    from ser.data.base import SERDataModule
-    from ser.tasks import EmotionClassifier
+    from ser.cli import build_cli
 
-    cli = SERCLI(
-        EmotionClassifier, SERDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        args=[*fit_args, "--data.split", fold_split(protocol, 0, max(n_folds, 2))], run=False,
-        trainer_defaults=trainer_defaults(),
-    )  # fmt: skip
+    cli = build_cli(
+        [*fit_args, "--data.split", fold_split(protocol, 0, max(n_folds, 2))], run=False
+    )
     data = cli.datamodule
     speakers = {c.speaker for c in data.clips()}
     if len(speakers) < 2:
