@@ -20,10 +20,11 @@ from ser.audio import HOP_SECONDS, WINDOW_SECONDS
 from ser.callbacks import EpochSummary
 from ser.checkpointing import AtomicCheckpointIO, best_checkpoint, last_checkpoint
 from ser.data.base import SERDataModule
+from ser.data.pooled import CORPUS_SEPARATOR, Pooled
 from ser.data.splits import SplitSpec
 from ser.errors import SERError
 from ser.io import ensure_writable
-from ser.report import format_table, metrics_from_confusion, write_report
+from ser.report import format_table, metrics_from_confusion, per_corpus_metrics, write_report
 from ser.spec import class_path, read_checkpoint, read_spec
 from ser.tasks.classification import EmotionClassifier
 
@@ -33,6 +34,7 @@ log = logging.getLogger("ser")
 LINKED = {
     "n_classes": "n_classes", "n_features": "n_features", "sample_rate": "sample_rate",
     "class_names": "class_names", "pipeline_spec": "pipeline", "corpus": "corpus",
+    "corpus_names": "corpora",
 }  # fmt: skip
 
 
@@ -175,6 +177,12 @@ class SERCLI(LightningCLI):
             print(f"compared on the classes the model and the data share: {', '.join(compared)}",
                   flush=True)  # fmt: skip
         extra["score"] = self.config[self.subcommand].get("score", "crops")
+        per_corpus = per_corpus_metrics(self.model.test_predictions, class_names)
+        if per_corpus:
+            extra["per_corpus"] = per_corpus
+            for name, m in per_corpus.items():
+                print(f"{name}: UAR {m['uar']:.4f}  accuracy {m['accuracy']:.4f}  macro F1 "
+                      f"{m['macro_f1']:.4f}  ({m['n_clips']} clips)", flush=True)  # fmt: skip
         paths = write_report(
             confusion, class_names, out_dir, extra=extra, add_figure=add_figure,
             predictions=self.model.test_predictions,
@@ -189,8 +197,9 @@ def adapt_data_to_checkpoint(data, ckpt_path: str) -> None:
     The checkpoint's feature pipeline (front-end, noise reduction) and sample rate replace the
     config's, so a test always sees the features the model was trained with; the data's labels
     are mapped onto the checkpoint's class indices, clips of classes the model lacks are dropped
-    (``target_classes``), and a corpus other than the one the model was trained on is tested on
-    all of its clips (split protocol ``all``): a cross-corpus test.
+    (``target_classes``), and a corpus other than those the model was trained on is tested on
+    all of its clips (split protocol ``all``): a cross-corpus test. In a pool
+    (:class:`ser.data.Pooled`), each corpus is judged on its own.
 
     Args:
         data: the ``data`` part of the parsed config (``class_path``/``init_args``), changed in place.
@@ -207,12 +216,19 @@ def adapt_data_to_checkpoint(data, ckpt_path: str) -> None:
     )
     args.denoise = None if denoise is None else Namespace(**denoise)
     trained_on = spec.get("corpus")
-    if trained_on and trained_on != canonical_class_path(data.class_path):
+    if not trained_on:
+        return
+    trained = set(trained_on.split(CORPUS_SEPARATOR))
+    pooled = canonical_class_path(data.class_path) == class_path(Pooled)
+    for corpus in args.corpora if pooled else [data]:
+        if canonical_class_path(corpus.class_path) in trained:
+            continue
         log.info("cross-corpus test: model trained on %s, testing on every clip of %s",
-                 trained_on, data.class_path)  # fmt: skip
-        if args.split is None:
-            args.split = Namespace(**asdict(SplitSpec()))
-        args.split.protocol = "all"
+                 trained_on, corpus.class_path)  # fmt: skip
+        corpus_args = corpus.init_args
+        if corpus_args.get("split") is None:
+            corpus_args.split = Namespace(**asdict(SplitSpec()))
+        corpus_args.split.protocol = "all"
 
 
 def canonical_class_path(name: str) -> str:

@@ -41,6 +41,21 @@ def metrics_from_confusion(confusion: np.ndarray, class_names: list[str]) -> dic
     }
 
 
+def per_corpus_metrics(predictions: list[dict], class_names: list[str]) -> dict[str, dict]:
+    """UAR, accuracy, macro F1 and clip count of each corpus of a pool, from the test predictions
+    (rows with ``corpus``, ``label`` and ``probabilities``); empty for one corpus."""
+    n = len(class_names)
+    confusions: dict[str, np.ndarray] = {}
+    for row in predictions:
+        if row.get("corpus"):
+            confusion = confusions.setdefault(row["corpus"], np.zeros((n, n), dtype=np.int64))
+            confusion[row["label"], int(np.argmax(row["probabilities"]))] += 1
+    return {
+        name: {k: v for k, v in metrics_from_confusion(c, class_names).items() if k != "per_class"}
+        for name, c in sorted(confusions.items())
+    }
+
+
 def format_table(metrics: dict) -> str:
     """A plain-text per-class table followed by the overall figures."""
     names = list(metrics["per_class"])

@@ -7,11 +7,12 @@ from ser.data.demo import DemoCorpus
 from ser.data.emodb import EmoDB
 from ser.data.folder import FolderCorpus
 from ser.data.manifest import ManifestCorpus
+from ser.data.pooled import Pooled
 from ser.data.ravdess import RAVDESS
 from ser.data.savee import SAVEE
 from ser.data.tess import TESS
 
 __all__ = [
     "AESDD", "CREMAD", "Clip", "ClipDataset", "DemoCorpus", "EmoDB", "FolderCorpus",
-    "ManifestCorpus", "RAVDESS", "SAVEE", "SERDataModule", "TESS", "collate",
+    "ManifestCorpus", "Pooled", "RAVDESS", "SAVEE", "SERDataModule", "TESS", "collate",
 ]  # fmt: skip

@@ -132,6 +132,15 @@ class SERDataModule(L.LightningDataModule):
         """The corpus class, as checkpoints record what a model was trained on."""
         return class_path(type(self))
 
+    @property
+    def corpus_names(self) -> list[str] | None:
+        """The names of the corpora a pool holds (metrics per corpus); ``None``: one corpus."""
+        return None
+
+    def clip_weights(self, clips: list[Clip]) -> list[float] | None:
+        """Each training clip's relative chance of being drawn; ``None``: each once per epoch."""
+        return None
+
     # Corpus-specific part.
     def scan(self, root: Path) -> list[Clip]:
         """Find the corpus's clips under ``root`` with their emotion and speaker."""
@@ -342,7 +351,9 @@ class SERDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if stage == "train":
-            sampler = EpochSampler(len(dataset), seed, rank, world)
+            sampler = EpochSampler(
+                len(dataset), seed, rank, world, self.clip_weights(dataset.clips)
+            )
         else:
             sampler = ShardSampler(len(dataset), rank, world) if world > 1 else None
         return DataLoader(
@@ -386,5 +397,6 @@ def collate_windows(
         "label": torch.tensor([item["label"]]),
         "speaker": [item["speaker"]],
         "path": [item["path"]],
+        "corpus": [item["corpus"]],
         "windows": True,
     }

@@ -6,6 +6,7 @@ A batch is a dict (the one place it is documented):
 - ``lengths``: ``(B,)`` int64 valid samples per clip
 - ``label``: ``(B,)`` int64 class index into ``class_names``
 - ``speaker``: list of B speaker ids; ``path``: list of B file paths
+- ``corpus``: list of B corpus names (:class:`ser.data.Pooled`; empty strings for one corpus)
 
 On the device, the DataModule's :class:`~ser.transforms.FeaturePipeline` adds
 
@@ -30,13 +31,15 @@ from torch.utils.data import Dataset, Sampler
 
 @dataclass(frozen=True)
 class Clip:
-    """One recording of a corpus: where it is, its canonical emotion, its speaker, and the stage
-    (``train``/``val``/``test``) the corpus itself assigns it to, if it has a predefined split."""
+    """One recording of a corpus: where it is, its canonical emotion, its speaker, the stage
+    (``train``/``val``/``test``) the corpus itself assigns it to, if it has a predefined split, and
+    the corpus's name in a pool of corpora."""
 
     path: Path
     emotion: str
     speaker: str
     stage: str | None = None
+    corpus: str | None = None
 
 
 class ClipDataset(Dataset):
@@ -82,6 +85,7 @@ class ClipDataset(Dataset):
             "label": self.labels[i],
             "speaker": clip.speaker,
             "path": str(clip.path),
+            "corpus": clip.corpus or "",
         }
 
 
@@ -93,18 +97,29 @@ class EpochSampler(Sampler):
     generators are left to the model (dropout, augmentation). With several processes, rank ``r``
     of ``W`` takes every ``W``-th position of the same order, the order wrapped round so that every
     rank gets ``ceil(n / W)`` clips (distributed training needs equal step counts); together the
-    ranks cover the whole split, and a clip's crop does not depend on ``W``.
+    ranks cover the whole split, and a clip's crop does not depend on ``W``. With ``weights``, an
+    epoch is ``n_clips`` draws with replacement, clip ``i`` with probability proportional to
+    ``weights[i]``, from the same ``(seed, epoch)`` generator.
 
     Args:
         n_clips: size of the dataset.
         seed: base seed (the run's seed).
         rank: this process's rank.
         world_size: number of processes.
+        weights: relative chance of each clip (``None``: every clip once per epoch).
     """
 
-    def __init__(self, n_clips: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        n_clips: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        weights: list[float] | None = None,
+    ) -> None:
         self.n_clips, self.seed, self.epoch = n_clips, seed, 0
         self.rank, self.world_size = rank, world_size
+        self.weights = None if weights is None else torch.tensor(weights, dtype=torch.float64)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -114,7 +129,12 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.n_clips, generator=generator).tolist()
+        if self.weights is None:
+            order = torch.randperm(self.n_clips, generator=generator).tolist()
+        else:
+            order = torch.multinomial(
+                self.weights, self.n_clips, replacement=True, generator=generator
+            ).tolist()
         crop_seeds = torch.randint(2**62, (self.n_clips,), generator=generator).tolist()
         keys = list(zip(order, crop_seeds, strict=True))
         keys += keys[: len(self) * self.world_size - self.n_clips]  # wrapped round
@@ -153,4 +173,5 @@ def collate(items: list[dict]) -> dict:
         "label": torch.tensor([it["label"] for it in items]),
         "speaker": [it["speaker"] for it in items],
         "path": [it["path"] for it in items],
+        "corpus": [it.get("corpus", "") for it in items],
     }

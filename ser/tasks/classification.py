@@ -37,6 +37,8 @@ class EmotionClassifier(L.LightningModule):
         pipeline: the data's feature pipeline spec (linked from the data; written into every
             checkpoint so that inference rebuilds the same pipeline).
         corpus: the data's corpus class (linked from the data).
+        corpora: the names of the corpora of a pool (linked from the data): validation and test
+            metrics are also logged per corpus (``val/uar/<name>``); ``None``: one corpus.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class EmotionClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         pipeline: dict | None = None,
         corpus: str | None = None,
+        corpora: list[str] | None = None,
     ) -> None:
         super().__init__()
         # The task's own settings; what the data links in lives once, in the checkpoint's spec.
@@ -58,7 +61,7 @@ class EmotionClassifier(L.LightningModule):
         # with weights_only=True.
         self.save_hyperparameters(ignore=[
             "net", "optimizer", "lr_scheduler", "n_classes", "n_features", "sample_rate",
-            "class_names", "pipeline", "corpus",
+            "class_names", "pipeline", "corpus", "corpora",
         ])  # fmt: skip
         self.n_classes, self.n_features, self.sample_rate = n_classes, n_features, sample_rate
         self.pipeline_spec, self.corpus = pipeline, corpus
@@ -76,6 +79,12 @@ class EmotionClassifier(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in STAGES}
         )
+        # A pool's corpora, each on its own: ``val/uar/<name>``... (keys without dots for ModuleDict)
+        self.corpora = list(corpora or [])
+        self.corpus_metrics = nn.ModuleDict({
+            f"{s}_{name}": metrics.clone(prefix=f"{s}/", postfix=f"/{name}")
+            for s in STAGES[1:] for name in self.corpora
+        })  # fmt: skip
         self.test_confusion_metric = MulticlassConfusionMatrix(n_classes)
         #: Confusion matrix (true x predicted counts) of the last test run.
         self.test_confusion: torch.Tensor | None = None
@@ -112,20 +121,35 @@ class EmotionClassifier(L.LightningModule):
         self.log_dict(
             metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(labels)
         )
+        if stage != "train":
+            self.log_per_corpus(logits.detach(), batch, stage)
         if stage == "test":
             self.test_confusion_metric.update(logits.detach(), labels)
             self.collect_predictions(batch, logits.detach())
         return loss
 
+    def log_per_corpus(self, logits: torch.Tensor, batch: dict, stage: str) -> None:
+        """Update and log each pooled corpus's metrics on its clips of the batch. Every corpus on
+        every step, if only with no clip: with several processes each must log the same metrics."""
+        for name in self.corpora:
+            mask = torch.tensor([c == name for c in batch["corpus"]], device=logits.device)
+            metrics = self.corpus_metrics[f"{stage}_{name}"]
+            if mask.any():
+                metrics.update(logits[mask], batch["label"][mask])
+            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=max(1, int(mask.sum())))
+
     def collect_predictions(self, batch: dict, logits: torch.Tensor) -> None:
-        """Keep each test clip's path, speaker, label and class probabilities."""
+        """Keep each test clip's path, speaker, corpus, label and class probabilities."""
         probabilities = logits.float().softmax(dim=-1).cpu().tolist()
-        for path, speaker, label, probs in zip(
-            batch["path"], batch["speaker"], batch["label"].tolist(), probabilities, strict=True
-        ):
-            self.test_predictions.append(
-                {"path": path, "speaker": speaker, "label": label, "probabilities": probs}
-            )
+        for path, speaker, corpus, label, probs in zip(
+            batch["path"], batch["speaker"], batch.get("corpus", [""] * len(batch["path"])),
+            batch["label"].tolist(),
+            probabilities, strict=True,
+        ):  # fmt: skip
+            self.test_predictions.append({
+                "path": path, "speaker": speaker, "corpus": corpus, "label": label,
+                "probabilities": probs,
+            })  # fmt: skip
 
     def forward_batch(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor | float]:
         """Logits ``(B, n_classes)`` of a batch and any extra loss term of the task (0 here).
