@@ -21,7 +21,7 @@ from ser.data.splits import SplitSpec
 from ser.models import CNN2D
 from ser.tasks import EmotionClassifier
 
-from .helpers import CONFIG, RAVDESS_YAML, write_ravdess
+from .helpers import CONFIG, RAVDESS_YAML, write_crema, write_ravdess
 
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 SPLIT = {"test_speakers": ["19", "20"], "val_speakers": ["15", "16"]}
@@ -131,3 +131,35 @@ def test_ddp_resume_reproduces_the_uninterrupted_run(tmp_path: Path):
     )
     for key, value in whole.items():
         assert torch.equal(value, resumed[key]), key
+
+
+@pytest.mark.slow  # about 25 s here: two fresh interpreters
+def test_torchrun_fit_on_pooled_corpora_ends_with_one_report(tmp_path: Path):
+    """``torchrun --nproc_per_node 2 -m ser fit`` (gloo on CPU) on two pooled corpora: exit 0,
+    one report, every test clip once, per-corpus figures from both processes' clips."""
+    corpora = [
+        {"class_path": "ser.data.RAVDESS", "init_args": {
+            "root": str(write_ravdess(tmp_path / "ravdess")), "split": SPLIT}},
+        {"class_path": "ser.data.CREMAD", "init_args": {
+            "root": str(write_crema(tmp_path / "crema", actors=range(1001, 1007))),
+            "split": {"n_folds": 3}}},
+    ]  # fmt: skip
+    env = {**os.environ, "SER_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ser",
+         "fit", "--config", CONFIG, "--data", "ser.data.Pooled", "--data.corpora",
+         json.dumps(corpora), "--data.emotions", "[neutral, happy, sad, angry]",
+         "--data.batch_size", "8", "--data.max_seconds", "0.5", "--trainer.max_epochs", "1",
+         "--trainer.enable_progress_bar", "false", *DDP],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "lightning_logs" / "cnn2d").iterdir())
+    assert len(runs) == 1 and result.stdout.count("wrote json") == 1
+    metrics = json.loads((runs[0] / "test" / "metrics.json").read_text())
+    ravdess, cremad = 2 * 4 * 2, 2 * 4 * 2  # test actors x classes x clips (sentences)
+    assert metrics["n_clips"] == ravdess + cremad
+    assert {k: v["n_clips"] for k, v in metrics["per_corpus"].items()} == {
+        "ravdess": ravdess,
+        "cremad": cremad,
+    }
