@@ -78,7 +78,7 @@ def main() -> None:
             start = time.perf_counter()
             RAVDESS(root=args.root, cache=cache, verify=False).setup("fit")
             rows.append((f"RAVDESS setup, {label}", time.perf_counter() - start))
-        size = sum(p.stat().st_size for p in (cache_root() / "audio").glob("*.pt"))
+        size = sum(p.stat().st_size for p in (cache_root() / "audio").glob("*.cache"))
         rows.append(("cache file size (MB)", size / 1e6))
     with tempfile.TemporaryDirectory(prefix="ser-cache-bench-") as tmp:
         os.environ["SER_CACHE_DIR"] = tmp

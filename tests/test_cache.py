@@ -34,7 +34,7 @@ def setup_counting(root: Path, **kwargs) -> Counting:
 def test_second_setup_does_not_decode_and_gives_the_same_audio(ravdess_root: Path):
     first = setup_counting(ravdess_root)
     assert len(Counting.calls) == 48
-    files = list((cache_root() / "audio").glob("Counting-*.pt"))
+    files = list((cache_root() / "audio").glob("Counting-*.cache"))
     assert len(files) == 1 and not list(files[0].parent.glob(".*.tmp"))  # written, no leftovers
     second = setup_counting(ravdess_root)
     assert Counting.calls == []
@@ -91,7 +91,27 @@ def test_concurrent_builders_decode_once_and_agree(tmp_path: Path):
 
 def test_damaged_cache_file_is_rebuilt(ravdess_root: Path, caplog):
     setup_counting(ravdess_root)
-    (cache_file,) = (cache_root() / "audio").glob("Counting-*.pt")
+    (cache_file,) = (cache_root() / "audio").glob("Counting-*.cache")
     cache_file.write_bytes(b"garbage")
     setup_counting(ravdess_root)
     assert len(Counting.calls) == 48 and "rebuilding" in caplog.text
+
+
+def test_a_killed_build_leaves_nothing_behind_after_the_next_run(ravdess_root: Path):
+    setup_counting(ravdess_root)
+    (cache_file,) = (cache_root() / "audio").glob("Counting-*.cache")
+    # what a build killed while writing leaves: its temporary file beside the cache file
+    leftover = cache_file.with_name(f".{cache_file.name}.k1ll3d.tmp")
+    leftover.write_bytes(cache_file.read_bytes()[:1000])
+    cache_file.write_bytes(cache_file.read_bytes()[:-3])  # and a cut file is not trusted
+    setup_counting(ravdess_root)
+    assert len(Counting.calls) == 48  # rebuilt
+    assert not leftover.exists() and not list(cache_file.parent.glob(".*.tmp"))
+
+
+def test_clips_are_views_of_one_memory_map(ravdess_root: Path):
+    """The builder, too, keeps the mapped file's audio, not a private copy of every clip."""
+    for _ in range(2):  # the process that builds, and one that reuses
+        waves = setup_counting(ravdess_root).datasets["train"].waves
+        bases = {w.untyped_storage().data_ptr() for w in waves}
+        assert len(bases) == 1  # one storage (the map) under every clip

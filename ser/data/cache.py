@@ -1,10 +1,15 @@
 """Decoded-audio cache: each corpus is decoded (mixed down, resampled...) once, then memory-mapped.
 
-One file per corpus root and decode settings, ``<cache root>/audio/<Corpus>-<key>.pt``, holding
-every clip's waveform concatenated, with an index of ``(path, size, mtime_ns)`` per file. A later
-run reuses the entries whose file identity still matches and decodes only new or changed files.
-The file is written under a temporary name and renamed (readers never see half a file), and a lock
-file makes a second process that starts at the same time wait and then reuse the first one's work.
+One file per corpus root and decode settings, ``<cache root>/audio/<Corpus>-<key>.cache``: every
+clip's float32 waveform end to end, then a JSON index of ``(path, size, mtime_ns, offset, length,
+error)`` per file, its byte length (8 bytes, little-endian) and :data:`MAGIC`. A later run reuses the
+entries whose file identity still matches and decodes only new or changed files.
+
+The file is built clip by clip (a builder holds one clip in memory, not the corpus), written under a
+temporary name and renamed (readers never see half a file). A lock file makes every other process
+on the machine (the other DDP ranks, a second run) wait while one builds, then reuse its work; a
+temporary file that a killed build left behind is deleted by the next one. Every process maps the
+file copy-on-write, so N processes on one machine share one copy of the audio in the page cache.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -26,7 +32,9 @@ from ser.io import atomic_path
 log = logging.getLogger("ser")
 
 #: Bumped when the file format changes: older files are then rebuilt, never misread.
-FORMAT = 1
+FORMAT = 2
+#: The last bytes of a complete cache file.
+MAGIC = b"SERAUDIO"
 
 Decoded = torch.Tensor | AudioError  # a waveform, or why the file could not be used
 
@@ -78,19 +86,31 @@ class AudioCache:
         self.settings = {"root": str(Path(root).resolve()), **settings}
         key = hashlib.sha1(json.dumps(self.settings, sort_keys=True, default=str).encode())
         directory = Path(directory) if directory is not None else cache_root() / "audio"
-        self.path = directory / f"{name}-{key.hexdigest()[:16]}.pt"
+        self.path = directory / f"{name}-{key.hexdigest()[:16]}.cache"
 
     def _read(self) -> dict[str, tuple[tuple[int, int], Decoded]]:
-        """The entries of the cache file (path -> (identity, decoded)); empty if none or unusable."""
+        """The entries of the cache file (path -> (identity, decoded)); empty if none or unusable.
+        The waveforms are views of one copy-on-write memory map of the file."""
         if not self.path.is_file():
             return {}
         try:
-            data = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
-            if data["format"] != FORMAT or data["settings"] != self.settings:
+            with open(self.path, "rb") as f:
+                f.seek(-8 - len(MAGIC), os.SEEK_END)
+                n_bytes, magic = int.from_bytes(f.read(8), "little"), f.read(len(MAGIC))
+                if magic != MAGIC:
+                    raise ValueError("no end marker (an unfinished or foreign file)")
+                f.seek(-8 - len(MAGIC) - n_bytes, os.SEEK_END)
+                header = json.loads(f.read(n_bytes))
+            if header["format"] != FORMAT or header["settings"] != self.settings:
                 return {}
-            audio = data["audio"]  # (total samples,) every clip end to end
+            n_samples = header["n_samples"]  # every clip end to end
+            audio = (
+                torch.from_numpy(np.memmap(self.path, np.float32, mode="c", shape=(n_samples,)))
+                if n_samples
+                else torch.zeros(0)
+            )
             entries = {}
-            for path, size, mtime, offset, length, error in data["index"]:
+            for path, size, mtime, offset, length, error in header["index"]:
                 value = AudioError(error) if error else audio[offset : offset + length]
                 entries[path] = ((size, mtime), value)
             return entries
@@ -98,19 +118,47 @@ class AudioCache:
             log.warning("ignoring unreadable audio cache %s (%s); rebuilding it", self.path, err)
             return {}
 
-    def _write(self, entries: dict[str, tuple[tuple[int, int], Decoded]]) -> None:
-        index, pieces, offset = [], [], 0
-        for path, ((size, mtime), value) in sorted(entries.items()):
-            if isinstance(value, AudioError):
-                index.append((path, size, mtime, 0, 0, str(value)))
-            else:
-                index.append((path, size, mtime, offset, value.numel(), ""))
-                pieces.append(value)
-                offset += value.numel()
-        audio = torch.cat(pieces) if pieces else torch.zeros(0)
-        data = {"format": FORMAT, "settings": self.settings, "index": index, "audio": audio}
-        with atomic_path(self.path) as tmp:
-            torch.save(data, tmp)
+    def _write(
+        self,
+        wanted: dict[str, tuple[int, int]],
+        entries: dict[str, tuple[tuple[int, int], Decoded]],
+        decode: Callable[[Path], torch.Tensor],
+    ) -> None:
+        """Write the file of ``wanted`` (path -> identity): each clip from ``entries`` if there,
+        else decoded now; one clip in memory at a time."""
+        stale = [p for p in wanted if p not in entries]
+        if stale:
+            log.info("decoding %d of %d files into %s", len(stale), len(wanted), self.path)
+        progress = tqdm(total=len(stale), desc=f"decoding {self.path.stem}", unit="file",
+                        mininterval=1)  # fmt: skip
+        index, offset = [], 0
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as f, progress:
+            for path, ident in sorted(wanted.items()):
+                value = entries[path][1] if path in entries else None
+                if value is None:
+                    try:
+                        value = decode(Path(path))
+                    except AudioError as err:
+                        value = err
+                    progress.update()
+                if isinstance(value, AudioError):
+                    index.append((path, *ident, 0, 0, str(value)))
+                    continue
+                samples = value.detach().to(torch.float32).contiguous().numpy()
+                f.write(samples.tobytes())
+                index.append((path, *ident, offset, samples.size, ""))
+                offset += samples.size
+            header = {"format": FORMAT, "settings": self.settings, "n_samples": offset,
+                      "index": index}  # fmt: skip
+            header_bytes = json.dumps(header).encode()
+            f.write(header_bytes + len(header_bytes).to_bytes(8, "little") + MAGIC)
+
+    def remove_leftovers(self) -> None:
+        """Delete the temporary files of builds that were killed (called with the lock held, so
+        no live build owns one)."""
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            log.info("removing %s, left by an interrupted cache build", leftover)
+            leftover.unlink(missing_ok=True)
 
     def decode_all(
         self, paths: Sequence[Path], decode: Callable[[Path], torch.Tensor]
@@ -122,19 +170,14 @@ class AudioCache:
             decode: the decoder; an :class:`AudioError` it raises is cached and returned.
         """
         with file_lock(self.path.with_name(self.path.name + ".lock")):
+            self.remove_leftovers()
             entries = self._read()
             wanted = {str(p): file_identity(Path(p)) for p in paths}
-            stale = [p for p, ident in wanted.items() if p not in entries or entries[p][0] != ident]
-            if stale or set(entries) - set(wanted):
-                if stale:
-                    log.info("decoding %d of %d files into %s", len(stale), len(wanted), self.path)
-                for p in tqdm(stale, desc=f"decoding {self.path.stem}", unit="file", mininterval=1):
-                    try:
-                        value: Decoded = decode(Path(p)).contiguous()
-                    except AudioError as err:
-                        value = err
-                    entries[p] = (wanted[p], value)
-                self._write({p: entries[p] for p in wanted})
+            fresh = {p: v for p, v in entries.items() if p in wanted and v[0] == wanted[p]}
+            if len(fresh) < len(wanted) or len(entries) > len(fresh):
+                self._write(wanted, fresh, decode)
+                del entries, fresh  # the old file's map
+                entries = self._read()  # this process too reads the shared map, not its copies
         return [entries[str(p)][1] for p in paths]
 
 
