@@ -38,12 +38,25 @@ LINKED = {
 }  # fmt: skip
 
 
+def default_precision() -> str:
+    """``bf16-mixed`` where the hardware computes bfloat16 natively (a CUDA GPU with bfloat16, or a
+    CPU with AVX512_BF16 or AMX), else ``32-true``. Tests run in float32 either way."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux: no cheap way to tell
+        return "32-true"
+    return "bf16-mixed" if flags & {"avx512_bf16", "amx_bf16"} else "32-true"
+
+
 def trainer_defaults() -> dict:
     """What every run shares; a config sets only what is its own (epochs, its logger name, extra
     callbacks). ``callbacks`` are added to those a config lists. New objects on every call: a
     checkpoint callback remembers its folder and best score."""
     return {
         "devices": 1,
+        "precision": default_precision(),
         "log_every_n_steps": 10,
         # ser's loaders shard themselves across processes without repeating a clip
         "use_distributed_sampler": False,

@@ -58,10 +58,17 @@ def test_bf16_mixed_precision_and_sgd(ravdess_root: Path, tmp_path: Path, monkey
         "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "0.01",
         "--model.optimizer.momentum", "0.9", "--model.optimizer.nesterov", "true",
     )  # fmt: skip
-    metrics = json.loads(
-        next(tmp_path.glob("lightning_logs/cnn2d/version_0/test/metrics.json")).read_text()
-    )
+    run = tmp_path / "lightning_logs" / "cnn2d" / "version_0"
+    metrics = json.loads((run / "test" / "metrics.json").read_text())
     assert metrics["n_clips"] == 2 * 4 * 2  # actors 19, 20 x 4 tones x 2 clips
+    # the test after a bf16-mixed fit ran in float32: a 32-true test gives the same probabilities
+    main(["test", "--config", str(run / "config.yaml"), "--trainer.precision", "32-true",
+          "--ckpt_path", metrics["ckpt_path"],
+          "--trainer.logger.init_args.save_dir", str(tmp_path / "lightning_logs")])  # fmt: skip
+    predictions = [
+        (r / "test" / "predictions.csv").read_text() for r in (run, run.parent / "version_1")
+    ]
+    assert predictions[0] == predictions[1]
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path: Path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import lightning as L
@@ -101,7 +102,10 @@ class EmotionClassifier(L.LightningModule):
         return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
 
     def shared_step(self, batch: dict, stage: str) -> torch.Tensor:
-        logits, extra_loss = self.forward_batch(batch, stage)  # (B, n_classes)
+        # The test runs in float32 whatever the training precision: the figures `ser predict` gives
+        exact = torch.autocast(batch["features"].device.type, enabled=False)
+        with exact if stage == "test" else contextlib.nullcontext():
+            logits, extra_loss = self.forward_batch(batch, stage)  # (B, n_classes)
         if batch.get("windows"):  # one recording's windows: scored as `ser predict` scores it
             # the log of the mean of the windows' probabilities; its softmax is that mean
             logits = logits.float().softmax(dim=-1).mean(dim=0, keepdim=True).log()  # (1, C)
