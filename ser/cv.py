@@ -1,7 +1,9 @@
 """``ser cv``: speaker-independent cross-validation, the protocol papers report.
 
-One ``ser fit`` per fold of a corpus's speaker folds (``--protocol speaker``, ``--n_folds N``) or
-per speaker (``--protocol loso``), each testing speakers no other stage saw; then the mean +- std
+One ``ser fit`` per fold of a corpus's speaker folds (``--protocol speaker``, ``--n_folds N``),
+per speaker (``--protocol loso``), or, on pooled corpora (:class:`ser.data.Pooled`), per corpus left
+out (``--protocol corpus``: train on the others, test on all of it), each testing speakers no
+other stage saw; then the mean +- std
 of UAR, accuracy and macro F1 over the folds and the pooled confusion matrix (every clip tested
 exactly once), with the report of ``ser test`` in ``OUT/pooled``::
 
@@ -35,38 +37,50 @@ def threads_per_job(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def fold_split(protocol: str, fold: int, n_folds: int) -> str:
-    """The ``--data.split`` of one fold: folds decide the speakers, so named ones are cleared.
-
-    One value for the whole split: jsonargparse cannot set a single nested field to null.
-    """
-    return json.dumps({
+def fold_data(protocol: str, fold: int, n_folds: int, corpora: list[str]) -> list[str]:
+    """The data options of one fold: the corpus left out (``corpus``), else the ``--data.split``,
+    whose folds decide the speakers, so named ones are cleared (one value for the whole split:
+    jsonargparse cannot set a single nested field to null)."""
+    if protocol == "corpus":
+        return ["--data.test_corpus", corpora[fold]]
+    return ["--data.split", json.dumps({
         "protocol": protocol, "fold": fold, "n_folds": n_folds,
         "test_speakers": None, "val_speakers": None,
-    })  # fmt: skip
+    })]  # fmt: skip
 
 
-def count_folds(fit_args: list[str], protocol: str, n_folds: int) -> tuple[int, list[str]]:
-    """The number of folds (the speakers, for ``loso``) and the class names, from the data."""
+def count_folds(
+    fit_args: list[str], protocol: str, n_folds: int
+) -> tuple[int, list[str], list[str]]:
+    """The number of folds (the speakers for ``loso``, the corpora for ``corpus``), the class
+    names and the pooled corpora's names, from the data."""
     from ser.cli import build_cli
+    from ser.data import Pooled
 
-    cli = build_cli(
-        [*fit_args, "--data.split", fold_split(protocol, 0, max(n_folds, 2))], run=False
-    )
-    data = cli.datamodule
+    first = [] if protocol == "corpus" else fold_data(protocol, 0, max(n_folds, 2), [])
+    data = build_cli([*fit_args, *first], run=False).datamodule
+    corpora = data.corpus_names or []
+    if protocol == "corpus":
+        if not isinstance(data, Pooled):
+            raise SERError(
+                "--protocol corpus needs pooled corpora: --data configs/data/pooled.yaml"
+            )
+        return len(corpora), list(data.class_names), corpora
     speakers = {c.speaker for c in data.clips()}
     if len(speakers) < 2:
         raise SERError(f"ser cv needs speakers; {type(data).__name__} has {len(speakers)}")
-    return (len(speakers) if protocol == "loso" else n_folds), list(data.class_names)
+    return (len(speakers) if protocol == "loso" else n_folds), list(data.class_names), corpora
 
 
-def run_fold(fit_args: list[str], protocol: str, n_folds: int, fold: int, out: str) -> dict:
+def run_fold(
+    fit_args: list[str], protocol: str, n_folds: int, corpora: list[str], fold: int, out: str
+) -> dict:
     """Train and test one fold in-process; its test metrics, confusion matrix and wall time."""
     from ser.cli import main
 
     start = time.perf_counter()
     cli = main([
-        "fit", *fit_args, "--data.split", fold_split(protocol, fold, n_folds),
+        "fit", *fit_args, *fold_data(protocol, fold, n_folds, corpora),
         "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", out,
         "--trainer.logger.init_args.name", f"fold{fold}",
     ])  # fmt: skip
@@ -74,7 +88,12 @@ def run_fold(fit_args: list[str], protocol: str, n_folds: int, fold: int, out: s
     metrics = json.loads((log_dir / "test" / "metrics.json").read_text())
     return {
         "fold": fold,
-        "test_speakers": sorted({c.speaker for c in cli.datamodule.datasets["test"].clips}),
+        "test_speakers": sorted(
+            {
+                c.corpus if protocol == "corpus" else c.speaker
+                for c in cli.datamodule.datasets["test"].clips
+            }
+        ),  # fmt: skip
         **{k: metrics[k] for k in ("uar", "accuracy", "macro_f1", "n_clips", "confusion_matrix")},
         "seconds": time.perf_counter() - start,
         "log_dir": str(log_dir),
@@ -89,7 +108,7 @@ def _set_threads(threads: int) -> None:
 
 def fold_table(results: list[dict]) -> str:
     """One row per fold, then mean +- std (over folds) of UAR, accuracy and macro F1."""
-    lines = ["fold  test speakers          UAR  accuracy  macro F1  clips  minutes"]
+    lines = ["fold  tested (speakers)      UAR  accuracy  macro F1  clips  minutes"]
     for r in results:
         lines.append(
             f"{r['fold']:>4}  {','.join(r['test_speakers']):<18}  {r['uar']:.3f}  "
@@ -107,11 +126,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="ser cv",
         description="Speaker-independent cross-validation: one `ser fit` per speaker fold (or "
-        "speaker), then mean +- std over folds and the pooled confusion matrix. Options it does "
+        "speaker, or pooled corpus left out), then mean +- std over folds and the pooled "
+        "confusion matrix. Options it does "
         "not know (--config, --data, --data.root, --trainer.*...) go to every `ser fit`.",
     )
-    parser.add_argument("--protocol", choices=("speaker", "loso"), default="speaker",
-                        help="speaker folds, or leave one speaker out")  # fmt: skip
+    parser.add_argument("--protocol", choices=("speaker", "loso", "corpus"), default="speaker",
+                        help="speaker folds, leave one speaker out, or leave one corpus out "
+                        "(pooled corpora)")  # fmt: skip
     parser.add_argument("--n_folds", type=int, default=6, help="speaker folds (--protocol speaker)")
     parser.add_argument("--folds", type=int, nargs="*", help="run only these folds (default all)")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once")
@@ -121,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SERError(f"--jobs ({args.jobs}) must be >= 1 and --n_folds ({args.n_folds}) >= 2")
     if not any(a == "--config" or a.startswith("--config=") for a in fit_args):
         raise SERError("ser cv needs a run config: --config configs/cnn2d.yaml (and --data ...)")
-    n_folds, class_names = count_folds(fit_args, args.protocol, args.n_folds)
+    n_folds, class_names, corpora = count_folds(fit_args, args.protocol, args.n_folds)
     out = Path(args.out)
     results_path = out / "results.json"
     results = (
@@ -138,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_text(results_path, json.dumps(done, indent=2) + "\n")
         print(fold_table([result]), flush=True)
 
-    work = (fit_args, args.protocol, n_folds)
+    work = (fit_args, args.protocol, n_folds, corpora)
     if args.jobs == 1:
         for fold in todo:
             record(run_fold(*work, fold, str(out)))

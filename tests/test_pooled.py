@@ -127,3 +127,24 @@ def test_union_merge_and_sampling_shares(corpora: dict[str, Path]):
 def test_bad_pool_settings_are_one_line(corpora: dict[str, Path], kwargs: dict, message: str):
     with pytest.raises(SERError, match=message):
         pool(corpora, **kwargs)
+
+
+def test_cv_leaves_each_corpus_out_once(corpora: dict[str, Path], tmp_path: Path, monkeypatch):
+    from ser.__main__ import main as ser_main
+
+    monkeypatch.chdir(tmp_path)
+    pooled = [
+        {"class_path": "ser.data.RAVDESS",
+         "init_args": {"root": str(corpora["ravdess"]), "split": vars(SPLIT)}},
+        {"class_path": "ser.data.CREMAD",
+         "init_args": {"root": str(corpora["cremad"]), "split": {"n_folds": 3}}},
+    ]  # fmt: skip
+    out = tmp_path / "loco"
+    ser_main(["cv", "--config", CONFIG, "--data", "ser.data.Pooled", "--data.corpora",
+              json.dumps(pooled), "--data.emotions", json.dumps(FOUR), "--protocol", "corpus",
+              "--out", str(out), "--data.batch_size", "8", "--data.max_seconds", "0.5",
+              "--trainer.max_epochs", "1", "--trainer.enable_model_summary", "false"])  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert [r["test_speakers"] for r in results] == [["ravdess"], ["cremad"]]
+    assert [r["n_clips"] for r in results] == [6 * 4 * 2, 6 * 4 * 2]  # every clip of each
+    assert json.loads((out / "pooled" / "metrics.json").read_text())["n_clips"] == 96
