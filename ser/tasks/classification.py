@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 
 import lightning as L
@@ -17,6 +18,9 @@ from ser.spec import SPEC_KEY, SPEC_VERSION, factory_spec
 from ser.tasks.metrics import classification_metrics
 
 STAGES = ("train", "val", "test")
+# A pooled corpus without clips in a short evaluation (the sanity check) or on one process is
+# computed from empty counts, as it must be on every process; torchmetrics warns each time.
+warnings.filterwarnings("ignore", r"The ``compute`` method of metric .* before the ``update``")
 #: Checkpoint entry holding the generators' state (see :mod:`ser.rng`).
 RNG_KEY = "ser_rng"
 NetFactory = Callable[[int, int, int], nn.Module]
