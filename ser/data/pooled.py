@@ -199,8 +199,7 @@ class Pooled(SERDataModule):
             f"{s} " + ", ".join(f"{n} {sum(c.corpus == n for c in d.clips)}" for n in self.corpora)
             for s, d in self.datasets.items()
         )
-        log.info("Pooled: %d classes %s; %s", self.n_classes,
-                                      self.compared_classes, log_split)  # fmt: skip
+        log.info("Pooled: %d classes %s; %s", self.n_classes, self.compared_classes, log_split)
 
     def clip_weights(self, clips: list[Clip]) -> list[float] | None:
         """Each training clip's chance of being drawn: its corpus's weight over its clip count."""
