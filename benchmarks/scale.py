@@ -8,8 +8,10 @@ Then, each in a fresh process:
 - build: the cache built from nothing by one process (seconds, peak RSS), and its size on disk;
 - 1 rank / 2 ranks: set-up from the built cache and one epoch of the training loader (crop +
   collate, batch 32, 3 s crops; each rank its shard, as under DDP), per rank: epoch seconds, peak
-  RSS, and at the end RssAnon (private memory) and RssFile (mapped file pages, shared) from
-  ``/proc/self/status``; for 2 ranks the cache is built anew by both at once (one builds, one waits);
+  RSS (``VmHWM``: it counts the shared mapped pages in every rank), and PSS (proportional set size:
+  shared pages split between the processes that map them), read while all ranks are alive, in
+  total and of mapped files; for 2 ranks the cache is first built by both at once (one builds,
+  one waits), then again from the built cache;
 - model step: median seconds of a CNN2D (configs/cnn2d.yaml) training step on a batch of 32
   (LogMel on the batch), after warm-up, to put the data path beside the model's own time.
 
@@ -35,6 +37,13 @@ def status_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+def smaps_mb(field: str) -> float:
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def make_corpus(work: Path, hours: float) -> tuple[Path, float]:
@@ -70,7 +79,7 @@ def data_module(root: Path):
                    split=SplitSpec("random", test_ratio=0.1, val_ratio=0.05))  # fmt: skip
 
 
-def rank_job(root: str, cache: str, rank: int, world: int, queue) -> None:
+def rank_job(root: str, cache: str, rank: int, world: int, queue, barrier) -> None:
     """Set up from the cache (building it if absent) and run one epoch of this rank's shard."""
     os.environ["SER_CACHE_DIR"] = cache
     import torch
@@ -91,17 +100,19 @@ def rank_job(root: str, cache: str, rank: int, world: int, queue) -> None:
     for batch in loader:
         n += batch["waveform"].shape[0]
     epoch = time.perf_counter() - start
+    barrier.wait()  # every rank maps the cache now: PSS splits the shared pages between them
+    pss, pss_file = smaps_mb("Pss"), smaps_mb("Pss_File")
+    barrier.wait()
     queue.put({
         "rank": rank, "setup_s": setup, "epoch_s": epoch, "clips": n,
-        "peak_rss_mb": status_kib("VmHWM") / 1024, "anon_mb": status_kib("RssAnon") / 1024,
-        "file_mb": status_kib("RssFile") / 1024,
+        "peak_rss_mb": status_kib("VmHWM") / 1024, "pss_mb": pss, "pss_file_mb": pss_file,
     })  # fmt: skip
 
 
 def run_ranks(root: Path, cache: Path, world: int) -> list[dict]:
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=rank_job, args=(str(root), str(cache), r, world, queue))
+    queue, barrier = ctx.Queue(), ctx.Barrier(world)
+    procs = [ctx.Process(target=rank_job, args=(str(root), str(cache), r, world, queue, barrier))
              for r in range(world)]  # fmt: skip
     for p in procs:
         p.start()
@@ -163,7 +174,7 @@ def main() -> None:
 
     print(f"\nmodel step (CNN2D, batch 32 x 3 s, fp32, 1 thread): {step:.3f} s")
     print("hours | clips/epoch | cache build s | build peak RSS MB | cache GB | ranks | setup s "
-          "| data epoch s | peak RSS MB | RssAnon MB | RssFile MB | model epoch s (est.)")  # fmt: skip
+          "| data epoch s | peak RSS MB | PSS MB | PSS files MB | model epoch s (est.)")  # fmt: skip
     for hours, build, size_gb, one, two, two_warm in rows:
         print(f"{hours:5.1f} | {one['clips']:11d} | {build['setup_s']:13.1f} | "
               f"{build['peak_rss_mb']:17.0f} | {size_gb:8.2f} |")  # fmt: skip
@@ -171,7 +182,7 @@ def main() -> None:
             for r in ranks:
                 print(f"{'':5} | {r['clips']:11d} | {'':13} | {'':17} | {'':8} | {label:>5} r{r['rank']}"
                       f" | {r['setup_s']:7.1f} | {r['epoch_s']:12.1f} | {r['peak_rss_mb']:11.0f} | "
-                      f"{r['anon_mb']:10.0f} | {r['file_mb']:10.0f} | "
+                      f"{r['pss_mb']:6.0f} | {r['pss_file_mb']:12.0f} | "
                       f"{-(-r['clips'] // 32) * step:10.0f}")  # fmt: skip
 
 

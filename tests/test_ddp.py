@@ -156,6 +156,7 @@ def test_torchrun_fit_on_pooled_corpora_ends_with_one_report(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "lightning_logs" / "cnn2d").iterdir())
     assert len(runs) == 1 and result.stdout.count("wrote json") == 1
+    assert result.stderr.count("files into") == 2  # each corpus decoded by one rank, once
     metrics = json.loads((runs[0] / "test" / "metrics.json").read_text())
     ravdess, cremad = 2 * 4 * 2, 2 * 4 * 2  # test actors x classes x clips (sentences)
     assert metrics["n_clips"] == ravdess + cremad
