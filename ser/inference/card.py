@@ -213,7 +213,7 @@ def model_card(spec: dict, checkpoint: Path, folder_name: str) -> str:
         "Share it on the Hugging Face Hub (`pip install huggingface_hub`, `hf auth login`):",
         "",
         "```bash",
-        f"python -c \"from huggingface_hub import HfApi; hub = HfApi(); "
+        f'python -c "from huggingface_hub import HfApi; hub = HfApi(); '
         f"hub.create_repo('USER/{folder_name}', exist_ok=True); "
         f"hub.upload_folder(repo_id='USER/{folder_name}', folder_path='{folder_name}')\"",
         "```",
