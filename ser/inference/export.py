@@ -205,7 +205,7 @@ def export(
     """
     checkpoint = Path(checkpoint).expanduser()
     model = load_model(checkpoint)
-    if not isinstance(model, EmotionModel):
+    if not isinstance(model, EmotionModel) or checkpoint.is_dir():
         raise SERError(f"{checkpoint}: already an export; `ser export` takes a training checkpoint")
     output = Path(output).expanduser()
     formats = list(dict.fromkeys(formats)) if formats is not None else None
