@@ -150,7 +150,9 @@ def test_folder_loads_without_pickle_or_lightning(tmp_path: Path):
 def test_damaged_folder_is_one_clear_error(tmp_path: Path):
     folder = tmp_path / "folder"
     export(write_checkpoint(tmp_path / "tiny.ckpt"), folder, ["hub"])
-    with pytest.raises(SERError, match="already an export; `ser export` takes a training checkpoint"):
+    with pytest.raises(
+        SERError, match="already an export; `ser export` takes a training checkpoint"
+    ):
         export(folder, tmp_path / "again", ["hub"])
     (folder / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(SERError, match="model.safetensors: not a readable safetensors file"):
