@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,124 @@ from ser.errors import AudioError
 
 #: A recording whose peak is below this (-80 dBFS) holds no usable speech.
 SILENCE_PEAK = 1e-4
+
+
+#: Seconds of audio :class:`AudioStream` decodes at a time: memory does not grow with duration.
+BLOCK_SECONDS = 30.0
+
+
+class AudioStream:
+    """A file decoded block by block, mixed down to mono and resampled to ``sample_rate``.
+
+    The blocks joined equal the whole file decoded, mixed down and resampled at once (to float
+    rounding): each block is resampled with enough of its neighbours to see what the whole-file
+    filter sees. Peak memory is a few blocks, whatever the duration.
+
+    Args:
+        path: any file soundfile (libsndfile) reads: WAV, FLAC, OGG, MP3, AIFF...
+        sample_rate: rate of the blocks (``None``: the file's own).
+        block_seconds: seconds decoded at a time (``None``: the whole file at once).
+
+    Attributes:
+        rate: the file's own sample rate.
+        peak: largest absolute sample seen so far (of the mono mixdown, before resampling).
+        n_samples: samples yielded so far (at ``sample_rate``).
+
+    Raises:
+        AudioError: (on opening or while reading) the file is missing, unreadable, empty, or
+            holds NaN/inf samples.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        sample_rate: int | None = None,
+        block_seconds: float | None = BLOCK_SECONDS,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AudioError(f"{self.path}: no such file")
+        try:
+            self.rate = int(sf.info(str(self.path)).samplerate)
+        except Exception as err:  # libsndfile reports every decoding failure as its own error
+            raise AudioError(f"{self.path}: not a readable audio file ({err})") from None
+        self.sample_rate = self.rate if sample_rate is None else int(sample_rate)
+        self.block_frames = (
+            None if block_seconds is None else max(1, round(block_seconds * self.rate))
+        )
+        self.peak, self.n_samples = 0.0, 0
+
+    def _decoded(self) -> Iterator[torch.Tensor]:
+        """The file's mono blocks ``(n,)`` at its own rate, checked."""
+        n_frames = 0
+        try:
+            with sf.SoundFile(str(self.path)) as f:
+                while True:
+                    data = f.read(
+                        -1 if self.block_frames is None else self.block_frames,
+                        dtype="float32",
+                        always_2d=True,
+                    )  # (n, n_channels)
+                    if data.shape[0] == 0:
+                        break
+                    if not np.isfinite(data).all():
+                        raise AudioError(f"{self.path}: holds NaN or infinite samples")
+                    mono = data.mean(axis=1)  # (n,)
+                    self.peak = max(self.peak, float(np.abs(mono).max()))
+                    n_frames += len(mono)
+                    yield torch.from_numpy(mono)
+                    if self.block_frames is None:
+                        break
+        except AudioError:
+            raise
+        except Exception as err:
+            raise AudioError(f"{self.path}: not a readable audio file ({err})") from None
+        if n_frames == 0:
+            raise AudioError(f"{self.path}: holds no samples (0 s of audio)")
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for block in resample_blocks(self._decoded(), self.rate, self.sample_rate):
+            self.n_samples += len(block)
+            yield block
+
+
+def resample_blocks(
+    blocks: Iterable[torch.Tensor], rate: int, sample_rate: int
+) -> Iterator[torch.Tensor]:
+    """Resample a recording given in consecutive blocks ``(n,)``; the output blocks joined equal
+    :func:`resample` of the joined input (to float rounding).
+
+    torchaudio's resampler computes output frame ``j`` (``new`` samples, the rates divided by
+    their gcd) from the input around ``j * orig``, a filter ``width`` samples to each side. Each
+    block is resampled with ``context`` input samples on both sides, cut at a multiple of
+    ``orig``, and only the outputs whose inputs it holds are kept.
+    """
+    if rate == sample_rate:
+        yield from blocks
+        return
+    g = math.gcd(rate, sample_rate)
+    orig, new = rate // g, sample_rate // g
+    width = math.ceil(LOWPASS_WIDTH * orig / (min(orig, new) * ROLLOFF))
+    context = orig * (math.ceil((width + orig) / orig) + 1)
+    buffer, buffer_start, done = torch.empty(0), 0, 0  # done: input consumed, a multiple of orig
+    iterator = iter(blocks)
+    block = next(iterator, None)
+    while block is not None:
+        following = next(iterator, None)  # one block ahead: the last block ends the recording
+        buffer = torch.cat([buffer, block])
+        available = buffer_start + len(buffer)
+        final = following is None
+        safe = available if final else (available - context) // orig * orig
+        if safe > done:
+            chunk_start = max(0, done - context)  # a multiple of orig
+            out = resample(buffer[chunk_start - buffer_start :], rate, sample_rate)
+            first = (done - chunk_start) // orig * new
+            count = len(out) - first if final else (safe - done) // orig * new
+            yield out[first : first + count]
+            done = safe
+            keep = max(0, done - context)
+            buffer, buffer_start = buffer[keep - buffer_start :], keep
+        block = following
 
 
 def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
@@ -28,24 +147,21 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     Raises:
         AudioError: the file is missing, unreadable, empty, or holds NaN/inf samples.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)  # (n_samples, n_channels)
-    except Exception as err:  # libsndfile reports every decoding failure as its own error
-        raise AudioError(f"{path}: not a readable audio file ({err})") from None
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: holds no samples (0 s of audio)")
-    if not np.isfinite(data).all():
-        raise AudioError(f"{path}: holds NaN or infinite samples")
-    return torch.from_numpy(data.mean(axis=1)), int(rate)  # (n_samples,)
+    stream = AudioStream(path, block_seconds=None)
+    (wave,) = list(stream)
+    return wave, stream.rate
+
+
+#: torchaudio's resampling filter (``AF.resample``'s defaults): zero crossings, roll-off.
+LOWPASS_WIDTH, ROLLOFF = 6, 0.99
 
 
 def resample(wave: torch.Tensor, rate: int, sample_rate: int) -> torch.Tensor:
     """``wave`` (..., T) from ``rate`` to ``sample_rate`` Hz (band-limited sinc interpolation)."""
     if rate != sample_rate:
-        wave = AF.resample(wave, rate, sample_rate)
+        wave = AF.resample(
+            wave, rate, sample_rate, lowpass_filter_width=LOWPASS_WIDTH, rolloff=ROLLOFF
+        )
     return wave.contiguous()
 
 
@@ -95,18 +211,70 @@ def window_bounds(n_samples: int, window: int, hop: int) -> list[tuple[int, int]
     return [(s, s + window) for s in dict.fromkeys(starts)]
 
 
+class Windower:
+    """Cuts a recording given in consecutive pieces into the windows of :func:`window_bounds`,
+    each as soon as its samples have arrived: it holds at most a window and a piece.
+
+    Args:
+        sample_rate: rate of the pieces.
+        window_seconds: window length (s).
+        hop_seconds: step between windows (s).
+        offset: sample index of the recording's first sample (e.g. a speech segment's start);
+            the bounds returned count from there.
+    """
+
+    def __init__(
+        self, sample_rate: int, window_seconds: float, hop_seconds: float, offset: int = 0
+    ) -> None:
+        self.window, self.hop = (
+            round(window_seconds * sample_rate),
+            round(hop_seconds * sample_rate),
+        )
+        self.min_samples = round(MIN_SECONDS * sample_rate)
+        self.offset = offset
+        self.buffer, self.buffer_start = torch.empty(0), 0
+        self.next_start, self.last_start = 0, None  # the next regular window; the last one cut
+
+    def _cut(self, start: int, end: int) -> tuple[int, int, torch.Tensor]:
+        clip = self.buffer[start - self.buffer_start : end - self.buffer_start].clone()
+        self.last_start = start
+        return self.offset + start, self.offset + end, clip
+
+    def push(self, piece: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
+        """Add the next ``(n,)`` samples; return the windows ``(start, end, clip)`` now complete."""
+        self.buffer = torch.cat([self.buffer, piece])
+        n_samples = self.buffer_start + len(self.buffer)
+        out = []
+        while self.next_start + self.window <= n_samples:
+            out.append(self._cut(self.next_start, self.next_start + self.window))
+            self.next_start += self.hop
+        keep = max(0, min(self.next_start, n_samples - self.window))  # the last window's samples
+        self.buffer, self.buffer_start = self.buffer[keep - self.buffer_start :], keep
+        return out
+
+    def finish(self) -> list[tuple[int, int, torch.Tensor]]:
+        """The recording has ended: the last window, aligned to its end (or the whole recording,
+        padded to :data:`MIN_SECONDS`, when it is no longer than a window)."""
+        n_samples = self.buffer_start + len(self.buffer)
+        if n_samples > self.window:
+            start = n_samples - self.window
+            return [] if self.last_start == start else [self._cut(start, n_samples)]
+        if self.last_start is not None:  # exactly one window long: already cut
+            return []
+        if n_samples < self.min_samples:
+            self.buffer = torch.nn.functional.pad(self.buffer, (0, self.min_samples - n_samples))
+        return [self._cut(0, len(self.buffer))]
+
+
 def recording_windows(
     wave: torch.Tensor, sample_rate: int, window_seconds: float, hop_seconds: float
 ) -> tuple[list[tuple[int, int]], list[torch.Tensor]]:
     """How a whole recording is scored (``ser predict``, ``ser test --score recordings``): padded
-    to :data:`MIN_SECONDS` if shorter, then cut into windows of equal length.
+    to :data:`MIN_SECONDS` if shorter, then cut into windows of equal length (:class:`Windower`).
 
     Returns:
         The windows' sample bounds and the ``(window,)`` waveforms.
     """
-    min_samples = round(MIN_SECONDS * sample_rate)
-    if len(wave) < min_samples:
-        wave = torch.nn.functional.pad(wave, (0, min_samples - len(wave)))
-    window, hop = round(window_seconds * sample_rate), round(hop_seconds * sample_rate)
-    bounds = window_bounds(len(wave), window, hop)
-    return bounds, [wave[s:e] for s, e in bounds]
+    windower = Windower(sample_rate, window_seconds, hop_seconds)
+    windows = windower.push(wave) + windower.finish()
+    return [(s, e) for s, e, _ in windows], [clip for *_, clip in windows]

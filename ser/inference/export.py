@@ -3,8 +3,10 @@
 Writes ``model.ts`` (TorchScript) and ``model.onnx`` (ONNX, when the ``onnx`` and ``onnxscript``
 packages are installed), each taking a mono waveform ``(B, T)`` at the model's sample rate (any
 batch size, any length) and returning logits ``(B, n_classes)``, front-end included; and
-``classes.json`` (class names, sample rate) beside them. Each export is checked against the
-checkpoint on two input lengths before the command reports success.
+``classes.json`` (class names, sample rate) beside them. ``--format hub`` writes a shareable model
+folder instead (Hugging Face Hub layout): ``model.safetensors``, ``config.json`` (the checkpoint's
+spec) and a ``README.md`` model card (:mod:`ser.inference.card`). Each export is checked against
+the checkpoint on two input lengths before the command reports success.
 """
 
 from __future__ import annotations
@@ -22,11 +24,24 @@ import torch
 from torch import nn
 
 from ser.errors import SERError
-from ser.inference.models import CLASSES_FILE, EmotionModel, load_model, model_info
+from ser.inference.card import model_card
+from ser.inference.models import (
+    CLASSES_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    EmotionModel,
+    load_folder,
+    load_model,
+    model_info,
+    read_weights,
+)
 from ser.io import atomic_path, write_text
 
-FORMATS = ("torchscript", "onnx")
-FILENAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
+FORMATS = ("torchscript", "onnx", "hub")
+#: What ``ser export`` writes without ``--format``.
+DEFAULT_FORMATS = ("torchscript", "onnx")
+FILENAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "hub": WEIGHTS_FILE}
+CARD_FILE = "README.md"
 ONNX_HINT = "ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript (or pip install 'ser[export]')"
 USE_TORCHSCRIPT = "the TorchScript export (--format torchscript) works for every net"
 #: Input lengths (s) the exports are checked on: the traced one and another.
@@ -118,6 +133,30 @@ def export_onnx(model: EmotionModel, path: Path) -> Path:
     return path
 
 
+def export_hub(checkpoint: Path, output: Path) -> Path:
+    """Write the model folder: the net's weights as safetensors, the spec as ``config.json`` (as
+    the checkpoint holds it, so every key travels) and the model card."""
+    from safetensors.torch import save_file
+
+    spec, weights = read_weights(checkpoint)
+    tensors = {k: v.detach().contiguous().clone() for k, v in weights.items()}  # unshared, unmapped
+    path = output / WEIGHTS_FILE
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_text(output / CONFIG_FILE, json.dumps(spec, indent=2) + "\n")
+    write_text(output / CARD_FILE, model_card(spec, checkpoint, output.resolve().name))
+    return path
+
+
+def refuse_non_empty(output: Path, overwrite: bool) -> None:
+    """A model folder goes into a new or empty folder unless ``overwrite``: never a user's files."""
+    if not overwrite and output.is_dir() and any(output.iterdir()):
+        raise SERError(
+            f"--output {output}: the folder is not empty; give a new or empty folder for the model "
+            f"folder, or --overwrite to replace its {WEIGHTS_FILE}, {CONFIG_FILE} and {CARD_FILE}"
+        )
+
+
 def onnx_runner(path: Path) -> Callable[[torch.Tensor], np.ndarray] | None:
     """Run an ONNX file with onnxruntime on the CPU; ``None`` when onnxruntime is absent."""
     if importlib.util.find_spec("onnxruntime") is None:
@@ -153,21 +192,34 @@ def check(
 
 
 def export(
-    checkpoint: str | Path, output: str | Path, formats: list[str] | None = None
+    checkpoint: str | Path,
+    output: str | Path,
+    formats: list[str] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, list[float] | None]:
     """Export ``checkpoint`` into ``output``; return each format's parity figures (``None``: unchecked).
 
-    ``formats`` defaults to both; ONNX is then skipped with a note when its packages are missing.
+    ``formats`` defaults to TorchScript and ONNX; ONNX is then skipped with a note when its
+    packages are missing. ``hub`` (the model folder) needs an empty or new ``output`` unless
+    ``overwrite``.
     """
+    checkpoint = Path(checkpoint).expanduser()
     model = load_model(checkpoint)
-    if not isinstance(model, EmotionModel):
+    if not isinstance(model, EmotionModel) or checkpoint.is_dir():
         raise SERError(f"{checkpoint}: already an export; `ser export` takes a training checkpoint")
     output = Path(output).expanduser()
+    formats = list(dict.fromkeys(formats)) if formats is not None else None
+    if formats is not None and "hub" in formats:
+        refuse_non_empty(output, overwrite)
     requested = formats is not None
     figures: dict[str, list[float] | None] = {}
-    for fmt in formats or FORMATS:
+    for fmt in formats or DEFAULT_FORMATS:
         path = output / FILENAMES[fmt]
-        if fmt == "torchscript":
+        if fmt == "hub":
+            export_hub(checkpoint, output)
+            loaded = load_folder(output)
+            figures[fmt] = check(model, lambda w, m=loaded: m(w).detach(), output)
+        elif fmt == "torchscript":
             export_torchscript(model, path)
             loaded = load_model(path)
             figures[fmt] = check(model, lambda w, m=loaded: m(w).detach(), path)
@@ -184,10 +236,8 @@ def export(
                 if requested:
                     raise
                 print(f"note: skipping ONNX. {error}", file=sys.stderr)
-    write_text(
-        output / CLASSES_FILE,
-        json.dumps(model_info(model), indent=2) + "\n",
-    )
+    if set(figures) - {"hub"}:  # the model folder's config.json holds the classes already
+        write_text(output / CLASSES_FILE, json.dumps(model_info(model), indent=2) + "\n")
     return figures
 
 
@@ -201,14 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", "-o", required=True, help="folder for model.ts / model.onnx / classes.json"
     )
     parser.add_argument(
-        "--format", nargs="+", choices=FORMATS, default=None, help="formats (default: both)"
-    )
+        "--format", nargs="+", choices=FORMATS, default=None,
+        help="formats (default: torchscript onnx); hub: a shareable model folder (model.safetensors, "
+        "config.json, README.md model card) in a new or empty folder",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="with --format hub: write into a folder that is not empty, replacing its model files",
+    )  # fmt: skip
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    figures = export(args.checkpoint, args.output, args.format)
+    figures = export(args.checkpoint, args.output, args.format, args.overwrite)
     output = Path(args.output)
     for fmt, differences in figures.items():
         if differences is None:
@@ -219,4 +275,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             verdict = f"max |logit difference| vs the checkpoint: {at}"
         print(f"wrote {output / FILENAMES[fmt]}: {verdict}")
-    print(f"wrote {output / CLASSES_FILE}")
+        if fmt == "hub":
+            print(f"wrote {output / CONFIG_FILE}, {output / CARD_FILE}")
+    if set(figures) - {"hub"}:
+        print(f"wrote {output / CLASSES_FILE}")

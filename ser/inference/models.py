@@ -1,4 +1,5 @@
-"""Models for inference: a checkpoint's pipeline and net, a TorchScript export, or an ensemble.
+"""Models for inference: a checkpoint's or model folder's pipeline and net, a TorchScript export,
+or an ensemble.
 
 Lightning-free on purpose (only torch, torchaudio, soundfile and ``ser``'s pure modules), so
 ``ser predict`` starts fast and runs where the training stack is not installed.
@@ -16,12 +17,15 @@ import torch
 from torch import nn
 
 from ser.errors import SERError
-from ser.spec import build_net, read_checkpoint, read_spec
+from ser.spec import SPEC_KEY, build_net, read_checkpoint, read_spec
 from ser.transforms.denoise import Denoise
 from ser.transforms.pipeline import FeaturePipeline
 
 #: Name of the class-names file beside (and inside) an exported model.
 CLASSES_FILE = "classes.json"
+#: A model folder (``ser export --format hub``, the Hugging Face Hub layout): the checkpoint's
+#: spec as JSON and the net's weights as safetensors.
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 
 class EmotionModel(nn.Module):
@@ -149,31 +153,72 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
 
 
-def load_checkpoint(path: Path) -> EmotionModel:
-    """Rebuild :class:`EmotionModel` from a training checkpoint's spec and weights."""
+def read_weights(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A training checkpoint's spec and its net's weights (keys without the ``net.`` prefix)."""
     checkpoint = read_checkpoint(path, str(path))
     spec = read_spec(checkpoint, str(path))
-    pipeline = FeaturePipeline.from_spec(spec["pipeline"], spec["sample_rate"])
-    net = build_net(spec["net"], len(spec["class_names"]), spec["n_features"], spec["sample_rate"])
     prefix = "net."
     weights = {
         k[len(prefix) :]: v
         for k, v in checkpoint.get("state_dict", {}).items()
         if k.startswith(prefix)
     }
+    return spec, weights
+
+
+def build_model(spec: dict, weights: dict[str, torch.Tensor], what: str) -> EmotionModel:
+    """:class:`EmotionModel` from a spec (:func:`ser.spec.read_spec`) and the net's weights.
+
+    Args:
+        what: how errors name the source (the checkpoint or model folder).
+    """
+    pipeline = FeaturePipeline.from_spec(spec["pipeline"], spec["sample_rate"])
+    net = build_net(spec["net"], len(spec["class_names"]), spec["n_features"], spec["sample_rate"])
     try:
         net.load_state_dict(weights)
     except RuntimeError as err:
         raise SERError(
-            f"{path}: the weights do not fit the net {spec['net']['class_path']}: {err}"
+            f"{what}: the weights do not fit the net {spec['net']['class_path']}: {err}"
         ) from None
     broken = [k for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()]
     if broken:  # a diverged run: every answer would be NaN
         raise SERError(
-            f"{path}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}); "
+            f"{what}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}); "
             "the run diverged: retrain, e.g. with a lower learning rate"
         )
     return EmotionModel(pipeline, net, spec["class_names"]).eval()
+
+
+def load_checkpoint(path: Path) -> EmotionModel:
+    """Rebuild :class:`EmotionModel` from a training checkpoint's spec and weights."""
+    return build_model(*read_weights(path), str(path))
+
+
+def load_folder(folder: Path) -> EmotionModel:
+    """Rebuild :class:`EmotionModel` from a model folder (``ser export --format hub``): the spec
+    from ``config.json``, the weights from ``model.safetensors``; neither pickle nor Lightning."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    for path in (config, weights):
+        if not path.is_file():
+            raise SERError(
+                f"{folder}: a folder without {path.name}; give a checkpoint, a model.ts or a "
+                "folder written by `ser export --format hub`"
+            )
+    try:
+        spec = json.loads(config.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SERError(f"{config}: not valid JSON ({err}); export the model folder again") from None
+    spec = read_spec({SPEC_KEY: spec}, str(config))
+    try:
+        tensors = load_file(weights)
+    except (SafetensorError, OSError) as err:
+        raise SERError(
+            f"{weights}: not a readable safetensors file ({err}); export the model folder again"
+        ) from None
+    return build_model(spec, tensors, str(folder))
 
 
 def load_exported(path: Path) -> ExportedModel:
@@ -195,12 +240,15 @@ def load_exported(path: Path) -> ExportedModel:
 
 
 def load_model(path: str | Path) -> EmotionModel | ExportedModel:
-    """Load a training checkpoint (``.ckpt``) or a TorchScript export (``model.ts``) for inference.
+    """Load a training checkpoint (``.ckpt``), a TorchScript export (``model.ts``) or a model
+    folder (``ser export --format hub``) for inference.
 
     Raises:
-        SERError: the file is missing, is neither, or is a checkpoint without the ``ser`` entry.
+        SERError: the path is missing, is none of these, or is a checkpoint without the ``ser`` entry.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        return load_folder(path)
     if not path.is_file():
         raise SERError(f"{path}: no such checkpoint or exported model")
     if _is_torchscript(path):

@@ -1,8 +1,11 @@
-"""``ser predict MODEL PATH...``: the emotion of each recording, from a checkpoint or an export.
+"""``ser predict MODEL PATH...``: the emotion of each recording, from a checkpoint, an export or a
+model folder.
 
-A recording is read, resampled and prepared as the model's pipeline prepares it in training, cut
-into windows (:func:`ser.audio.recording_windows`), and its result is the mean of the windows'
-class probabilities; ``ser test --score recordings`` scores a test split the same way.
+A recording is read in blocks, resampled and prepared as the model's pipeline prepares it in
+training, cut into windows (:class:`ser.audio.Windower`, as :func:`ser.audio.recording_windows`),
+and its result is the mean of the windows' class probabilities; ``ser test --score recordings``
+scores a test split the same way. With ``--segments vad`` only the speech segments a
+voice-activity detector finds are cut into windows, so silence is skipped.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import glob
 import io
 import json
 import logging
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +26,16 @@ from torch import nn
 
 from ser.audio import (
     HOP_SECONDS,
+    SILENCE_PEAK,
     WINDOW_SECONDS,
+    AudioStream,
+    Windower,
     is_audio_file,
-    is_silent,
-    load_audio,
-    recording_windows,
-    resample,
 )
 from ser.errors import AudioError, SERError
 from ser.inference.models import EmotionModel, Ensemble, ExportedModel, load_models
+from ser.inference.plot import check_plot_path, plot_predictions
+from ser.inference.vad import load_vad, speech_segments
 from ser.io import ensure_writable, write_text
 
 log = logging.getLogger("ser")
@@ -46,38 +51,79 @@ class Prediction:
     starts: list[float] = field(default_factory=list)  #: window start times (s)
     ends: list[float] = field(default_factory=list)  #: window end times (s)
     window_probabilities: torch.Tensor | None = None  # (n_windows, n_classes)
+    #: speech segments (start, end) in s found by the voice-activity detector; empty: not used
+    segments: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def probabilities(self) -> torch.Tensor:
         return self.window_probabilities.mean(dim=0)  # (n_classes,)
 
 
-def _windows(
-    paths: Iterable[Path], model: nn.Module, window_seconds: float, hop_seconds: float
-) -> Iterator[tuple[Prediction, list[torch.Tensor]]]:
-    """Yield each readable recording's :class:`Prediction` (to fill) and its windows, the
-    recording prepared as the model's pipeline prepares it in training."""
+SEGMENTS = ("windows", "vad")
+
+
+def segment_windows(
+    blocks: Iterable[torch.Tensor],
+    bounds: list[tuple[int, float]],
+    sample_rate: int,
+    window_seconds: float,
+    hop_seconds: float,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """The windows ``(start, end, clip)`` of each segment of a recording given in blocks.
+
+    Args:
+        blocks: the recording's consecutive ``(n,)`` blocks at ``sample_rate``.
+        bounds: sorted, disjoint sample ranges ``[start, end)`` to cut into windows
+            (``[(0, inf)]``: the whole recording); each is cut as a recording of its own.
+    """
+    windowers = [
+        (s, e, Windower(sample_rate, window_seconds, hop_seconds, offset=s)) for s, e in bounds
+    ]
+    position, first = 0, 0  # first: the first segment not finished
+    for block in blocks:
+        end = position + len(block)
+        for i in range(first, len(windowers)):
+            s, e, windower = windowers[i]
+            if s >= end:
+                break
+            piece = block[max(s, position) - position : int(min(e, end)) - position]
+            if len(piece):
+                yield from windower.push(piece)
+            if e <= end:
+                yield from windower.finish()
+                first = i + 1
+        position = end
+    for s, _, windower in windowers[first:]:  # cut off by the recording's end
+        if s < position:
+            yield from windower.finish()
+
+
+def _recording(
+    path: Path, model: nn.Module, window_seconds: float, hop_seconds: float, segments: str
+) -> tuple[Prediction, AudioStream, Iterator[tuple[int, int, torch.Tensor]]]:
+    """A recording's :class:`Prediction` (to fill), its stream and its windows, read in blocks
+    and prepared as the model's pipeline prepares it in training."""
     sample_rate = model.sample_rate
-    for path in paths:
-        try:
-            wave, rate = load_audio(path)  # (T,)
-        except AudioError as err:
-            log.warning("skipping %s", err)
-            continue
-        if is_silent(wave):
-            log.warning("skipping %s: silent (peak below -80 dBFS), no speech to classify", path)
-            continue
-        if rate < sample_rate:
-            log.warning(
-                "%s: %d Hz audio upsampled to the model's %d Hz; it holds nothing above %d Hz, "
-                "so expect lower accuracy than on full-band audio", path, rate, sample_rate, rate // 2
-            )  # fmt: skip
-        wave = model.recording(resample(wave, rate, sample_rate))
-        prediction = Prediction(Path(path), duration=len(wave) / sample_rate)
-        bounds, windows = recording_windows(wave, sample_rate, window_seconds, hop_seconds)
-        prediction.starts = [s / sample_rate for s, _ in bounds]
-        prediction.ends = [min(e / sample_rate, prediction.duration) for _, e in bounds]
-        yield prediction, windows
+    stream = AudioStream(path, sample_rate)
+    if stream.rate < sample_rate:
+        log.warning(
+            "%s: %d Hz audio upsampled to the model's %d Hz; it holds nothing above %d Hz, "
+            "so expect lower accuracy than on full-band audio", path, stream.rate, sample_rate,
+            stream.rate // 2,
+        )  # fmt: skip
+    blocks: Iterable[torch.Tensor] = stream
+    if model.decode_denoise is not None:  # noise reduction sees the whole recording, as in training
+        blocks = [model.recording(torch.cat(list(stream)))]
+    prediction = Prediction(Path(path), duration=0.0)
+    bounds: list[tuple[int, float]] = [(0, math.inf)]
+    if segments == "vad":
+        prediction.segments = speech_segments(path)
+        bounds = [(round(s * sample_rate), round(e * sample_rate)) for s, e in prediction.segments]
+    return (
+        prediction,
+        stream,
+        segment_windows(blocks, bounds, sample_rate, window_seconds, hop_seconds),
+    )
 
 
 @torch.inference_mode()
@@ -109,20 +155,24 @@ def predict_files(
     hop_seconds: float = HOP_SECONDS,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
+    segments: str = "windows",
 ) -> list[Prediction]:
     """Predict the emotion of each recording, window by window.
 
-    Windows of every file are batched together, those of equal length in one forward pass (the
-    windows of long recordings all have the window's length).
-    Unreadable files are skipped with a warning naming them.
+    Files are read in blocks (:class:`ser.audio.AudioStream`), so memory does not grow with
+    their duration. Windows of every file are batched together, those of equal length in one
+    forward pass (the windows of long recordings all have the window's length).
+    Unreadable and silent files are skipped with a warning naming them.
 
     Args:
         model: from :func:`load_model`.
         paths: audio files in any format soundfile reads, at any rate, mono or not.
-        window_seconds: window length (s); shorter recordings are a single window.
+        window_seconds: window length (s); shorter recordings (or segments) are a single window.
         hop_seconds: step between windows (s).
         batch_size: windows per forward pass.
         device: ``cpu`` or ``cuda``.
+        segments: ``windows``: the whole recording is cut into windows; ``vad``: only the speech
+            segments a voice-activity detector finds (silero-vad), each cut into windows.
 
     Returns:
         One :class:`Prediction` per readable file, in the order given.
@@ -131,10 +181,15 @@ def predict_files(
         raise SERError(
             f"window ({window_seconds}), hop ({hop_seconds}) and batch size ({batch_size}) must be positive"
         )
+    if segments not in SEGMENTS:
+        raise SERError(f"segments {segments!r}: use one of {', '.join(SEGMENTS)}")
+    if segments == "vad":
+        load_vad()  # a missing package is one clear error before any file is read
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SERError("--device cuda: no CUDA device is available; use --device cpu")
     model = model.to(device).eval()
+    sample_rate = model.sample_rate
 
     predictions: list[Prediction] = []
     pending: list[tuple[int, int, torch.Tensor]] = []  # (prediction index, window index, clip)
@@ -147,13 +202,37 @@ def predict_files(
         )
         pending.clear()
 
-    for prediction, clips in _windows(paths, model, window_seconds, hop_seconds):
+    def discard(index: int) -> None:
+        pending[:] = [item for item in pending if item[0] != index]
+        for key in [k for k in results if k[0] == index]:
+            del results[key]
+
+    for path in paths:
         index = len(predictions)
-        predictions.append(prediction)
-        for w, clip in enumerate(clips):
-            pending.append((index, w, clip))
-            if len(pending) == batch_size:
-                flush()
+        try:
+            prediction, stream, windows = _recording(
+                path, model, window_seconds, hop_seconds, segments
+            )
+            for w, (start, end, clip) in enumerate(windows):
+                prediction.starts.append(start / sample_rate)
+                prediction.ends.append(end / sample_rate)
+                pending.append((index, w, clip))
+                if len(pending) == batch_size:
+                    flush()
+        except AudioError as err:
+            log.warning("skipping %s", err)
+            discard(index)
+            continue
+        if stream.peak < SILENCE_PEAK:
+            log.warning("skipping %s: silent (peak below -80 dBFS), no speech to classify", path)
+        elif not prediction.starts:
+            log.warning("skipping %s: the voice-activity detector found no speech", path)
+        else:
+            prediction.duration = stream.n_samples / sample_rate
+            prediction.ends = [min(e, prediction.duration) for e in prediction.ends]
+            predictions.append(prediction)
+            continue
+        discard(index)
     if pending:
         flush()
     for index, prediction in enumerate(predictions):
@@ -247,7 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ser predict",
         description="Predict the emotion of audio files (any format, rate and channel count).",
     )
-    parser.add_argument("model", help="a checkpoint from `ser fit` or a model.ts from `ser export`")
+    parser.add_argument(
+        "model",
+        help="a checkpoint from `ser fit`, a model.ts from `ser export`, or a model folder from "
+        "`ser export --format hub`",
+    )
     parser.add_argument(
         "paths", nargs="+", help="audio files, folders (searched recursively) or globs"
     )
@@ -273,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=3, help="classes listed per row (default 3)")
     parser.add_argument("--per-window", action="store_true", help="also list every window")
     parser.add_argument(
+        "--segments", choices=SEGMENTS, default="windows",
+        help="windows: cut the whole recording into windows (default); vad: only the speech "
+        "segments a voice-activity detector finds, silence skipped (pip install silero-vad)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--plot", type=Path, metavar="FILE.png",
+        help="also draw each recording's class probabilities over time (segments marked)",
+    )  # fmt: skip
+    parser.add_argument(
         "--output", type=Path, help="also write the results to FILE.csv or FILE.json"
     )
     return parser
@@ -283,11 +375,15 @@ def run(args: argparse.Namespace) -> None:
         raise SERError(f"--output {args.output}: use a .csv or .json file name")
     if args.output is not None:
         ensure_writable(args.output.parent, f"--output {args.output}")
+    if args.plot is not None:
+        check_plot_path(args.plot)
     model = load_models([args.model, *args.ensemble])
     paths = expand_paths(args.paths)
     if not paths:
         raise SERError(f"no audio files found in {' '.join(args.paths)}")
-    predictions = predict_files(model, paths, args.window, args.hop, args.batch_size, args.device)
+    predictions = predict_files(
+        model, paths, args.window, args.hop, args.batch_size, args.device, args.segments
+    )
     if not predictions:
         raise SERError(f"none of the {len(paths)} files could be read (see the warnings above)")
     table = rows(predictions, model.class_names, args.per_window)
@@ -295,6 +391,9 @@ def run(args: argparse.Namespace) -> None:
     if args.output is not None:
         write_output(args.output, table, model.class_names)
         print(f"wrote {args.output}")
+    if args.plot is not None:
+        plot_predictions(predictions, model.class_names, args.plot)
+        print(f"wrote {args.plot}")
 
 
 def main(argv: list[str] | None = None) -> None:
