@@ -14,7 +14,14 @@ from torch.utils.data import DataLoader
 
 from ser.audio import is_audio_file, is_silent, read_audio, recording_windows
 from ser.data.cache import AudioCache, decode_uncached
-from ser.data.dataset import Clip, ClipDataset, EpochSampler, ShardSampler, collate
+from ser.data.dataset import (
+    Clip,
+    ClipDataset,
+    EpochSampler,
+    ShardSampler,
+    class_balanced_weights,
+    collate,
+)
 from ser.data.emotions import resolve_classes, restrict_to_classes
 from ser.data.splits import Split, SplitSpec
 from ser.data.verify import Official, count_report, duplicate_groups
@@ -57,6 +64,8 @@ class SERDataModule(L.LightningDataModule):
             clips of the classes it shares with the corpus; ``ser test --ckpt_path`` sets it.
         augment: augmentation while training (:class:`ser.transforms.Augmentation`).
         denoise: noise reduction (:class:`ser.transforms.denoise.Denoise`), ``None``: off.
+        balance_classes: draw training clips class-balanced (with replacement, each class equally
+            often per epoch) instead of each clip once per epoch; for imbalanced corpora.
     """
 
     EMOTIONS: tuple[str, ...] = ()
@@ -84,6 +93,7 @@ class SERDataModule(L.LightningDataModule):
         target_classes: list[str] | None = None,
         augment: Augmentation | None = None,
         denoise: Denoise | None = None,
+        balance_classes: bool = False,
     ) -> None:
         super().__init__()
         if not (sample_rate > 0 and max_seconds > 0):
@@ -99,6 +109,7 @@ class SERDataModule(L.LightningDataModule):
         self.split = split if split is not None else SplitSpec()
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cache, self.verify_files, self.download = cache, verify, download
+        self.balance_classes = balance_classes
         self.class_names, self._emotion_to_class = resolve_classes(self.EMOTIONS, emotions, merge)
         #: The classes the corpus and the label space share (all of them unless target_classes).
         self.compared_classes = list(self.class_names)
@@ -342,7 +353,8 @@ class SERDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if stage == "train":
-            sampler = EpochSampler(len(dataset), seed, rank, world)
+            weights = class_balanced_weights(dataset.labels) if self.balance_classes else None
+            sampler = EpochSampler(len(dataset), seed, rank, world, weights)
         else:
             sampler = ShardSampler(len(dataset), rank, world) if world > 1 else None
         return DataLoader(

@@ -95,16 +95,31 @@ class EpochSampler(Sampler):
     rank gets ``ceil(n / W)`` clips (distributed training needs equal step counts); together the
     ranks cover the whole split, and a clip's crop does not depend on ``W``.
 
+    With ``weights`` (one per clip), an epoch is ``n_clips`` draws with replacement, clip ``i``
+    drawn with probability proportional to ``weights[i]`` (:func:`class_balanced_weights`: every
+    class equally often); the draws depend on ``(seed, epoch)`` alone and are sharded the same way.
+
     Args:
         n_clips: size of the dataset.
         seed: base seed (the run's seed).
         rank: this process's rank.
         world_size: number of processes.
+        weights: ``(n_clips,)`` sampling weights (``None``: each clip once per epoch).
     """
 
-    def __init__(self, n_clips: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        n_clips: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        weights: torch.Tensor | None = None,
+    ) -> None:
         self.n_clips, self.seed, self.epoch = n_clips, seed, 0
         self.rank, self.world_size = rank, world_size
+        if weights is not None and len(weights) != n_clips:
+            raise ValueError(f"{len(weights)} weights for {n_clips} clips")
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -114,11 +129,23 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.n_clips, generator=generator).tolist()
+        if self.weights is None:
+            order = torch.randperm(self.n_clips, generator=generator).tolist()
+        else:
+            order = torch.multinomial(
+                self.weights, self.n_clips, replacement=True, generator=generator
+            ).tolist()
         crop_seeds = torch.randint(2**62, (self.n_clips,), generator=generator).tolist()
         keys = list(zip(order, crop_seeds, strict=True))
         keys += keys[: len(self) * self.world_size - self.n_clips]  # wrapped round
         yield from keys[self.rank :: self.world_size]
+
+
+def class_balanced_weights(labels: list[int]) -> torch.Tensor:
+    """A sampling weight per clip, ``1 / (count of its class)``: each class drawn equally often."""
+    labels_t = torch.as_tensor(labels, dtype=torch.long)
+    counts = torch.bincount(labels_t).double()  # (n_classes,)
+    return 1.0 / counts[labels_t]
 
 
 class ShardSampler(Sampler):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import lightning as L
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ser import rng
+from ser.errors import SERError
 from ser.spec import SPEC_KEY, SPEC_VERSION, factory_spec
 from ser.tasks.metrics import classification_metrics
 
@@ -19,6 +21,14 @@ STAGES = ("train", "val", "test")
 #: Checkpoint entry holding the generators' state (see :mod:`ser.rng`).
 RNG_KEY = "ser_rng"
 NetFactory = Callable[[int, int, int], nn.Module]
+
+
+def balanced_class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
+    """``n / (n_classes * count)`` per class (scikit-learn's "balanced"); a class without clips
+    gets weight 0 (it has nothing to weigh)."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=n_classes).float()
+    weights = len(labels) / (n_classes * counts.clamp(min=1))
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))  # (n_classes,)
 
 
 class EmotionClassifier(L.LightningModule):
@@ -34,6 +44,9 @@ class EmotionClassifier(L.LightningModule):
         optimizer: optimiser factory, e.g. ``torch.optim.AdamW``.
         lr_scheduler: optional scheduler factory; ``ReduceLROnPlateau`` watches ``val/uar``.
         label_smoothing: cross-entropy label smoothing.
+        class_weights: weight each class's cross-entropy: ``balanced`` (``n / (n_classes * count)``
+            from the training split's counts, so every class weighs alike), a list of one weight
+            per class, or ``None`` (every clip alike).
         pipeline: the data's feature pipeline spec (linked from the data; written into every
             checkpoint so that inference rebuilds the same pipeline).
         corpus: the data's corpus class (linked from the data).
@@ -51,6 +64,7 @@ class EmotionClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         pipeline: dict | None = None,
         corpus: str | None = None,
+        class_weights: Literal["balanced"] | list[float] | None = None,
     ) -> None:
         super().__init__()
         # The task's own settings; what the data links in lives once, in the checkpoint's spec.
@@ -71,6 +85,15 @@ class EmotionClassifier(L.LightningModule):
         self.net = net(n_classes, n_features, sample_rate)
         self.class_names = list(class_names or [str(i) for i in range(n_classes)])
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        if isinstance(class_weights, list) and (
+            len(class_weights) != n_classes or min(class_weights) < 0
+        ):
+            raise SERError(
+                f"--model.class_weights: {len(class_weights)} weights for {n_classes} classes "
+                f"({', '.join(self.class_names)}); give one non-negative weight per class, or balanced"
+            )
+        # Not saved in the state dict: derived from the data (or the config) on every setup.
+        self.register_buffer("loss_weights", None, persistent=False)
         metrics = classification_metrics(n_classes)
         # ModuleDict keys must not shadow nn.Module attributes such as ``train``.
         self.metrics = nn.ModuleDict(
@@ -86,10 +109,29 @@ class EmotionClassifier(L.LightningModule):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(features, lengths)
 
+    def setup(self, stage: str) -> None:
+        self.loss_weights = self.class_weight_tensor()
+
+    def class_weight_tensor(self) -> torch.Tensor | None:
+        """``(n_classes,)`` cross-entropy weights of ``class_weights`` (``None``: unweighted)."""
+        weights = self.hparams.get("class_weights")
+        if weights is None:
+            return None
+        if weights != "balanced":
+            return torch.tensor(weights, dtype=torch.float32, device=self.device)
+        data = getattr(self.trainer, "datamodule", None)
+        train = getattr(data, "datasets", {}).get("train")
+        if train is None or len(train) == 0:  # ser test/validate: no training, no weights needed
+            return None
+        return balanced_class_weights(train.labels, self.n_classes).to(self.device)
+
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        """Cross-entropy against the batch's soft ``target`` (mixup) when present, else ``label``."""
+        """Cross-entropy against the batch's soft ``target`` (mixup) when present, else ``label``;
+        weighted per class with ``class_weights``."""
         target = batch.get("target", batch["label"])  # (B, n_classes) probabilities or (B,) indices
-        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(
+            logits, target, weight=self.loss_weights, label_smoothing=self.hparams.label_smoothing
+        )
 
     def shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         logits, extra_loss = self.forward_batch(batch, stage)  # (B, n_classes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -81,6 +82,7 @@ class VAEClassifier(EmotionClassifier):
         label_smoothing: cross-entropy label smoothing.
         pipeline: the data's feature pipeline spec (linked from the data).
         corpus: the data's corpus class (linked from the data).
+        class_weights: per-class cross-entropy weights (see :class:`EmotionClassifier`).
         beta: weight of the KL term after the warm-up.
         beta_warmup_steps: optimiser steps over which beta rises from 0 (0: no warm-up).
         recon_weight: weight of the VAE terms against the cross-entropy.
@@ -99,6 +101,7 @@ class VAEClassifier(EmotionClassifier):
         label_smoothing: float = 0.0,
         pipeline: dict | None = None,
         corpus: str | None = None,
+        class_weights: Literal["balanced"] | list[float] | None = None,
         beta: float = 1.0,
         beta_warmup_steps: int = 500,
         recon_weight: float = 1.0,
@@ -106,7 +109,7 @@ class VAEClassifier(EmotionClassifier):
     ) -> None:
         super().__init__(
             net, n_classes, n_features, sample_rate, class_names, optimizer, lr_scheduler,
-            label_smoothing, pipeline, corpus,
+            label_smoothing, pipeline, corpus, class_weights,
         )  # fmt: skip
         if beta < 0 or beta_warmup_steps < 0 or recon_weight < 0:
             raise SERError(
