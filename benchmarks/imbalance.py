@@ -128,8 +128,12 @@ def main() -> None:
             ]  # fmt: skip
             run = run_model("cnn2d", "configs/data/manifest.yaml", str(args.out), args.out / setting,
                             extra, seed, env)  # fmt: skip
-            metrics = json.loads((Path(run["ckpt"]).parents[1] / "test" / "metrics.json").read_text())
-            run.update(setting=setting, recall={c: metrics["per_class"][c]["recall"] for c in args.reduce})
+            metrics = json.loads(
+                (Path(run["ckpt"]).parents[1] / "test" / "metrics.json").read_text()
+            )
+            run.update(
+                setting=setting, recall={c: metrics["per_class"][c]["recall"] for c in args.reduce}
+            )
             with lock:
                 results[f"{setting}_seed{seed}"] = run
                 results_path.write_text(json.dumps(results, indent=2) + "\n")

@@ -25,7 +25,7 @@ CLASSES_FILE = "classes.json"
 
 
 class EmotionModel(nn.Module):
-    """The whole chain, feature pipeline (eval) then net:
+    """The whole chain, feature pipeline (eval), net, then temperature:
     ``(waveform (B, T), lengths (B,)) -> logits (B, C)``.
 
     Args:
@@ -33,13 +33,24 @@ class EmotionModel(nn.Module):
             :class:`ser.transforms.FeaturePipeline`).
         net: features -> logits module (see :mod:`ser.models`).
         class_names: class names in logit order.
+        temperature: the logits are divided by it, so that their softmax is calibrated
+            (:mod:`ser.calibration`; 1: as the net gives them). Exports bake it in.
     """
 
-    def __init__(self, pipeline: FeaturePipeline, net: nn.Module, class_names: list[str]) -> None:
+    def __init__(
+        self,
+        pipeline: FeaturePipeline,
+        net: nn.Module,
+        class_names: list[str],
+        temperature: float = 1.0,
+    ) -> None:
         super().__init__()
         self.pipeline, self.net = pipeline.eval(), net
         self.class_names = list(class_names)
         self.sample_rate = pipeline.sample_rate
+        if not temperature > 0:
+            raise SERError(f"temperature {temperature} must be positive")
+        self.temperature = float(temperature)
 
     def recording(self, wave: torch.Tensor) -> torch.Tensor:
         """A ``(n_samples,)`` recording at ``sample_rate`` prepared as in training."""
@@ -57,7 +68,7 @@ class EmotionModel(nn.Module):
                 waveform.shape[:1], waveform.shape[1], dtype=torch.long, device=waveform.device
             )
         features, feature_lengths = self.pipeline(waveform, lengths)  # (B, n_features, F), (B,)
-        return self.net(features, feature_lengths)  # (B, n_classes)
+        return self.net(features, feature_lengths) / self.temperature  # (B, n_classes)
 
 
 class ExportedModel(nn.Module):
@@ -150,7 +161,8 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def load_checkpoint(path: Path) -> EmotionModel:
-    """Rebuild :class:`EmotionModel` from a training checkpoint's spec and weights."""
+    """Rebuild :class:`EmotionModel` from a training checkpoint's spec and weights, with its
+    temperature (1.0 when it has none: trained before calibration or with ``--calibrate false``)."""
     checkpoint = read_checkpoint(path, str(path))
     spec = read_spec(checkpoint, str(path))
     pipeline = FeaturePipeline.from_spec(spec["pipeline"], spec["sample_rate"])
@@ -173,7 +185,8 @@ def load_checkpoint(path: Path) -> EmotionModel:
             f"{path}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}); "
             "the run diverged: retrain, e.g. with a lower learning rate"
         )
-    return EmotionModel(pipeline, net, spec["class_names"]).eval()
+    temperature = spec.get("temperature", 1.0)
+    return EmotionModel(pipeline, net, spec["class_names"], temperature).eval()
 
 
 def load_exported(path: Path) -> ExportedModel:

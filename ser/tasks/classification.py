@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from ser import rng
 from ser.errors import SERError
 from ser.spec import SPEC_KEY, SPEC_VERSION, factory_spec
-from ser.tasks.metrics import classification_metrics
+from ser.tasks.metrics import ClassRecall, classification_metrics
 
 STAGES = ("train", "val", "test")
 #: Checkpoint entry holding the generators' state (see :mod:`ser.rng`).
@@ -100,6 +100,10 @@ class EmotionClassifier(L.LightningModule):
             {f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in STAGES}
         )
         self.test_confusion_metric = MulticlassConfusionMatrix(n_classes)
+        self.val_class_recall = ClassRecall(n_classes)  # one curve per class in TensorBoard
+        #: Divides the logits at validation/test (not while training); fitted after fit by
+        #: :class:`ser.calibration.TemperatureScaling`, carried by the checkpoint's spec.
+        self.temperature = 1.0
         #: Confusion matrix (true x predicted counts) of the last test run.
         self.test_confusion: torch.Tensor | None = None
         #: One row per test clip or recording (path, speaker, label, probabilities) of the last test.
@@ -135,6 +139,8 @@ class EmotionClassifier(L.LightningModule):
 
     def shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         logits, extra_loss = self.forward_batch(batch, stage)  # (B, n_classes)
+        if stage != "train":
+            logits = logits / self.temperature
         if batch.get("windows"):  # one recording's windows: scored as `ser predict` scores it
             # the log of the mean of the windows' probabilities; its softmax is that mean
             logits = logits.float().softmax(dim=-1).mean(dim=0, keepdim=True).log()  # (1, C)
@@ -150,10 +156,13 @@ class EmotionClassifier(L.LightningModule):
             sync_dist=True,
         )
         metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(logits.detach(), labels)
+        probabilities = logits.detach().float().softmax(dim=-1)  # (B, n_classes)
+        metrics.update(probabilities, labels)
         self.log_dict(
             metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(labels)
         )
+        if stage == "val":
+            self.val_class_recall.update(probabilities, labels)
         if stage == "test":
             self.test_confusion_metric.update(logits.detach(), labels)
             self.collect_predictions(batch, logits.detach())
@@ -185,6 +194,13 @@ class EmotionClassifier(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.shared_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        recall = self.val_class_recall.compute()  # (n_classes,), summed over processes
+        self.val_class_recall.reset()
+        for name, value in zip(self.class_names, recall.tolist(), strict=True):
+            if value == value:  # NaN: the class has no validation clips
+                self.log(f"val_recall/{name}", value, on_epoch=True, sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions = []
@@ -218,6 +234,7 @@ class EmotionClassifier(L.LightningModule):
             "pipeline": self.pipeline_spec,
             "net": self.net_spec,
             "corpus": self.corpus,
+            "temperature": self.temperature,  # optional: 1.0 when absent (older checkpoints)
         }
         # Saved after validation, before the next epoch draws anything: restoring it when training
         # resumes replays the shuffles, crops and dropout of the uninterrupted run.
@@ -225,6 +242,12 @@ class EmotionClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed_rng = checkpoint.get(RNG_KEY)
+        self.temperature = float((checkpoint.get(SPEC_KEY) or {}).get("temperature", 1.0))
+
+    def on_fit_start(self) -> None:
+        # Training (also when resumed from a calibrated checkpoint) and its validation are
+        # uncalibrated; the temperature is fitted again after fit.
+        self.temperature = 1.0
 
     def on_train_start(self) -> None:
         # After the sanity check (which draws a DataLoader seed), before the first resumed epoch.
