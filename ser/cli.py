@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -215,7 +216,7 @@ class SERCLI(LightningCLI):
         """Enter the run into TensorBoard's HParams tab with its hyperparameters, seed and data,
         its best validation UAR (after fit) and ``metrics`` (test UAR, accuracy, ECE)."""
         logger = self.trainer.logger
-        if logger is None or not self.trainer.is_global_zero:
+        if not isinstance(logger, TensorBoardLogger) or not self.trainer.is_global_zero:
             return
         callback = self.trainer.checkpoint_callback
         score = getattr(callback, "best_model_score", None)
