@@ -68,9 +68,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("lightning_logs/calibration"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    results = args.out / "results.json"  # runs measured before are kept, not measured again
+    rows = json.loads(results.read_text()) if results.is_file() else []
     for checkpoint in args.checkpoints:
         run = checkpoint.parents[2].name  # <save_dir>/<name>/version_N/checkpoints/x.ckpt
+        if any(r["run"] == run for r in rows):
+            continue
         copy = args.out / run / "checkpoints" / checkpoint.name  # parents[1]: config beside it
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(checkpoint, copy)
@@ -82,7 +85,7 @@ def main() -> None:
             **{k: raw[k] for k in ("uar", "accuracy", "ece")},
             **{f"{k}_cal": calibrated[k] for k in ("uar", "accuracy", "ece")},
         })  # fmt: skip
-        (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+        results.write_text(json.dumps(rows, indent=2) + "\n")
     print(table(rows))
 
 
