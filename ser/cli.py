@@ -13,10 +13,12 @@ import numpy as np
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ser.audio import HOP_SECONDS, WINDOW_SECONDS
+from ser.calibration import TemperatureScaling
 from ser.callbacks import EpochSummary
 from ser.checkpointing import AtomicCheckpointIO, best_checkpoint, last_checkpoint
 from ser.data.base import SERDataModule
@@ -62,7 +64,8 @@ def trainer_defaults() -> dict:
         "use_distributed_sampler": False,
         "logger": {
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-            "init_args": {"save_dir": "lightning_logs", "name": "ser"},
+            # no hp_metric stuck at -1: runs enter the HParams tab with their UARs (log_hparams)
+            "init_args": {"save_dir": "lightning_logs", "name": "ser", "default_hp_metric": False},
         },
         "callbacks": [best_checkpoint(), last_checkpoint(), EpochSummary()],
     }
@@ -94,6 +97,17 @@ class SERCLI(LightningCLI):
             help="What the test scores: crops (each clip's centre crop, as validation) or "
             "recordings (each whole recording in windows, probabilities averaged, as ser predict).",
         )  # fmt: skip
+        parser.add_argument(
+            "--calibrate", type=bool, default=True,
+            help="Calibrated probabilities: after fit, fit a temperature on the validation split "
+            "and store it in the checkpoints (best and last), which ser test, ser predict and "
+            "exports apply. false: no fitting, and ser test/validate use temperature 1.",
+        )  # fmt: skip
+        parser.add_argument(
+            "--recalibrate", type=bool, default=False,
+            help="ser test/validate --ckpt_path: first fit that checkpoint's temperature on the "
+            "validation split and write it into the file (e.g. one trained before calibration).",
+        )  # fmt: skip
         for name, default, what in (
             ("window", WINDOW_SECONDS, "window length"),
             ("hop", HOP_SECONDS, "step between windows"),
@@ -117,6 +131,10 @@ class SERCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer.callbacks.append(
+            TemperatureScaling(config.get("calibrate", True), config.get("recalibrate", False))
+        )
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the config chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
@@ -154,6 +172,7 @@ class SERCLI(LightningCLI):
             not self.config[self.subcommand].get("test_after_fit", True)
             or self.trainer.fast_dev_run
         ):
+            self.log_hparams({})
             return
         if self.config[self.subcommand].get("test_ckpt", "best") == "last":
             # The monitor-less checkpoint (checkpoints/last.ckpt) holds the latest epoch.
@@ -196,12 +215,45 @@ class SERCLI(LightningCLI):
             for name, m in per_corpus.items():
                 print(f"{name}: UAR {m['uar']:.4f}  accuracy {m['accuracy']:.4f}  macro F1 "
                       f"{m['macro_f1']:.4f}  ({m['n_clips']} clips)", flush=True)  # fmt: skip
+        extra["temperature"] = self.model.temperature
         paths = write_report(
             confusion, class_names, out_dir, extra=extra, add_figure=add_figure,
             predictions=self.model.test_predictions,
         )  # fmt: skip
+        if "ece" in paths.metrics:
+            print(f"ECE {paths.metrics['ece']:.4f} (temperature {self.model.temperature:.3f})",
+                  flush=True)  # fmt: skip
         for kind, path in paths.files.items():
             print(f"wrote {kind}: {path}", flush=True)
+        self.log_hparams(
+            {
+                f"hp/test_{k}": paths.metrics[k]
+                for k in ("uar", "accuracy", "ece")
+                if k in paths.metrics
+            }
+        )
+
+    def log_hparams(self, metrics: dict[str, float]) -> None:
+        """Enter the run into TensorBoard's HParams tab with its hyperparameters, seed and data,
+        its best validation UAR (after fit) and ``metrics`` (test UAR, accuracy, ECE)."""
+        logger = self.trainer.logger
+        if not isinstance(logger, TensorBoardLogger) or not self.trainer.is_global_zero:
+            return
+        callback = self.trainer.checkpoint_callback
+        score = getattr(callback, "best_model_score", None)
+        if score is not None and getattr(callback, "monitor", None) == "val/uar":
+            metrics = {"hp/val_uar_best": float(score), **metrics}
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        params = {
+            **getattr(logger, "hparams", {}),
+            "seed": config.get("seed_everything"),
+            "data": type(self.datamodule).__name__,
+            "frontend": self.datamodule.pipeline_spec["frontend"]["class_path"],
+            "balance_classes": getattr(self.datamodule, "balance_classes", False),
+            "calibrate": config.get("calibrate", True),
+        }
+        logger.log_hyperparams(params, metrics=metrics, step=self.trainer.global_step)
+        logger.finalize("success")  # the run's writer was closed after the stage: flush this too
 
 
 def adapt_data_to_checkpoint(data, ckpt_path: str) -> None:

@@ -1,4 +1,5 @@
-"""The test report: per-class table, overall metrics, confusion matrix as CSV, PNG and JSON."""
+"""The test report: per-class table, overall metrics, confusion matrix as CSV, PNG and JSON, and
+with the clips' probabilities the expected calibration error and a reliability diagram."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ser.io import atomic_path, write_text
 
@@ -104,6 +106,64 @@ def confusion_figure(confusion: np.ndarray, class_names: list[str]):
     return fig
 
 
+def reliability(probabilities: np.ndarray, labels: np.ndarray, n_bins: int) -> dict:
+    """Per confidence bin (equal width over [0, 1]): clip count, mean confidence and accuracy of
+    the top class (the expected calibration error is their count-weighted mean gap)."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    index = np.minimum((confidence * n_bins).astype(int), n_bins - 1)  # (N,)
+    counts = np.bincount(index, minlength=n_bins)
+    totals = np.maximum(counts, 1)
+    mean_confidence = np.bincount(index, weights=confidence, minlength=n_bins) / totals
+    accuracy = np.bincount(index, weights=correct, minlength=n_bins) / totals
+    return {"counts": counts, "confidence": mean_confidence, "accuracy": accuracy}
+
+
+def reliability_figure(probabilities: np.ndarray, labels: np.ndarray, n_bins: int, ece: float):
+    """A reliability diagram: accuracy against confidence per bin (bars), the diagonal a perfectly
+    calibrated model follows, and the clips per bin below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = reliability(probabilities, labels, n_bins)
+    edges = np.linspace(0, 1, n_bins + 1)
+    width = 1 / n_bins
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(4.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    filled = bins["counts"] > 0
+    top.bar(edges[:-1][filled], bins["accuracy"][filled], width=width, align="edge",
+            color="tab:blue", edgecolor="black", label="accuracy")  # fmt: skip
+    top.bar(edges[:-1][filled], (bins["confidence"] - bins["accuracy"])[filled], width=width,
+            bottom=bins["accuracy"][filled], align="edge", color="tab:red", alpha=0.3,
+            edgecolor="tab:red", label="gap to confidence")  # fmt: skip
+    top.plot([0, 1], [0, 1], "k--", linewidth=1, label="calibrated")
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(f"reliability (test): ECE {ece:.3f}")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(edges[:-1], bins["counts"], width=width, align="edge", color="grey")
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence (top-class probability)")
+    bottom.set_ylabel("clips")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: Path, tag: str, add_figure: Callable | None) -> None:
+    """Write ``fig`` as a PNG at ``path`` and hand it to ``add_figure`` (TensorBoard) if given."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    if add_figure is not None:
+        add_figure(tag, fig)  # closes the figure
+    else:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
 @dataclass
 class Report:
     """What :func:`write_report` computed and wrote."""
@@ -131,7 +191,8 @@ def write_report(
         extra: more fields for ``metrics.json`` (checkpoint, corpus...).
         add_figure: also hand the figure to this, e.g. TensorBoard's ``SummaryWriter.add_figure``.
         predictions: one row per clip (``path``, ``speaker``, ``label`` index, ``probabilities``),
-            written as ``predictions.csv``.
+            written as ``predictions.csv``; they also give the expected calibration error
+            (``ece`` in ``metrics.json``) and ``reliability_diagram.png``.
     """
     out_dir = Path(out_dir)
     confusion = np.asarray(confusion, dtype=np.int64)
@@ -146,15 +207,20 @@ def write_report(
         writer.writerow(["true\\predicted", *class_names])
         for name, row in zip(class_names, confusion, strict=True):
             writer.writerow([name, *row.tolist()])
-    fig = confusion_figure(confusion, class_names)
-    with atomic_path(paths["png"]) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    if add_figure is not None:
-        add_figure("test/confusion_matrix", fig)  # closes the figure
-    else:
-        import matplotlib.pyplot as plt
+    save_figure(confusion_figure(confusion, class_names), paths["png"], "test/confusion_matrix",
+                add_figure)  # fmt: skip
+    if predictions:
+        from ser.tasks.metrics import ECE_BINS, expected_calibration_error
 
-        plt.close(fig)
+        probabilities = np.array([r["probabilities"] for r in predictions], dtype=np.float64)
+        labels = np.array([r["label"] for r in predictions])
+        # torchmetrics' ECE, the figure logged as test/ece (the diagram's bins give the same)
+        metrics["ece"] = expected_calibration_error(
+            torch.from_numpy(probabilities), torch.from_numpy(labels)
+        )
+        paths["reliability"] = out_dir / "reliability_diagram.png"
+        figure = reliability_figure(probabilities, labels, ECE_BINS, metrics["ece"])
+        save_figure(figure, paths["reliability"], "test/reliability_diagram", add_figure)
     payload = {
         **metrics,
         "class_names": class_names,

@@ -5,7 +5,11 @@ with ``weights_only=True``)::
 
     {"version": 2, "class_names": [...], "sample_rate": 16000, "n_features": 64,
      "pipeline": {"frontend": {"class_path", "init_args"}, "denoise": {...} | None},
-     "net": {"class_path", "init_args"}, "corpus": "ser.data.RAVDESS"}
+     "net": {"class_path", "init_args"}, "corpus": "ser.data.RAVDESS",
+     "temperature": 1.3}
+
+``temperature`` (optional, 1.0 when absent) divides the logits: it is fitted after fit by
+:mod:`ser.calibration`.
 
 :meth:`ser.tasks.EmotionClassifier.on_save_checkpoint` writes it (from what the CLI links into
 the task) and :func:`read_spec` is the one function that reads it.

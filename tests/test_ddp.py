@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from ser.calibration import fit_temperature, validation_logits
 from ser.callbacks import PreciseBatchNorm
 from ser.data import RAVDESS
 from ser.data.dataset import EpochSampler, ShardSampler
@@ -104,6 +105,11 @@ def test_ddp_fit_and_test_count_every_clip_once_and_match_one_process(tmp_path: 
         precision_plugin=SimpleNamespace(forward_context=torch.no_grad), global_rank=0,
         world_size=1,
     )  # fmt: skip
+    # The temperature was fitted on the validation logits of both processes together: what one
+    # process fits on the whole validation split.
+    one_process = fit_temperature(*validation_logits(trainer, model))
+    assert saved["ser"]["temperature"] == pytest.approx(one_process, rel=1e-4)
+    assert two["temperature"] == one["temperature"] == saved["ser"]["temperature"]
     PreciseBatchNorm().on_validation_start(trainer, model)
     for key, value in model.state_dict().items():
         if "running_" in key:

@@ -14,7 +14,14 @@ from torch.utils.data import DataLoader
 
 from ser.audio import is_audio_file, is_silent, read_audio, recording_windows
 from ser.data.cache import AudioCache, decode_uncached
-from ser.data.dataset import Clip, ClipDataset, EpochSampler, ShardSampler, collate
+from ser.data.dataset import (
+    Clip,
+    ClipDataset,
+    EpochSampler,
+    ShardSampler,
+    class_balanced_weights,
+    collate,
+)
 from ser.data.emotions import resolve_classes, restrict_to_classes
 from ser.data.splits import Split, SplitSpec
 from ser.data.verify import Official, count_report, duplicate_groups
@@ -57,6 +64,8 @@ class SERDataModule(L.LightningDataModule):
             clips of the classes it shares with the corpus; ``ser test --ckpt_path`` sets it.
         augment: augmentation while training (:class:`ser.transforms.Augmentation`).
         denoise: noise reduction (:class:`ser.transforms.denoise.Denoise`), ``None``: off.
+        balance_classes: draw training clips class-balanced (with replacement, each class equally
+            often per epoch) instead of each clip once per epoch; for imbalanced corpora.
     """
 
     EMOTIONS: tuple[str, ...] = ()
@@ -84,6 +93,7 @@ class SERDataModule(L.LightningDataModule):
         target_classes: list[str] | None = None,
         augment: Augmentation | None = None,
         denoise: Denoise | None = None,
+        balance_classes: bool = False,
     ) -> None:
         super().__init__()
         if not (sample_rate > 0 and max_seconds > 0):
@@ -99,6 +109,7 @@ class SERDataModule(L.LightningDataModule):
         self.split = split if split is not None else SplitSpec()
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cache, self.verify_files, self.download = cache, verify, download
+        self.balance_classes = balance_classes
         self.class_names, self._emotion_to_class = resolve_classes(self.EMOTIONS, emotions, merge)
         #: The classes the corpus and the label space share (all of them unless target_classes).
         self.compared_classes = list(self.class_names)
@@ -140,6 +151,23 @@ class SERDataModule(L.LightningDataModule):
     def clip_weights(self, clips: list[Clip]) -> list[float] | None:
         """Each training clip's relative chance of being drawn; ``None``: each once per epoch."""
         return None
+
+    def training_weights(self, dataset: ClipDataset) -> torch.Tensor | None:
+        """The training sampler's weight per clip: :meth:`clip_weights` (a pool's corpus shares),
+        balanced across classes with ``balance_classes`` within each corpus, its share kept."""
+        weights = self.clip_weights(dataset.clips)
+        if not self.balance_classes:
+            return None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+        shares = torch.ones(len(dataset), dtype=torch.double)
+        if weights is not None:
+            shares = torch.as_tensor(weights, dtype=torch.double)
+        labels = torch.as_tensor(dataset.labels, dtype=torch.long)
+        balanced = torch.empty_like(shares)
+        for corpus in {clip.corpus for clip in dataset.clips}:
+            idx = torch.tensor([i for i, c in enumerate(dataset.clips) if c.corpus == corpus])
+            within = class_balanced_weights(labels[idx].tolist())  # (n,) each class equally
+            balanced[idx] = within / within.sum() * shares[idx].sum()
+        return balanced
 
     # Corpus-specific part.
     def scan(self, root: Path) -> list[Clip]:
@@ -351,9 +379,7 @@ class SERDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if stage == "train":
-            sampler = EpochSampler(
-                len(dataset), seed, rank, world, self.clip_weights(dataset.clips)
-            )
+            sampler = EpochSampler(len(dataset), seed, rank, world, self.training_weights(dataset))
         else:
             sampler = ShardSampler(len(dataset), rank, world) if world > 1 else None
         return DataLoader(

@@ -97,16 +97,18 @@ class EpochSampler(Sampler):
     generators are left to the model (dropout, augmentation). With several processes, rank ``r``
     of ``W`` takes every ``W``-th position of the same order, the order wrapped round so that every
     rank gets ``ceil(n / W)`` clips (distributed training needs equal step counts); together the
-    ranks cover the whole split, and a clip's crop does not depend on ``W``. With ``weights``, an
-    epoch is ``n_clips`` draws with replacement, clip ``i`` with probability proportional to
-    ``weights[i]``, from the same ``(seed, epoch)`` generator.
+    ranks cover the whole split, and a clip's crop does not depend on ``W``.
+
+    With ``weights`` (one per clip), an epoch is ``n_clips`` draws with replacement, clip ``i``
+    drawn with probability proportional to ``weights[i]`` (a pool's corpus
+    shares, :func:`class_balanced_weights`: every class equally often); the draws depend on ``(seed, epoch)`` alone and are sharded the same way.
 
     Args:
         n_clips: size of the dataset.
         seed: base seed (the run's seed).
         rank: this process's rank.
         world_size: number of processes.
-        weights: relative chance of each clip (``None``: every clip once per epoch).
+        weights: ``(n_clips,)`` sampling weights (``None``: each clip once per epoch).
     """
 
     def __init__(
@@ -115,11 +117,13 @@ class EpochSampler(Sampler):
         seed: int,
         rank: int = 0,
         world_size: int = 1,
-        weights: list[float] | None = None,
+        weights: torch.Tensor | None = None,
     ) -> None:
         self.n_clips, self.seed, self.epoch = n_clips, seed, 0
         self.rank, self.world_size = rank, world_size
-        self.weights = None if weights is None else torch.tensor(weights, dtype=torch.float64)
+        if weights is not None and len(weights) != n_clips:
+            raise ValueError(f"{len(weights)} weights for {n_clips} clips")
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -139,6 +143,13 @@ class EpochSampler(Sampler):
         keys = list(zip(order, crop_seeds, strict=True))
         keys += keys[: len(self) * self.world_size - self.n_clips]  # wrapped round
         yield from keys[self.rank :: self.world_size]
+
+
+def class_balanced_weights(labels: list[int]) -> torch.Tensor:
+    """A sampling weight per clip, ``1 / (count of its class)``: each class drawn equally often."""
+    labels_t = torch.as_tensor(labels, dtype=torch.long)
+    counts = torch.bincount(labels_t).double()  # (n_classes,)
+    return 1.0 / counts[labels_t]
 
 
 class ShardSampler(Sampler):

@@ -29,7 +29,7 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 
 class EmotionModel(nn.Module):
-    """The whole chain, feature pipeline (eval) then net:
+    """The whole chain, feature pipeline (eval), net, then temperature:
     ``(waveform (B, T), lengths (B,)) -> logits (B, C)``.
 
     Args:
@@ -37,13 +37,24 @@ class EmotionModel(nn.Module):
             :class:`ser.transforms.FeaturePipeline`).
         net: features -> logits module (see :mod:`ser.models`).
         class_names: class names in logit order.
+        temperature: the logits are divided by it, so that their softmax is calibrated
+            (:mod:`ser.calibration`; 1: as the net gives them). Exports bake it in.
     """
 
-    def __init__(self, pipeline: FeaturePipeline, net: nn.Module, class_names: list[str]) -> None:
+    def __init__(
+        self,
+        pipeline: FeaturePipeline,
+        net: nn.Module,
+        class_names: list[str],
+        temperature: float = 1.0,
+    ) -> None:
         super().__init__()
         self.pipeline, self.net = pipeline.eval(), net
         self.class_names = list(class_names)
         self.sample_rate = pipeline.sample_rate
+        if not temperature > 0:
+            raise SERError(f"temperature {temperature} must be positive")
+        self.temperature = float(temperature)
 
     def recording(self, wave: torch.Tensor) -> torch.Tensor:
         """A ``(n_samples,)`` recording at ``sample_rate`` prepared as in training."""
@@ -61,7 +72,7 @@ class EmotionModel(nn.Module):
                 waveform.shape[:1], waveform.shape[1], dtype=torch.long, device=waveform.device
             )
         features, feature_lengths = self.pipeline(waveform, lengths)  # (B, n_features, F), (B,)
-        return self.net(features, feature_lengths)  # (B, n_classes)
+        return self.net(features, feature_lengths) / self.temperature  # (B, n_classes)
 
 
 class ExportedModel(nn.Module):
@@ -186,11 +197,13 @@ def build_model(spec: dict, weights: dict[str, torch.Tensor], what: str) -> Emot
             f"{what}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}); "
             "the run diverged: retrain, e.g. with a lower learning rate"
         )
-    return EmotionModel(pipeline, net, spec["class_names"]).eval()
+    temperature = spec.get("temperature", 1.0)
+    return EmotionModel(pipeline, net, spec["class_names"], temperature).eval()
 
 
 def load_checkpoint(path: Path) -> EmotionModel:
-    """Rebuild :class:`EmotionModel` from a training checkpoint's spec and weights."""
+    """Rebuild :class:`EmotionModel` from a training checkpoint's spec and weights, with its
+    temperature (1.0 when it has none: trained before calibration or with ``--calibrate false``)."""
     return build_model(*read_weights(path), str(path))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable
+from typing import Literal
 
 import lightning as L
 import torch
@@ -14,8 +15,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ser import rng
+from ser.errors import SERError
 from ser.spec import SPEC_KEY, SPEC_VERSION, factory_spec
-from ser.tasks.metrics import classification_metrics
+from ser.tasks.metrics import ClassRecall, classification_metrics
 
 STAGES = ("train", "val", "test")
 # A pooled corpus without clips in a short evaluation (the sanity check) or on one process is
@@ -24,6 +26,14 @@ warnings.filterwarnings("ignore", r"The ``compute`` method of metric .* before t
 #: Checkpoint entry holding the generators' state (see :mod:`ser.rng`).
 RNG_KEY = "ser_rng"
 NetFactory = Callable[[int, int, int], nn.Module]
+
+
+def balanced_class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
+    """``n / (n_classes * count)`` per class (scikit-learn's "balanced"); a class without clips
+    gets weight 0 (it has nothing to weigh)."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=n_classes).float()
+    weights = len(labels) / (n_classes * counts.clamp(min=1))
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))  # (n_classes,)
 
 
 class EmotionClassifier(L.LightningModule):
@@ -39,6 +49,9 @@ class EmotionClassifier(L.LightningModule):
         optimizer: optimiser factory, e.g. ``torch.optim.AdamW``.
         lr_scheduler: optional scheduler factory; ``ReduceLROnPlateau`` watches ``val/uar``.
         label_smoothing: cross-entropy label smoothing.
+        class_weights: weight each class's cross-entropy: ``balanced`` (``n / (n_classes * count)``
+            from the training split's counts, so every class weighs alike), a list of one weight
+            per class, or ``None`` (every clip alike).
         pipeline: the data's feature pipeline spec (linked from the data; written into every
             checkpoint so that inference rebuilds the same pipeline).
         corpus: the data's corpus class (linked from the data).
@@ -59,6 +72,7 @@ class EmotionClassifier(L.LightningModule):
         pipeline: dict | None = None,
         corpus: str | None = None,
         corpora: list[str] | None = None,
+        class_weights: Literal["balanced"] | list[float] | None = None,
     ) -> None:
         super().__init__()
         # The task's own settings; what the data links in lives once, in the checkpoint's spec.
@@ -79,6 +93,15 @@ class EmotionClassifier(L.LightningModule):
         self.net = net(n_classes, n_features, sample_rate)
         self.class_names = list(class_names or [str(i) for i in range(n_classes)])
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        if isinstance(class_weights, list) and (
+            len(class_weights) != n_classes or min(class_weights) < 0
+        ):
+            raise SERError(
+                f"--model.class_weights: {len(class_weights)} weights for {n_classes} classes "
+                f"({', '.join(self.class_names)}); give one non-negative weight per class, or balanced"
+            )
+        # Not saved in the state dict: derived from the data (or the config) on every setup.
+        self.register_buffer("loss_weights", None, persistent=False)
         metrics = classification_metrics(n_classes)
         # ModuleDict keys must not shadow nn.Module attributes such as ``train``.
         self.metrics = nn.ModuleDict(
@@ -91,6 +114,10 @@ class EmotionClassifier(L.LightningModule):
             for s in STAGES[1:] for name in self.corpora
         })  # fmt: skip
         self.test_confusion_metric = MulticlassConfusionMatrix(n_classes)
+        self.val_class_recall = ClassRecall(n_classes)  # one curve per class in TensorBoard
+        #: Divides the logits at validation/test (not while training); fitted after fit by
+        #: :class:`ser.calibration.TemperatureScaling`, carried by the checkpoint's spec.
+        self.temperature = 1.0
         #: Confusion matrix (true x predicted counts) of the last test run.
         self.test_confusion: torch.Tensor | None = None
         #: One row per test clip or recording (path, speaker, label, probabilities) of the last test.
@@ -100,16 +127,37 @@ class EmotionClassifier(L.LightningModule):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(features, lengths)
 
+    def setup(self, stage: str) -> None:
+        self.loss_weights = self.class_weight_tensor()
+
+    def class_weight_tensor(self) -> torch.Tensor | None:
+        """``(n_classes,)`` cross-entropy weights of ``class_weights`` (``None``: unweighted)."""
+        weights = self.hparams.get("class_weights")
+        if weights is None:
+            return None
+        if weights != "balanced":
+            return torch.tensor(weights, dtype=torch.float32, device=self.device)
+        data = getattr(self.trainer, "datamodule", None)
+        train = getattr(data, "datasets", {}).get("train")
+        if train is None or len(train) == 0:  # ser test/validate: no training, no weights needed
+            return None
+        return balanced_class_weights(train.labels, self.n_classes).to(self.device)
+
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        """Cross-entropy against the batch's soft ``target`` (mixup) when present, else ``label``."""
+        """Cross-entropy against the batch's soft ``target`` (mixup) when present, else ``label``;
+        weighted per class with ``class_weights``."""
         target = batch.get("target", batch["label"])  # (B, n_classes) probabilities or (B,) indices
-        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(
+            logits, target, weight=self.loss_weights, label_smoothing=self.hparams.label_smoothing
+        )
 
     def shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         # The test runs in float32 whatever the training precision: the figures `ser predict` gives
         exact = torch.autocast(batch["features"].device.type, enabled=False)
         with exact if stage == "test" else contextlib.nullcontext():
             logits, extra_loss = self.forward_batch(batch, stage)  # (B, n_classes)
+        if stage != "train":
+            logits = logits / self.temperature
         if batch.get("windows"):  # one recording's windows: scored as `ser predict` scores it
             # the log of the mean of the windows' probabilities; its softmax is that mean
             logits = logits.float().softmax(dim=-1).mean(dim=0, keepdim=True).log()  # (1, C)
@@ -125,25 +173,28 @@ class EmotionClassifier(L.LightningModule):
             sync_dist=True,
         )
         metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(logits.detach(), labels)
+        probabilities = logits.detach().float().softmax(dim=-1)  # (B, n_classes)
+        metrics.update(probabilities, labels)
         self.log_dict(
             metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(labels)
         )
         if stage != "train":
-            self.log_per_corpus(logits.detach(), batch, stage)
+            self.log_per_corpus(probabilities, batch, stage)
+        if stage == "val":
+            self.val_class_recall.update(probabilities, labels)
         if stage == "test":
             self.test_confusion_metric.update(logits.detach(), labels)
             self.collect_predictions(batch, logits.detach())
         return loss
 
-    def log_per_corpus(self, logits: torch.Tensor, batch: dict, stage: str) -> None:
+    def log_per_corpus(self, probabilities: torch.Tensor, batch: dict, stage: str) -> None:
         """Update and log each pooled corpus's metrics on its clips of the batch. Every corpus on
         every step, if only with no clip: with several processes each must log the same metrics."""
         for name in self.corpora:
-            mask = torch.tensor([c == name for c in batch["corpus"]], device=logits.device)
+            mask = torch.tensor([c == name for c in batch["corpus"]], device=probabilities.device)
             metrics = self.corpus_metrics[f"{stage}_{name}"]
             if mask.any():
-                metrics.update(logits[mask], batch["label"][mask])
+                metrics.update(probabilities[mask], batch["label"][mask])
             self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=max(1, int(mask.sum())))
 
     def collect_predictions(self, batch: dict, logits: torch.Tensor) -> None:
@@ -175,6 +226,13 @@ class EmotionClassifier(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.shared_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        recall = self.val_class_recall.compute()  # (n_classes,), summed over processes
+        self.val_class_recall.reset()
+        for name, value in zip(self.class_names, recall.tolist(), strict=True):
+            if value == value:  # NaN: the class has no validation clips
+                self.log(f"val_recall/{name}", value, on_epoch=True, sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions = []
@@ -208,6 +266,7 @@ class EmotionClassifier(L.LightningModule):
             "pipeline": self.pipeline_spec,
             "net": self.net_spec,
             "corpus": self.corpus,
+            "temperature": self.temperature,  # optional: 1.0 when absent (older checkpoints)
         }
         # Saved after validation, before the next epoch draws anything: restoring it when training
         # resumes replays the shuffles, crops and dropout of the uninterrupted run.
@@ -215,6 +274,12 @@ class EmotionClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed_rng = checkpoint.get(RNG_KEY)
+        self.temperature = float((checkpoint.get(SPEC_KEY) or {}).get("temperature", 1.0))
+
+    def on_fit_start(self) -> None:
+        # Training (also when resumed from a calibrated checkpoint) and its validation are
+        # uncalibrated; the temperature is fitted again after fit.
+        self.temperature = 1.0
 
     def on_train_start(self) -> None:
         # After the sanity check (which draws a DataLoader seed), before the first resumed epoch.

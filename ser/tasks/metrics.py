@@ -1,19 +1,24 @@
-"""The one metric path every model uses: UAR (headline), accuracy, macro F1, confusion matrix."""
+"""The one metric path every model uses: UAR (headline), accuracy, macro F1, expected calibration
+error, per-class recall, confusion matrix."""
 
 from __future__ import annotations
 
 import torch
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassF1Score,
+    MulticlassRecall,
+)
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+#: Confidence bins of the expected calibration error (and of the reliability diagram).
+ECE_BINS = 15
 
 
-class UnweightedAverageRecall(MulticlassRecall):
-    """Recall averaged over the classes the targets hold, as :func:`ser.report.metrics_from_confusion`
-    computes it from the confusion matrix.
-
-    torchmetrics' macro recall also counts a class the data lacks once the model predicts it (recall
-    0), so a cross-corpus test would report two UARs; here a class without support never counts.
-    """
+class ClassRecall(MulticlassRecall):
+    """Recall of each class ``(n_classes,)``; NaN for a class the targets lack."""
 
     def __init__(self, num_classes: int, **kwargs) -> None:
         super().__init__(num_classes, average="none", **kwargs)
@@ -21,19 +26,40 @@ class UnweightedAverageRecall(MulticlassRecall):
     def compute(self) -> torch.Tensor:
         tp, _, _, fn = self._final_state()  # per class
         support = tp + fn
-        present = support > 0
-        if not present.any():
-            return torch.tensor(0.0, device=tp.device)
-        return (tp[present].float() / support[present]).mean()
+        return torch.where(support > 0, tp.float() / support.clamp(min=1), torch.nan)
+
+
+class UnweightedAverageRecall(ClassRecall):
+    """Recall averaged over the classes the targets hold, as :func:`ser.report.metrics_from_confusion`
+    computes it from the confusion matrix.
+
+    torchmetrics' macro recall also counts a class the data lacks once the model predicts it (recall
+    0), so a cross-corpus test would report two UARs; here a class without support never counts.
+    """
+
+    def compute(self) -> torch.Tensor:
+        recall = super().compute()
+        present = ~recall.isnan()
+        return recall[present].mean() if present.any() else torch.zeros((), device=recall.device)
+
+
+def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
+    """ECE (L1, :data:`ECE_BINS` confidence bins) of ``(N, n_classes)`` probabilities, as the
+    logged ``ece`` metric computes it."""
+    return float(
+        multiclass_calibration_error(probabilities, labels, probabilities.shape[1], n_bins=ECE_BINS)
+    )
 
 
 def classification_metrics(n_classes: int) -> MetricCollection:
-    """UAR = unweighted average recall (macro recall over the classes present), accuracy (micro)
-    and macro F1."""
+    """UAR = unweighted average recall (macro recall over the classes present), accuracy (micro),
+    macro F1 and ECE = expected calibration error (the gap between confidence and accuracy,
+    averaged over confidence bins; lower is better)."""
     return MetricCollection(
         {
             "uar": UnweightedAverageRecall(n_classes),
             "accuracy": MulticlassAccuracy(n_classes, average="micro"),
             "f1": MulticlassF1Score(n_classes, average="macro"),
+            "ece": MulticlassCalibrationError(n_classes, n_bins=ECE_BINS),
         }
     )

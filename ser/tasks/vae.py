@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -82,6 +83,7 @@ class VAEClassifier(EmotionClassifier):
         pipeline: the data's feature pipeline spec (linked from the data).
         corpus: the data's corpus class (linked from the data).
         corpora: the names of a pool's corpora (linked from the data).
+        class_weights: per-class cross-entropy weights (see :class:`EmotionClassifier`).
         beta: weight of the KL term after the warm-up.
         beta_warmup_steps: optimiser steps over which beta rises from 0 (0: no warm-up).
         recon_weight: weight of the VAE terms against the cross-entropy.
@@ -101,6 +103,7 @@ class VAEClassifier(EmotionClassifier):
         pipeline: dict | None = None,
         corpus: str | None = None,
         corpora: list[str] | None = None,
+        class_weights: Literal["balanced"] | list[float] | None = None,
         beta: float = 1.0,
         beta_warmup_steps: int = 500,
         recon_weight: float = 1.0,
@@ -108,7 +111,7 @@ class VAEClassifier(EmotionClassifier):
     ) -> None:
         super().__init__(
             net, n_classes, n_features, sample_rate, class_names, optimizer, lr_scheduler,
-            label_smoothing, pipeline, corpus, corpora,
+            label_smoothing, pipeline, corpus, corpora, class_weights,
         )  # fmt: skip
         if beta < 0 or beta_warmup_steps < 0 or recon_weight < 0:
             raise SERError(

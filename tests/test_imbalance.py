@@ -1,0 +1,113 @@
+"""Imbalanced classes: the class-weighted loss (``--model.init_args.class_weights``) and the
+class-balanced sampler (``--data.balance_classes``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ser.data import RAVDESS
+from ser.data.dataset import EpochSampler, class_balanced_weights
+from ser.errors import SERError
+from ser.models import CNN2D
+from ser.tasks import EmotionClassifier
+from ser.tasks.classification import balanced_class_weights
+
+
+def classifier(class_weights, train_labels: list[int]) -> EmotionClassifier:
+    """A task set up as ``ser fit`` sets it up on a training split with ``train_labels``."""
+    model = EmotionClassifier(CNN2D, 3, 8, 16000, class_weights=class_weights)
+    model.trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(datasets={"train": _Dataset(train_labels)})
+    )
+    model.setup("fit")
+    return model
+
+
+class _Dataset:
+    def __init__(self, labels: list[int]) -> None:
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def test_balanced_weights_make_every_class_weigh_alike():
+    labels = [0] * 6 + [1] * 2  # class 2 has no training clips
+    weights = balanced_class_weights(labels, 3)
+    assert torch.allclose(weights, torch.tensor([8 / (3 * 6), 8 / (3 * 2), 0.0]))
+    counts = torch.bincount(torch.tensor(labels), minlength=3).float()
+    assert torch.allclose(weights * counts, torch.tensor([8 / 3, 8 / 3, 0.0]))  # equal totals
+
+
+def test_class_weights_change_the_loss_as_expected():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3)
+    batch = {"label": torch.tensor([0, 0, 0, 1, 2])}
+    per_clip = F.cross_entropy(logits, batch["label"], reduction="none")
+    plain = classifier(None, [0] * 6 + [1] * 2 + [2] * 4)
+    assert plain.loss_weights is None
+    assert torch.allclose(plain.loss(logits, batch), per_clip.mean())
+    balanced = classifier("balanced", [0] * 6 + [1] * 2 + [2] * 4)
+    w = torch.tensor([12 / 18, 12 / 6, 12 / 12])[batch["label"]]  # n / (n_classes * count)
+    assert torch.allclose(balanced.loss(logits, batch), (w * per_clip).sum() / w.sum())
+    assert not torch.allclose(balanced.loss(logits, batch), per_clip.mean())
+    only_first = classifier([1.0, 0.0, 0.0], [])  # explicit weights: class 0 alone counts
+    assert torch.allclose(only_first.loss(logits, batch), per_clip[:3].mean())
+    # soft targets (mixup) are weighted too
+    target = F.one_hot(batch["label"], 3).float()
+    soft = balanced.loss(logits, {**batch, "target": target})
+    assert torch.allclose(soft, (w * per_clip).mean())
+
+
+def test_bad_class_weights_are_one_clear_error():
+    with pytest.raises(SERError, match="class_weights: 2 weights for 3 classes"):
+        EmotionClassifier(CNN2D, 3, 8, 16000, class_weights=[1.0, 2.0])
+    with pytest.raises(SERError, match="non-negative"):
+        EmotionClassifier(CNN2D, 3, 8, 16000, class_weights=[1.0, -1.0, 1.0])
+
+
+def test_balanced_sampler_draws_classes_evenly_and_shards_disjointly():
+    labels = [0] * 80 + [1] * 15 + [2] * 5
+    weights = class_balanced_weights(labels)
+    sampler = EpochSampler(len(labels), seed=3, weights=weights)
+    drawn = Counter()
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        keys = list(sampler)
+        assert len(keys) == len(labels)
+        drawn.update(labels[i] for i, _ in keys)
+    assert all(abs(drawn[c] / 2000 - 1 / 3) < 0.04 for c in range(3))  # vs 0.80 / 0.15 / 0.05
+    sampler.set_epoch(7)
+    whole = list(sampler)
+    assert list(EpochSampler(len(labels), seed=3, weights=weights).__iter__()) != whole
+    resumed = EpochSampler(len(labels), seed=3, weights=weights)  # a resumed run: same epoch
+    resumed.set_epoch(7)
+    assert list(resumed) == whole
+    for world in (2, 3):
+        shards = []
+        for rank in range(world):
+            shard = EpochSampler(len(labels), seed=3, rank=rank, world_size=world, weights=weights)
+            shard.set_epoch(7)
+            shards.append(list(shard))
+        assert {len(s) for s in shards} == {-(-len(labels) // world)}
+        # rank r holds positions r, r + W, ... of the one-process draws: no position twice
+        interleaved = [s[k] for k in range(len(shards[0])) for s in shards]
+        assert interleaved[: len(whole)] == whole
+
+
+def test_balance_classes_reaches_the_training_loader_only(ravdess_root: Path):
+    data = RAVDESS(str(ravdess_root), balance_classes=True)
+    data.setup("fit")
+    sampler = data.train_dataloader().sampler
+    expected = class_balanced_weights(data.datasets["train"].labels)
+    assert sampler.weights is not None and torch.allclose(sampler.weights, expected)
+    assert not isinstance(data.val_dataloader().sampler, EpochSampler)
+    plain = RAVDESS(str(ravdess_root))
+    plain.setup("fit")
+    assert plain.train_dataloader().sampler.weights is None
