@@ -79,7 +79,8 @@ def test_pooled_config_trains_reports_per_corpus_and_tests_in_and_across_corpora
     # RAVDESS alone: one of the pooled corpora, so its own test speakers (in-corpus)
     out = tmp_path / "alone"
     main(["test", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(corpora["ravdess"]),
-          "--data.split", json.dumps(vars(SPLIT)), "--ckpt_path", str(checkpoint),
+          "--data.split", json.dumps(vars(SPLIT)), "--data.max_seconds", "0.5",
+          "--ckpt_path", str(checkpoint),
           "--trainer.logger.init_args.save_dir", str(out)])  # fmt: skip
     alone = json.loads(next(out.glob("*/version_0/test/metrics.json")).read_text())
     assert alone["n_clips"] == 16 and alone["uar"] == pytest.approx(per_corpus["ravdess"]["uar"])
@@ -148,3 +149,19 @@ def test_cv_leaves_each_corpus_out_once(corpora: dict[str, Path], tmp_path: Path
     assert [r["test_speakers"] for r in results] == [["ravdess"], ["cremad"]]
     assert [r["n_clips"] for r in results] == [6 * 4 * 2, 6 * 4 * 2]  # every clip of each
     assert json.loads((out / "pooled" / "metrics.json").read_text())["n_clips"] == 96
+
+
+def test_balanced_classes_within_each_corpus_keep_its_share(corpora: dict[str, Path]):
+    data = pool(corpora, weights={"ravdess": 1, "cremad": 3}, balance_classes=True)
+    data.setup("fit")
+    train = data.datasets["train"]
+    weights = data.training_weights(train)  # (n_clips,)
+    by_corpus: dict[str, float] = Counter()
+    by_class: dict[tuple[str, int], float] = Counter()
+    for clip, label, w in zip(train.clips, train.labels, weights.tolist(), strict=True):
+        by_corpus[clip.corpus] += w
+        by_class[clip.corpus, label] += w
+    assert by_corpus["cremad"] / by_corpus["ravdess"] == pytest.approx(3)
+    for name in ("ravdess", "cremad"):  # every class of a corpus as likely as the others
+        shares = [v for (corpus, _), v in by_class.items() if corpus == name]
+        assert len(shares) > 1 and max(shares) == pytest.approx(min(shares))

@@ -153,14 +153,15 @@ class SERDataModule(L.LightningDataModule):
         return None
 
     def training_weights(self, dataset: ClipDataset) -> torch.Tensor | None:
-        """The training sampler's weight per clip: :meth:`clip_weights` (a pool's corpus shares),
-        balanced across classes with ``balance_classes`` within each corpus, its share kept."""
+        """The training sampler's weight per clip (``None``: each clip once per epoch). With
+        ``balance_classes`` every class equally often; in a pool with corpus shares
+        (:meth:`clip_weights`) classes are balanced within each corpus, its share kept."""
         weights = self.clip_weights(dataset.clips)
+        if weights is None:
+            return class_balanced_weights(dataset.labels) if self.balance_classes else None
+        shares = torch.as_tensor(weights, dtype=torch.double)
         if not self.balance_classes:
-            return None if weights is None else torch.as_tensor(weights, dtype=torch.double)
-        shares = torch.ones(len(dataset), dtype=torch.double)
-        if weights is not None:
-            shares = torch.as_tensor(weights, dtype=torch.double)
+            return shares
         labels = torch.as_tensor(dataset.labels, dtype=torch.long)
         balanced = torch.empty_like(shares)
         for corpus in {clip.corpus for clip in dataset.clips}:

@@ -110,7 +110,9 @@ class EmotionClassifier(L.LightningModule):
         # A pool's corpora, each on its own: ``val/uar/<name>``... (keys without dots for ModuleDict)
         self.corpora = list(corpora or [])
         self.corpus_metrics = nn.ModuleDict({
-            f"{s}_{name}": metrics.clone(prefix=f"{s}/", postfix=f"/{name}")
+            f"{s}_{name}": classification_metrics(n_classes, calibration=False).clone(
+                prefix=f"{s}/", postfix=f"/{name}"
+            )
             for s in STAGES[1:] for name in self.corpora
         })  # fmt: skip
         self.test_confusion_metric = MulticlassConfusionMatrix(n_classes)

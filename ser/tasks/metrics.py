@@ -51,15 +51,16 @@ def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor
     )
 
 
-def classification_metrics(n_classes: int) -> MetricCollection:
+def classification_metrics(n_classes: int, calibration: bool = True) -> MetricCollection:
     """UAR = unweighted average recall (macro recall over the classes present), accuracy (micro),
-    macro F1 and ECE = expected calibration error (the gap between confidence and accuracy,
-    averaged over confidence bins; lower is better)."""
-    return MetricCollection(
-        {
-            "uar": UnweightedAverageRecall(n_classes),
-            "accuracy": MulticlassAccuracy(n_classes, average="micro"),
-            "f1": MulticlassF1Score(n_classes, average="macro"),
-            "ece": MulticlassCalibrationError(n_classes, n_bins=ECE_BINS),
-        }
-    )
+    macro F1 and, with ``calibration``, ECE = expected calibration error (the gap between confidence
+    and accuracy, averaged over confidence bins; lower is better). ECE keeps every sample, so it
+    cannot be computed on a process that saw none: a pooled corpus's metrics go without it."""
+    metrics = {
+        "uar": UnweightedAverageRecall(n_classes),
+        "accuracy": MulticlassAccuracy(n_classes, average="micro"),
+        "f1": MulticlassF1Score(n_classes, average="macro"),
+    }
+    if calibration:
+        metrics["ece"] = MulticlassCalibrationError(n_classes, n_bins=ECE_BINS)
+    return MetricCollection(metrics)
