@@ -1,11 +1,12 @@
 """Feature front-ends, augmentations and the feature pipeline: ``nn.Module``s on batches, on any
 device."""
 
+from ser.transforms.encoders import SpeechEncoder
 from ser.transforms.frontends import MFCC, LogMel, MelImage, Waveform
 from ser.transforms.handcrafted import Handcrafted
 from ser.transforms.pipeline import Augmentation, FeaturePipeline, FrontendFactory
 
 __all__ = [
     "Augmentation", "FeaturePipeline", "FrontendFactory", "Handcrafted", "LogMel", "MFCC",
-    "MelImage", "Waveform",
+    "MelImage", "SpeechEncoder", "Waveform",
 ]  # fmt: skip
