@@ -67,8 +67,8 @@ def weights_file(name: str, weights: str | Path | None = None) -> Path:
         raise SERError(
             f"no weights for encoder {name}: expected {path.name} in {path.parent} (torch.hub's "
             f"folder: $TORCH_HOME/hub/checkpoints). On a connected machine fetch "
-            f"{URL.format(file_name(name))} (or run python -c \"import torchaudio; "
-            f"torchaudio.pipelines.{name}.get_model()\") and copy the file into that folder, or "
+            f'{URL.format(file_name(name))} (or run python -c "import torchaudio; '
+            f'torchaudio.pipelines.{name}.get_model()") and copy the file into that folder, or '
             "pass its path as the encoder's weights"
         )
     return path

@@ -2,8 +2,8 @@
 ``(features (B, n_features, F), feature_lengths (B,))`` to logits ``(B, n_classes)``."""
 
 from ser.models.cnn2d import CNN2D
-from ser.models.encoder_head import EncoderHead
 from ser.models.cnn_lstm import CNNLSTM1D, CNNLSTM2D
+from ser.models.encoder_head import EncoderHead
 from ser.models.lstm import StackedLSTM
 from ser.models.m5 import M5
 from ser.models.vae import VAE

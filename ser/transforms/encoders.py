@@ -54,10 +54,14 @@ class SpeechEncoder(nn.Module):
         self.encoder = load_encoder(bundle, path).requires_grad_(False)
         rate = int(bundle_of(bundle).sample_rate)
         if int(sample_rate) != rate:
-            raise SERError(f"SpeechEncoder: {bundle} takes {rate} Hz audio; set --data.sample_rate {rate}")
+            raise SERError(
+                f"SpeechEncoder: {bundle} takes {rate} Hz audio; set --data.sample_rate {rate}"
+            )
         depth = len(self.encoder.encoder.transformer.layers)
         if layers is not None and not 1 <= layers <= depth:
-            raise SERError(f"SpeechEncoder: layers ({layers}) must be between 1 and {depth} for {bundle}")
+            raise SERError(
+                f"SpeechEncoder: layers ({layers}) must be between 1 and {depth} for {bundle}"
+            )
         self.n_layers = depth if layers is None else int(layers)
         self.n_features = int(self.encoder.encoder.feature_projection.projection.out_features)
         self.normalize = normalizes_waveform(bundle)
@@ -74,7 +78,9 @@ class SpeechEncoder(nn.Module):
         self, wave: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            hidden, frames = hidden_states(self.encoder, wave, lengths, self.n_layers, self.normalize)
+            hidden, frames = hidden_states(
+                self.encoder, wave, lengths, self.n_layers, self.normalize
+            )
         return hidden, frames
 
 

@@ -92,6 +92,9 @@ class FeaturePipeline(nn.Module):
         self.wave_augment = nn.ModuleList(augmentation.waveform)
         self.feature_augment = nn.ModuleList(augmentation.features)
         self.mixup = augmentation.mixup
+        #: Called as ``feature_cache(frontend, wave, lengths)`` in place of the front-end on
+        #: waveforms no augmentation changed (set by the data for a frozen encoder).
+        self.feature_cache: Callable | None = None
 
     @classmethod
     def from_spec(cls, spec: dict, sample_rate: int) -> FeaturePipeline:
@@ -126,9 +129,13 @@ class FeaturePipeline(nn.Module):
         """Features ``(B, n_features, F)`` and their valid lengths ``(B,)`` of a padded batch."""
         if self.gate is not None:
             wave = self.gate(wave, lengths)
-        if self.training and self.offline_copies == 0:
+        augmenting = self.training and self.offline_copies == 0 and len(self.wave_augment) > 0
+        if augmenting:
             wave, lengths = self.augment_waveform(wave, lengths)
-        features, feature_lengths = self.frontend(wave, lengths)
+        if self.feature_cache is not None and not augmenting:
+            features, feature_lengths = self.feature_cache(self.frontend, wave, lengths)
+        else:
+            features, feature_lengths = self.frontend(wave, lengths)
         if self.training:
             for augmentation in self.feature_augment:
                 features, feature_lengths = augmentation(features, feature_lengths)
