@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torchaudio
 from torch import nn
+from torchaudio.models.wav2vec2.wavlm_attention import WavLMSelfAttention
 
 from ser.errors import SERError
 
@@ -69,7 +70,7 @@ def weights_file(name: str, weights: str | Path | None = None) -> Path:
             f"folder: $TORCH_HOME/hub/checkpoints). On a connected machine fetch "
             f'{URL.format(file_name(name))} (or run python -c "import torchaudio; '
             f'torchaudio.pipelines.{name}.get_model()") and copy the file into that folder, or '
-            "pass its path as the encoder's weights"
+            "pass its path as the encoder's weights (e.g. --data.frontend.weights PATH)"
         )
     return path
 
@@ -111,6 +112,19 @@ def load_encoder(name: str, weights: str | Path | None = None) -> nn.Module:
     return getattr(model, "model", model).eval()  # the normalising wrapper holds it as .model
 
 
+def layer_count(encoder: nn.Module, name: str, layers: int | None) -> int:
+    """``layers`` checked against the encoder's depth (``None``: all of them)."""
+    depth = len(encoder.encoder.transformer.layers)
+    if layers is not None and not 1 <= layers <= depth:
+        raise SERError(f"layers ({layers}) must be between 1 and {depth} for encoder {name}")
+    return depth if layers is None else int(layers)
+
+
+def hidden_size(encoder: nn.Module) -> int:
+    """Width of the encoder's hidden states."""
+    return int(encoder.encoder.feature_projection.projection.out_features)
+
+
 def normalizes_waveform(name: str) -> bool:
     """Whether bundle ``name`` was trained on waveforms normalised to mean 0, variance 1."""
     return bool(bundle_of(name)._normalize_waveform)
@@ -124,3 +138,34 @@ def normalize_waveform(wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     mean = (wave * mask).sum(1, keepdim=True) / count
     var = (((wave - mean) * mask) ** 2).sum(1, keepdim=True) / count
     return (wave - mean) / (var + 1e-5).sqrt() * mask
+
+
+def hidden_states(
+    encoder: nn.Module, wave: torch.Tensor, lengths: torch.Tensor, n_layers: int, normalize: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs of the first ``n_layers`` transformer layers of a torchaudio ``Wav2Vec2Model``
+    on a padded batch, as its ``extract_features`` computes them, with padded frames masked out
+    of attention for WavLM too (torchaudio's WavLM refuses ``lengths``).
+
+    Shapes: ``(B, T), (B,) -> (B, n_layers, D, F), (B,)``.
+    """
+    if normalize:
+        wave = normalize_waveform(wave, lengths)
+    x, frames = encoder.feature_extractor(wave, lengths)  # (B, F, C), (B,)
+    x, attention_mask = encoder.encoder._preprocess(x, frames)  # padded frames zeroed
+    transformer = encoder.encoder.transformer
+    x = transformer._preprocess(x)  # (B, F, D) with the positional convolution
+    padding = torch.arange(x.shape[1], device=x.device) >= frames[:, None]  # (B, F)
+    padding = torch.zeros(padding.shape, dtype=x.dtype, device=x.device).masked_fill(
+        padding, float("-inf")
+    )  # additive, as WavLM's relative position bias it is added to
+    wavlm = isinstance(transformer.layers[0].attention, WavLMSelfAttention)
+    outputs, position_bias = [], None
+    for layer in transformer.layers[:n_layers]:
+        if wavlm:
+            x, position_bias = layer(x, None, position_bias=position_bias, key_padding_mask=padding)
+        else:
+            x, position_bias = layer(x, attention_mask, position_bias=position_bias)
+        outputs.append(x)
+    features = torch.stack(outputs, dim=1).transpose(2, 3)  # (B, L, F, D) -> (B, L, D, F)
+    return features, frames.long().clamp(min=1, max=features.shape[-1])

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchaudio.models.wav2vec2.wavlm_attention import WavLMSelfAttention
 
 from ser.errors import SERError
 from ser.pretrained import (
     bundle_of,
+    hidden_size,
+    hidden_states,
+    layer_count,
     load_encoder,
-    normalize_waveform,
     normalizes_waveform,
     weights_file,
     weights_hash,
@@ -57,13 +58,8 @@ class SpeechEncoder(nn.Module):
             raise SERError(
                 f"SpeechEncoder: {bundle} takes {rate} Hz audio; set --data.sample_rate {rate}"
             )
-        depth = len(self.encoder.encoder.transformer.layers)
-        if layers is not None and not 1 <= layers <= depth:
-            raise SERError(
-                f"SpeechEncoder: layers ({layers}) must be between 1 and {depth} for {bundle}"
-            )
-        self.n_layers = depth if layers is None else int(layers)
-        self.n_features = int(self.encoder.encoder.feature_projection.projection.out_features)
+        self.n_layers = layer_count(self.encoder, bundle, layers)
+        self.n_features = hidden_size(self.encoder)
         self.normalize = normalizes_waveform(bundle)
         #: What identifies this front-end's output (bundle, exact weights, depth): the cache key.
         self.identity = {
@@ -82,34 +78,3 @@ class SpeechEncoder(nn.Module):
                 self.encoder, wave, lengths, self.n_layers, self.normalize
             )
         return hidden, frames
-
-
-def hidden_states(
-    encoder: nn.Module, wave: torch.Tensor, lengths: torch.Tensor, n_layers: int, normalize: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The outputs of the first ``n_layers`` transformer layers of a torchaudio ``Wav2Vec2Model``
-    on a padded batch, as its ``extract_features`` computes them, with padded frames masked out
-    of attention for WavLM too (torchaudio's WavLM refuses ``lengths``).
-
-    Shapes: ``(B, T), (B,) -> (B, n_layers, D, F), (B,)``.
-    """
-    if normalize:
-        wave = normalize_waveform(wave, lengths)
-    x, frames = encoder.feature_extractor(wave, lengths)  # (B, F, C), (B,)
-    x, attention_mask = encoder.encoder._preprocess(x, frames)  # padded frames zeroed
-    transformer = encoder.encoder.transformer
-    x = transformer._preprocess(x)  # (B, F, D) with the positional convolution
-    padding = torch.arange(x.shape[1], device=x.device) >= frames[:, None]  # (B, F)
-    padding = torch.zeros(padding.shape, dtype=x.dtype, device=x.device).masked_fill(
-        padding, float("-inf")
-    )  # additive, as WavLM's relative position bias it is added to
-    wavlm = isinstance(transformer.layers[0].attention, WavLMSelfAttention)
-    outputs, position_bias = [], None
-    for layer in transformer.layers[:n_layers]:
-        if wavlm:
-            x, position_bias = layer(x, None, position_bias=position_bias, key_padding_mask=padding)
-        else:
-            x, position_bias = layer(x, attention_mask, position_bias=position_bias)
-        outputs.append(x)
-    features = torch.stack(outputs, dim=1).transpose(2, 3)  # (B, L, F, D) -> (B, L, D, F)
-    return features, frames.long().clamp(min=1, max=features.shape[-1])
