@@ -19,8 +19,9 @@ from ser.errors import SERError
 from ser.inference import load_model, predict_files
 from ser.inference.export import example_waveform, export
 from ser.models import EncoderHead, FineTunedEncoder
-from ser.transforms import Augmentation, FeaturePipeline, SpeechEncoder
+from ser.transforms import Augmentation, FeaturePipeline, LogMel, LogMelPitch, SpeechEncoder
 from ser.transforms.augment import Gain
+from ser.transforms.pipeline import crop_frames
 
 from .helpers import (
     CLASSES,
@@ -231,3 +232,36 @@ def test_real_base_architecture_shapes(tmp_path: Path, monkeypatch):
     features, frames = frontend(*batch((32000, 20000)))
     assert features.shape == (2, 12, 768, 99) and frames.tolist() == [99, 62]
     assert EncoderHead(4, frontend.n_features, RATE)(features, frames).shape == (2, 4)
+
+
+def test_cached_features_are_cropped_as_waveforms_are():
+    features = torch.arange(2 * 3 * 10, dtype=torch.float32).view(2, 3, 10)  # (B, C, F)
+    lengths = torch.tensor([10, 4])
+    centre, kept = crop_frames(features, lengths, 6, random=False)
+    assert kept.tolist() == [6, 4] and torch.equal(centre[0], features[0, :, 2:8])
+    assert torch.equal(centre[1, :, :4], features[1, :, :4]) and (centre[1, :, 4:] == 0).all()
+    starts = set()
+    for _ in range(50):
+        cropped, _ = crop_frames(features, lengths, 6, random=True)
+        start = int(cropped[0, 0, 0])
+        assert torch.equal(cropped[0], features[0, :, start : start + 6])
+        starts.add(start)
+    assert starts == {0, 1, 2, 3, 4}  # every start the clip allows
+
+
+def test_crepe_pitch_rows_beside_log_mel():
+    pytest.importorskip("torchcrepe")
+    frontend = LogMelPitch(RATE, hop_ms=16.0)
+    t = torch.arange(8000) / RATE
+    wave = torch.stack(
+        [0.5 * torch.sin(2 * torch.pi * 220.0 * t), 0.5 * torch.sin(2 * torch.pi * 330.0 * t)]
+    )
+    wave[1, 4000:] = 0
+    features, frames = frontend(wave, torch.tensor([8000, 4000]))
+    mel, mel_frames = LogMel(RATE, hop_ms=16.0)(wave, torch.tensor([8000, 4000]))
+    assert features.shape == (2, 66, 32) and torch.equal(frames, mel_frames)
+    assert torch.equal(features[:, :64], mel) and frontend.n_features == 66
+    pitch, periodicity = features[:, 64, 5:-5], features[:, 65, 5:-5]  # away from the edges
+    assert torch.allclose(2 ** pitch[0] * 100, torch.tensor(220.0), rtol=0.03)
+    assert torch.allclose(2 ** pitch[1, :10] * 100, torch.tensor(330.0), rtol=0.03)
+    assert (periodicity[0] > 0.5).all() and (features[1, 64:, 16:] == 0).all()  # padding zero

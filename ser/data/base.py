@@ -113,7 +113,10 @@ class SERDataModule(L.LightningDataModule):
         #: Every step from waveform to features (train and eval behaviour).
         self.pipeline = FeaturePipeline(frontend or LogMel, self.sample_rate, denoise, augment)
         if cache and getattr(self.pipeline.frontend, "frozen", False):
+            # Whole clips are encoded once and cached; their features are cropped, not the audio.
             self.pipeline.feature_cache = FeatureCache(self.pipeline.frontend.identity)
+            frame_rate = self.pipeline.frontend.frame_rate
+            self.pipeline.max_frames = max(1, round(self.max_seconds * frame_rate))
         self.datasets: dict[str, ClipDataset] = {}
         #: ``(window, hop)`` in seconds when the test split scores whole recordings.
         self.test_windows: tuple[float, float] | None = None
@@ -278,12 +281,12 @@ class SERDataModule(L.LightningDataModule):
         labels = [self.class_names.index(self._emotion_to_class[c.emotion]) for c in kept]
         split = self.make_split(kept, labels)
         max_samples = round(self.max_seconds * self.sample_rate)
-        # A cached frozen encoder sees each clip once: training crops are then fixed as at test.
-        random_crops = self.pipeline.feature_cache is None
+        if self.pipeline.max_frames is not None:  # the pipeline crops the cached features
+            max_samples = None
         for name, index in split.items():
             self.datasets[name] = ClipDataset(
                 [waves[i] for i in index], [labels[i] for i in index], [kept[i] for i in index],
-                max_samples, train=name == "train" and random_crops,
+                max_samples, train=name == "train",
             )  # fmt: skip
         self.log_feature_cache()
         self.add_offline_copies()
@@ -296,9 +299,9 @@ class SERDataModule(L.LightningDataModule):
         cache = self.pipeline.feature_cache
         if cache is None:
             return
-        log.info("frozen encoder features cached in %s; training clips are centre-cropped to "
-                 "%.1f s (no random crop) so that each is encoded once", cache.path,
-                 self.max_seconds)  # fmt: skip
+        log.info("frozen front-end features of whole clips cached in %s; the features are "
+                 "cropped to %d frames (%.1f s) instead of the audio", cache.path,
+                 self.pipeline.max_frames, self.max_seconds)  # fmt: skip
         if self.pipeline.wave_augment and self.pipeline.offline_copies == 0:
             log.info("waveform augmentation changes every training clip: the encoder runs on each "
                      "training batch, the feature cache serves validation and test only")  # fmt: skip

@@ -7,6 +7,7 @@ what lets :mod:`ser.data.feature_cache` compute each clip once.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -61,6 +62,9 @@ class SpeechEncoder(nn.Module):
         self.n_layers = layer_count(self.encoder, bundle, layers)
         self.n_features = hidden_size(self.encoder)
         self.normalize = normalizes_waveform(bundle)
+        strides = [layer.conv.stride[0] for layer in self.encoder.feature_extractor.conv_layers]
+        #: Frames per second (50 for every bundle).
+        self.frame_rate = int(sample_rate) / math.prod(strides)
         #: What identifies this front-end's output (bundle, exact weights, depth): the cache key.
         self.identity = {
             "bundle": bundle, "weights_sha256": weights_hash(Path(path)), "layers": self.n_layers,
