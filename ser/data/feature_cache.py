@@ -6,7 +6,9 @@ is given, which holds the decode settings (rate, noise reduction) and the crop: 
 either is a new entry, never a stale one. Entries are single files,
 ``<cache root>/features/<identity hash>/<waveform hash>.pt``, float16, written atomically, so
 several processes share them safely. Each missing clip is encoded on its own, unpadded: its
-features do not depend on the batch it first came in.
+features do not depend on the batch it first came in. The data hands whole clips to a cached
+front-end and the pipeline crops the features (:func:`ser.transforms.pipeline.crop_frames`), so
+each clip has one entry however it is cropped.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class FeatureCache:
         key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         directory = Path(directory) if directory is not None else cache_root() / "features"
         self.identity = identity
-        self.path = directory / f"{identity.get('bundle', 'frontend')}-{key}"
+        name = identity.get("bundle") or identity.get("frontend", "frontend")
+        self.path = directory / f"{name}-{key}"
         self.hits = self.misses = 0
 
     def entry(self, wave: torch.Tensor) -> Path:
@@ -47,20 +50,23 @@ class FeatureCache:
     def features(self, frontend: nn.Module, wave: torch.Tensor) -> torch.Tensor:
         """``(..., F)`` features of one unpadded waveform: read, else computed and written."""
         path = self.entry(wave)
+        features = None
         if path.is_file():
             try:
-                self.hits += 1
-                return torch.load(path, map_location=wave.device, weights_only=True).float()
+                features = torch.load(path, map_location=wave.device, weights_only=True)
             except Exception:  # a damaged entry: computed again below and replaced
-                self.hits -= 1
+                features = None
+        if features is not None:
+            self.hits += 1
+            return features.float()
         self.misses += 1
         length = torch.tensor([wave.numel()], device=wave.device)
         features, frames = frontend(wave[None], length)  # (1, ..., F), (1,)
-        features = features[0, ..., : int(frames[0])]
+        stored = features[0, ..., : int(frames[0])].to(torch.float16)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            torch.save(features.to("cpu", torch.float16).clone(), tmp)
-        return features
+            torch.save(stored.cpu().clone(), tmp)
+        return stored.float()  # as a later read returns it
 
     def __call__(
         self, frontend: nn.Module, wave: torch.Tensor, lengths: torch.Tensor
