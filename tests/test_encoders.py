@@ -4,6 +4,7 @@ state-dict format where torch.hub looks, loaded by bundle name as a connected us
 from __future__ import annotations
 
 import csv
+import importlib.util
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from .helpers import (
     write_ravdess,
 )
 
+HAS_ONNX_RUNTIME = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
 FAMILIES = ["WAV2VEC2_BASE", "HUBERT_BASE", "WAVLM_BASE_PLUS", "WAVLM_LARGE"]  # LARGE normalises
 
 
@@ -166,6 +168,9 @@ def test_checkpoint_predict_and_torchscript_agree(tmp_path: Path, monkeypatch, t
     checkpoint = encoder_checkpoint(tmp_path / "enc.ckpt", monkeypatch, torch_home)
     figures = export(checkpoint, tmp_path / "out", ["torchscript"])
     assert max(figures["torchscript"]) < 1e-4  # the export's own parity check
+    if HAS_ONNX_RUNTIME:  # torch.export handles the encoder: ONNX checked with onnxruntime
+        onnx = export(checkpoint, tmp_path / "out", ["onnx"])["onnx"]
+        assert onnx is not None and max(onnx) < 1e-4
     model, scripted = load_model(checkpoint), load_model(tmp_path / "out" / "model.ts")
     waveform = example_waveform(RATE, 2.7, 2, seed=5)
     with torch.inference_mode():
