@@ -68,6 +68,7 @@ def run(args: argparse.Namespace, corpus: Path, home: Path, cache: bool) -> dict
 
 
 def du_mb(folder: Path) -> float:
+    """Megabytes of the files under ``folder``."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
@@ -100,6 +101,7 @@ def main() -> None:
         uncached = run(args, corpus, home, cache=False)
         cached = run(args, corpus, home, cache=True)
         size = du_mb(home / "ser-cache" / "features")
+        n_entries = len(list((home / "ser-cache" / "features").rglob("*.pt")))
     n_clips = 60 * len(args.actors)
     first, later = cached["epochs"][0], min(cached["epochs"][1:])
     print(f"WAVLM_BASE_PLUS (random weights), RAVDESS actors {' '.join(args.actors)} "
@@ -109,7 +111,8 @@ def main() -> None:
           f"{uncached['rss_mb']:>13.0f}")  # fmt: skip
     print(f"{'cache, first epoch (fills it)':<34}{first:>9.1f}{cached['rss_mb']:>13.0f}")
     print(f"{'cache, later epochs (best)':<34}{later:>9.1f}")
-    print(f"cache on disk: {size:.0f} MB ({size / n_clips:.2f} MB per clip, float16)")
+    print(f"cache on disk: {size:.0f} MB, {n_entries} clips ({size / n_entries:.2f} MB per clip, "
+          "float16)")  # fmt: skip
     print(f"cached epoch / uncached epoch: {later / uncached['epochs'][0]:.3f}")
 
 
