@@ -249,3 +249,34 @@ def speech_with_pauses(
     ]
     wave = np.concatenate(parts)
     return (wave + 0.002 * rng.standard_normal(len(wave))).astype(np.float32)
+
+
+#: Tiny sizes for the encoder bundles in tests: the bundle's own architecture (and so its
+#: state-dict keys), a few channels and two layers.
+TINY_ENCODER = {
+    "extractor_conv_layer_config": [(8, 10, 5), (8, 3, 2), (8, 3, 2), (8, 3, 2), (8, 3, 2),
+                                    (8, 2, 2), (8, 2, 2)],
+    "encoder_embed_dim": 16, "encoder_pos_conv_kernel": 8, "encoder_pos_conv_groups": 2,
+    "encoder_num_layers": 2, "encoder_num_heads": 2, "encoder_ff_interm_features": 32,
+}  # fmt: skip
+
+
+def write_encoder(monkeypatch, torch_home: Path, name: str, seed: int = 0, **sizes) -> Path:
+    """Shrink ``torchaudio.pipelines.<name>`` to a tiny architecture (``TINY_ENCODER`` or
+    ``sizes``) for the test and write a random model of it where torch.hub looks,
+    ``<torch_home>/hub/checkpoints/<bundle file>``, in the bundle's state-dict format; set
+    ``TORCH_HOME``. Loading it by name is then what a connected user runs, offline."""
+    import dataclasses
+
+    import torchaudio
+    from torchaudio.pipelines._wav2vec2.utils import _get_model
+
+    bundle = getattr(torchaudio.pipelines, name)
+    params = {**bundle._params, **(sizes or TINY_ENCODER)}
+    monkeypatch.setattr(torchaudio.pipelines, name, dataclasses.replace(bundle, _params=params))
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    torch.manual_seed(seed)
+    path = torch_home / "hub" / "checkpoints" / Path(bundle._path).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(_get_model(bundle._model_type, params).state_dict(), path)
+    return path

@@ -23,6 +23,7 @@ from ser.data.dataset import (
     collate,
 )
 from ser.data.emotions import resolve_classes, restrict_to_classes
+from ser.data.feature_cache import FeatureCache
 from ser.data.splits import Split, SplitSpec
 from ser.data.verify import Official, count_report, duplicate_groups
 from ser.errors import AudioError, CorpusNotFoundError, SERError
@@ -55,7 +56,9 @@ class SERDataModule(L.LightningDataModule):
         batch_size: clips per batch.
         num_workers: DataLoader worker processes (audio is decoded once, up front).
         cache: keep the decoded audio in ``$SER_CACHE_DIR`` (default ``~/.cache/ser``), so later
-            runs do not decode again; rebuilt when a file or a decode setting changes.
+            runs do not decode again; rebuilt when a file or a decode setting changes. With a
+            frozen encoder front-end (``SpeechEncoder``), its features are cached too
+            (:mod:`ser.data.feature_cache`).
         verify: on setup, compare the files found with the corpus's official counts and report
             silent files (skipped) and identical-audio duplicates.
         download: fetch and unpack the corpus into ``root`` first if it is not there (corpora
@@ -120,6 +123,11 @@ class SERDataModule(L.LightningDataModule):
             self.class_names = list(target_classes)
         #: Every step from waveform to features (train and eval behaviour).
         self.pipeline = FeaturePipeline(frontend or LogMel, self.sample_rate, denoise, augment)
+        if cache and getattr(self.pipeline.frontend, "frozen", False):
+            # Whole clips are encoded once and cached; their features are cropped, not the audio.
+            self.pipeline.feature_cache = FeatureCache(self.pipeline.frontend.identity)
+            frame_rate = self.pipeline.frontend.frame_rate
+            self.pipeline.max_frames = max(1, round(self.max_seconds * frame_rate))
         self.datasets: dict[str, ClipDataset] = {}
         #: ``(window, hop)`` in seconds when the test split scores whole recordings.
         self.test_windows: tuple[float, float] | None = None
@@ -311,15 +319,30 @@ class SERDataModule(L.LightningDataModule):
         labels = [self.class_names.index(self._emotion_to_class[c.emotion]) for c in kept]
         split = self.make_split(kept, labels)
         max_samples = round(self.max_seconds * self.sample_rate)
+        if self.pipeline.max_frames is not None:  # the pipeline crops the cached features
+            max_samples = None
         for name, index in split.items():
             self.datasets[name] = ClipDataset(
                 [waves[i] for i in index], [labels[i] for i in index], [kept[i] for i in index],
                 max_samples, train=name == "train",
             )  # fmt: skip
+        self.log_feature_cache()
         self.add_offline_copies()
         log.info("%s: %d clips, %d classes %s; split %s: %s", type(self).__name__, len(kept),
                  len(self.compared_classes), self.compared_classes, self.split.protocol,
                  self.describe_split())  # fmt: skip
+
+    def log_feature_cache(self) -> None:
+        """Say where a frozen encoder's features are cached, and what bypasses the cache."""
+        cache = self.pipeline.feature_cache
+        if cache is None:
+            return
+        log.info("frozen front-end features of whole clips cached in %s; the features are "
+                 "cropped to %d frames (%.1f s) instead of the audio", cache.path,
+                 self.pipeline.max_frames, self.max_seconds)  # fmt: skip
+        if self.pipeline.wave_augment and self.pipeline.offline_copies == 0:
+            log.info("waveform augmentation changes every training clip: the encoder runs on each "
+                     "training batch, the feature cache serves validation and test only")  # fmt: skip
 
     def describe_split(self) -> str:
         """Each stage's clip count, and its speakers when the split holds speakers out."""

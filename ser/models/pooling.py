@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def time_mask(lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
@@ -24,3 +25,34 @@ def mean_std_pool(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor
     mean = (x * mask).sum(-1) / count  # (B, C)
     var = (((x - mean[..., None]) * mask) ** 2).sum(-1) / count
     return torch.cat([mean, (var + 1e-5).sqrt()], dim=1)
+
+
+def mean_pool(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``(B, C, F)`` -> ``(B, C)`` mean over the valid frames."""
+    return mean_std_pool(x, lengths)[:, : x.shape[1]]
+
+
+class AttentivePool(nn.Module):
+    """Attentive statistics pooling: a learned score per frame, softmax over the valid frames,
+    then the weighted mean and std (``(B, C, F) -> (B, 2C)``).
+
+    Args:
+        channels: ``C``.
+        hidden: width of the scoring layer.
+    """
+
+    def __init__(self, channels: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.score = nn.Sequential(
+            nn.Conv1d(channels, hidden, 1), nn.Tanh(), nn.Conv1d(hidden, 1, 1)
+        )
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        scores = self.score(x)  # (B, 1, F)
+        if lengths is not None:
+            valid = time_mask(lengths.clamp(min=1), x.shape[-1])[:, None, :]  # (B, 1, F)
+            scores = scores.masked_fill(~valid, float("-inf"))
+        weights = scores.softmax(dim=-1)  # (B, 1, F), zero on padding
+        mean = (x * weights).sum(-1)  # (B, C)
+        var = ((x - mean[..., None]) ** 2 * weights).sum(-1)
+        return torch.cat([mean, (var + 1e-5).sqrt()], dim=1)

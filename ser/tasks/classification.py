@@ -249,7 +249,9 @@ class EmotionClassifier(L.LightningModule):
                                            key=lambda r: r["path"])  # fmt: skip
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
+        # A net with parts at their own learning rates (a fine-tuned encoder) names its groups.
+        groups = getattr(self.net, "parameter_groups", None)
+        optimizer = self.optimizer(groups() if groups is not None else self.parameters())
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)

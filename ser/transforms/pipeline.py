@@ -92,6 +92,12 @@ class FeaturePipeline(nn.Module):
         self.wave_augment = nn.ModuleList(augmentation.waveform)
         self.feature_augment = nn.ModuleList(augmentation.features)
         self.mixup = augmentation.mixup
+        #: Called as ``feature_cache(frontend, wave, lengths)`` in place of the front-end on
+        #: waveforms no augmentation changed (set by the data for a frozen encoder).
+        self.feature_cache: Callable | None = None
+        #: Frames kept per clip when the data hands over whole clips (with a feature cache):
+        #: :meth:`process` crops the features instead of the data cropping the waveform.
+        self.max_frames: int | None = None
 
     @classmethod
     def from_spec(cls, spec: dict, sample_rate: int) -> FeaturePipeline:
@@ -126,9 +132,13 @@ class FeaturePipeline(nn.Module):
         """Features ``(B, n_features, F)`` and their valid lengths ``(B,)`` of a padded batch."""
         if self.gate is not None:
             wave = self.gate(wave, lengths)
-        if self.training and self.offline_copies == 0:
+        augmenting = self.training and self.offline_copies == 0 and len(self.wave_augment) > 0
+        if augmenting:
             wave, lengths = self.augment_waveform(wave, lengths)
-        features, feature_lengths = self.frontend(wave, lengths)
+        if self.feature_cache is not None and not augmenting:
+            features, feature_lengths = self.feature_cache(self.frontend, wave, lengths)
+        else:
+            features, feature_lengths = self.frontend(wave, lengths)
         if self.training:
             for augmentation in self.feature_augment:
                 features, feature_lengths = augmentation(features, feature_lengths)
@@ -140,9 +150,34 @@ class FeaturePipeline(nn.Module):
         wave = batch["waveform"].float()
         with torch.autocast(wave.device.type, enabled=False):
             features, feature_lengths = self(wave, batch["lengths"])
+            if self.max_frames is not None and not batch.get("windows"):
+                features, feature_lengths = crop_frames(
+                    features, feature_lengths, self.max_frames, self.training
+                )
             if self.training and self.mixup is not None:
                 features, feature_lengths, batch["target"] = self.mixup(
                     features, feature_lengths, batch["label"], n_classes
                 )
         batch["features"], batch["feature_lengths"] = features, feature_lengths
         return batch
+
+
+def crop_frames(
+    features: torch.Tensor, lengths: torch.Tensor, max_frames: int, random: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop each clip's valid frames to ``max_frames``: at random (``random``) or centred, as
+    :class:`ser.data.dataset.ClipDataset` crops waveforms. ``(B, ..., F), (B,) -> (B, ..., F')``."""
+    excess = (lengths - max_frames).clamp(min=0)  # (B,)
+    if random:
+        start = (torch.rand(excess.shape, device=excess.device) * (excess + 1)).long()
+    else:
+        start = torch.div(excess, 2, rounding_mode="floor")
+    n_frames = min(max_frames, features.shape[-1])
+    index = (start[:, None] + torch.arange(n_frames, device=start.device)).clamp(
+        max=features.shape[-1] - 1
+    )  # (B, F')
+    shape = (len(index), *[1] * (features.dim() - 2), n_frames)  # (B, 1, ..., F')
+    index = index.view(shape).expand(*features.shape[:-1], n_frames)
+    kept = lengths.clamp(max=max_frames)
+    valid = torch.arange(n_frames, device=kept.device) < kept[:, None]  # (B, F')
+    return features.gather(-1, index) * valid.view(shape), kept
