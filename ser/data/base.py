@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from ser.transforms.pipeline import Augmentation, FeaturePipeline, FrontendFacto
 log = logging.getLogger("ser")
 
 __all__ = ["Clip", "SERDataModule"]
+
+#: The lowest ``sample_rate`` accepted (Hz): below it no speech band is left to classify.
+MIN_SAMPLE_RATE = 4000
 
 
 class SERDataModule(L.LightningDataModule):
@@ -86,9 +90,10 @@ class SERDataModule(L.LightningDataModule):
         denoise: Denoise | None = None,
     ) -> None:
         super().__init__()
-        if not (sample_rate > 0 and max_seconds > 0):
+        if not (sample_rate >= MIN_SAMPLE_RATE and 0 < max_seconds < math.inf):
             raise SERError(
-                f"sample_rate ({sample_rate}) and max_seconds ({max_seconds}) must be positive"
+                f"sample_rate ({sample_rate}) must be at least {MIN_SAMPLE_RATE} Hz (speech needs "
+                f"8000 or more) and max_seconds ({max_seconds}) a positive number of seconds"
             )
         if batch_size < 1 or num_workers < 0:
             raise SERError(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import warnings
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from ser.errors import SERError
-from ser.spec import build_net, read_checkpoint, read_spec
+from ser.spec import build_net, check_finite, is_torchscript, read_checkpoint, read_spec
 from ser.transforms.denoise import Denoise
 from ser.transforms.pipeline import FeaturePipeline
 
@@ -141,14 +140,6 @@ def model_info(model: EmotionModel | ExportedModel | Ensemble) -> dict:
     }
 
 
-def _is_torchscript(path: Path) -> bool:
-    """TorchScript archives hold compiled code; ``torch.save`` archives do not."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
-
-
 def load_checkpoint(path: Path) -> EmotionModel:
     """Rebuild :class:`EmotionModel` from a training checkpoint's spec and weights."""
     checkpoint = read_checkpoint(path, str(path))
@@ -167,12 +158,7 @@ def load_checkpoint(path: Path) -> EmotionModel:
         raise SERError(
             f"{path}: the weights do not fit the net {spec['net']['class_path']}: {err}"
         ) from None
-    broken = [k for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()]
-    if broken:  # a diverged run: every answer would be NaN
-        raise SERError(
-            f"{path}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}); "
-            "the run diverged: retrain, e.g. with a lower learning rate"
-        )
+    check_finite(weights, str(path))
     return EmotionModel(pipeline, net, spec["class_names"]).eval()
 
 
@@ -203,7 +189,7 @@ def load_model(path: str | Path) -> EmotionModel | ExportedModel:
     path = Path(path).expanduser()
     if not path.is_file():
         raise SERError(f"{path}: no such checkpoint or exported model")
-    if _is_torchscript(path):
+    if is_torchscript(path):
         return load_exported(path)
     return load_checkpoint(path)
 
