@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ import torch
 import torchaudio.functional as AF
 
 from ser.errors import AudioError
+
+log = logging.getLogger("ser")
 
 #: A recording whose peak is below this (-80 dBFS) holds no usable speech.
 SILENCE_PEAK = 1e-4
@@ -60,20 +64,50 @@ def read_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
 
 
 def is_silent(wave: torch.Tensor) -> bool:
-    """Whether ``wave`` never rises above :data:`SILENCE_PEAK` (digital silence, a dead microphone)."""
-    return wave.numel() == 0 or float(wave.abs().max()) < SILENCE_PEAK
+    """Whether ``wave`` never moves more than :data:`SILENCE_PEAK` from its mean: digital silence,
+    a dead microphone, or a constant (DC) signal."""
+    return wave.numel() == 0 or float((wave - wave.mean()).abs().max()) < SILENCE_PEAK
 
 
-#: File endings of the formats soundfile (libsndfile) decodes.
+#: How the warnings name audio that :func:`is_silent` finds.
+SILENT = "silent or constant (nothing above -80 dBFS)"
+
+
+#: File endings of the formats soundfile (libsndfile) decodes: its format names, their usual
+#: endings, and Ogg's codecs (``.opus``) where this libsndfile reads them.
 AUDIO_EXTENSIONS = frozenset(
     {f".{fmt.lower()}" for fmt in sf.available_formats()}
-    | {".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"}
+    | {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".snd"}
+    | {f".{codec.lower()}" for codec in sf.available_subtypes("OGG") if codec != "VORBIS"}
 )
 
 
 def is_audio_file(path: Path) -> bool:
     """Whether ``path`` is a file with an audio ending that soundfile reads."""
     return path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file()
+
+
+def audio_files(paths: Iterable[Path], where: Path) -> list[Path]:
+    """The audio files among ``paths`` (a folder scan), in order; the other files, hidden ones
+    aside, are named in one warning, so that no recording drops out without a word.
+
+    Args:
+        paths: what the scan found (files and folders).
+        where: the folder scanned, for the warning.
+    """
+    found, others = [], []
+    for path in paths:
+        if is_audio_file(path):
+            found.append(path)
+        elif path.is_file() and not path.name.startswith("."):
+            others.append(path)
+    if others:
+        names = ", ".join(str(p) for p in others[:5]) + (", ..." if len(others) > 5 else "")
+        log.warning(
+            "%s: ignored %d files that are not audio soundfile reads (%s): %s; convert them to WAV "
+            "or FLAC to use them", where, len(others), "/".join(sorted({p.suffix.lower() or "no ending" for p in others})), names,
+        )  # fmt: skip
+    return found
 
 
 #: Recordings shorter than this are zero-padded up to it: the nets pool time several times.

@@ -88,13 +88,13 @@ class SERCLI(LightningCLI):
                 f"--{name}", type=float, default=default, help=f"--score recordings: {what} (s)."
             )
 
-    def before_instantiate_classes(self) -> None:
-        """Fail before any work on a checkpoint that is not there or not a checkpoint of ``ser
-        fit``; fit test data to the checkpoint."""
+    def parse_arguments(self, parser, args: ArgsType) -> None:
+        """Parse, then fail before any work on a ``--ckpt_path`` that is not there or not a
+        checkpoint of ``ser fit``: Lightning loads the file next (for its hyperparameters)."""
+        super().parse_arguments(parser, args)
         self._checkpoint: tuple[str, dict, dict] | None = None
-        if self.subcommand is None:  # built from Python with run=False: no checkpoint to check
-            return
-        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or ckpt_path in CKPT_ALIASES:
             return
         path = Path(ckpt_path).expanduser()
@@ -104,13 +104,13 @@ class SERCLI(LightningCLI):
                 f"{what}: no such checkpoint; runs keep theirs in "
                 "lightning_logs/<model>/version_N/checkpoints/"
             )
-        # Lightning loads the file only after the data is set up; ser's reader checks it first
-        # (weights_only: a pickle's code is never run).
-        checkpoint = read_checkpoint(path, what)
-        spec = read_spec(checkpoint, what)
-        self._checkpoint = (what, checkpoint, spec)
-        if self.subcommand == "test":
-            adapt_data_to_checkpoint(self.config.test.data, spec)
+        checkpoint = read_checkpoint(path, what)  # weights_only: a pickle's code is never run
+        self._checkpoint = (what, checkpoint, read_spec(checkpoint, what))
+
+    def before_instantiate_classes(self) -> None:
+        """``ser test --ckpt_path``: fit the test data to the checkpoint."""
+        if self.subcommand == "test" and self._checkpoint is not None:
+            adapt_data_to_checkpoint(self.config.test.data, self._checkpoint[2])
 
     def _check_checkpoint(self) -> None:
         """``--ckpt_path``: refuse before any work weights that do not fit the model the config

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ser.audio import is_audio_file, is_silent, read_audio, recording_windows
+from ser.audio import MIN_SECONDS, SILENT, audio_files, is_silent, read_audio, recording_windows
 from ser.data.cache import AudioCache, decode_uncached
 from ser.data.dataset import Clip, ClipDataset, EpochSampler, ShardSampler, collate
 from ser.data.emotions import resolve_classes, restrict_to_classes
@@ -177,9 +177,7 @@ class SERDataModule(L.LightningDataModule):
         clips; how many such audio files were ignored is logged.
         """
         clips, foreign = [], []
-        for path in sorted(root.glob(pattern)):
-            if not is_audio_file(path):
-                continue
+        for path in audio_files(sorted(root.glob(pattern)), root):
             clip = parse(path)
             if clip is None:
                 foreign.append(path)
@@ -253,10 +251,18 @@ class SERDataModule(L.LightningDataModule):
             if isinstance(wave, AudioError):
                 log.warning("skipping %s", wave)
             elif is_silent(wave):
-                log.warning("skipping %s: silent (peak below -80 dBFS)", clip.path)
+                log.warning("skipping %s: %s", clip.path, SILENT)
             else:
                 waves.append(wave)
                 kept.append(clip)
+        short = [
+            c.path
+            for c, w in zip(kept, waves, strict=True)
+            if len(w) < MIN_SECONDS * self.sample_rate
+        ]
+        if short:
+            log.warning("%d clips are shorter than %g s (too little to judge an emotion), e.g. %s",
+                        len(short), MIN_SECONDS, ", ".join(map(str, short[:5])))  # fmt: skip
         if not kept:
             raise CorpusNotFoundError(
                 f"none of the {len(clips)} files under {self.root} could be read"

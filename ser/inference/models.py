@@ -129,6 +129,22 @@ class Ensemble(nn.Module):
         return probabilities.mean(dim=0).log()  # (B, n_classes)
 
 
+def shortest_clip(
+    model: EmotionModel | ExportedModel | Ensemble, seconds: float, what: str
+) -> float:
+    """Refuse windows of ``seconds`` too short for the model's net, saying the minimum; return that
+    minimum (s; 0 for a TorchScript export, whose net is compiled code).
+
+    Args:
+        what: the option that set ``seconds``, for the error (e.g. ``--window``).
+    """
+    if isinstance(model, Ensemble):
+        return max(shortest_clip(m, seconds, what) for m in model.members)
+    if isinstance(model, EmotionModel):
+        return model.pipeline.check_duration(model.net, seconds, what)
+    return 0.0
+
+
 def model_info(model: EmotionModel | ExportedModel | Ensemble) -> dict:
     """What an exported model needs beside its weights (written as ``classes.json``): its classes,
     sample rate and the noise reduction applied to whole recordings (a device gate is inside)."""

@@ -13,6 +13,7 @@ import glob
 import io
 import json
 import logging
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +23,23 @@ from torch import nn
 
 from ser.audio import (
     HOP_SECONDS,
+    MIN_SECONDS,
+    SILENT,
     WINDOW_SECONDS,
-    is_audio_file,
+    audio_files,
     is_silent,
     load_audio,
     recording_windows,
     resample,
 )
 from ser.errors import AudioError, SERError
-from ser.inference.models import EmotionModel, Ensemble, ExportedModel, load_models
+from ser.inference.models import (
+    EmotionModel,
+    Ensemble,
+    ExportedModel,
+    load_models,
+    shortest_clip,
+)
 from ser.io import ensure_writable, write_text
 
 log = logging.getLogger("ser")
@@ -53,10 +62,15 @@ class Prediction:
 
 
 def _windows(
-    paths: Iterable[Path], model: nn.Module, window_seconds: float, hop_seconds: float
+    paths: Iterable[Path],
+    model: nn.Module,
+    window_seconds: float,
+    hop_seconds: float,
+    shortest: float = 0.0,
 ) -> Iterator[tuple[Prediction, list[torch.Tensor]]]:
     """Yield each readable recording's :class:`Prediction` (to fill) and its windows, the
-    recording prepared as the model's pipeline prepares it in training."""
+    recording prepared as the model's pipeline prepares it in training; recordings shorter than
+    ``shortest`` seconds (the net's minimum) are skipped, naming them."""
     sample_rate = model.sample_rate
     for path in paths:
         try:
@@ -65,7 +79,7 @@ def _windows(
             log.warning("skipping %s", err)
             continue
         if is_silent(wave):
-            log.warning("skipping %s: silent (peak below -80 dBFS), no speech to classify", path)
+            log.warning("skipping %s: %s, no speech to classify", path, SILENT)
             continue
         if rate < sample_rate:
             log.warning(
@@ -74,6 +88,13 @@ def _windows(
             )  # fmt: skip
         wave = model.recording(resample(wave, rate, sample_rate))
         prediction = Prediction(Path(path), duration=len(wave) / sample_rate)
+        if max(prediction.duration, MIN_SECONDS) < shortest:
+            log.warning("skipping %s: %.3g s of audio, the model needs at least %.3g s", path,
+                        prediction.duration, shortest)  # fmt: skip
+            continue
+        if prediction.duration < MIN_SECONDS:
+            log.warning("%s: only %.3g s of audio, padded with silence to %g s: too little to judge "
+                        "an emotion reliably", path, prediction.duration, MIN_SECONDS)  # fmt: skip
         bounds, windows = recording_windows(wave, sample_rate, window_seconds, hop_seconds)
         prediction.starts = [s / sample_rate for s, _ in bounds]
         prediction.ends = [min(e / sample_rate, prediction.duration) for _, e in bounds]
@@ -127,10 +148,15 @@ def predict_files(
     Returns:
         One :class:`Prediction` per readable file, in the order given.
     """
-    if not (window_seconds > 0 and hop_seconds > 0 and batch_size >= 1):  # NaN fails too
+    if not (0 < window_seconds < math.inf and 0 < hop_seconds < math.inf and batch_size >= 1):
         raise SERError(
-            f"window ({window_seconds}), hop ({hop_seconds}) and batch size ({batch_size}) must be positive"
+            f"window ({window_seconds}), hop ({hop_seconds}) and batch size ({batch_size}) must be "
+            "positive (finite) numbers"
         )
+    shortest = shortest_clip(model, window_seconds, "--window")
+    if hop_seconds > window_seconds:
+        log.warning("hop (%g s) longer than the window (%g s): the audio between windows is not "
+                    "scored", hop_seconds, window_seconds)  # fmt: skip
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SERError("--device cuda: no CUDA device is available; use --device cpu")
@@ -147,7 +173,7 @@ def predict_files(
         )
         pending.clear()
 
-    for prediction, clips in _windows(paths, model, window_seconds, hop_seconds):
+    for prediction, clips in _windows(paths, model, window_seconds, hop_seconds, shortest):
         index = len(predictions)
         predictions.append(prediction)
         for w, clip in enumerate(clips):
@@ -169,7 +195,7 @@ def expand_paths(specs: list[str]) -> list[Path]:
     for spec in specs:
         path = Path(spec).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if is_audio_file(p))
+            found = audio_files(sorted(path.rglob("*")), path)
             if not found:
                 log.warning("no audio files in folder %s", path)
             paths += found
