@@ -168,6 +168,15 @@ class SERCLI(LightningCLI):
                 "--trainer.max_epochs 0 / --trainer.max_steps 0: nothing would be trained, and the "
                 "test after fit would score an untrained net; use ser test --ckpt_path to test"
             )
+        for name in ("accumulate_grad_batches", "check_val_every_n_epoch"):
+            value = getattr(trainer, name)
+            if value is not None and value < 1:
+                raise SERError(f"--trainer.{name} ({value}) must be at least 1")
+        if trainer.gradient_clip_val is not None and not trainer.gradient_clip_val >= 0:
+            raise SERError(
+                f"--trainer.gradient_clip_val ({trainer.gradient_clip_val}) must be >= 0 (a "
+                "negative one would turn the gradients around); null: no clipping"
+            )
         stoppers = (EarlyStopping, Timer)
         if trainer.max_epochs == -1 and trainer.max_steps == -1:
             if not any(isinstance(c, stoppers) for c in trainer.callbacks):

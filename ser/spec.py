@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,11 @@ def read_checkpoint(path: Path, what: str) -> Any:
     """
     if path.is_file() and path.stat().st_size == 0:
         raise SERError(f"{what}: an empty file (0 bytes), not a checkpoint; a copy or a save died")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise SERError(
+            f"{what}: not a ser checkpoint or exported model: not the zip archive torch.save "
+            "writes (a truncated or damaged copy, or another kind of file)"
+        )
     if is_torchscript(path):
         raise SERError(
             f"{what}: a TorchScript export (ser export), not a training checkpoint; give the "
@@ -104,6 +110,13 @@ def read_checkpoint(path: Path, what: str) -> Any:
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise SERError(f"{what}: not a ser checkpoint or exported model ({err})") from None
+        raise SERError(  # torch's own text tells how to load it anyway: not what a user should do
+            f"{what}: not a ser checkpoint or exported model: it holds pickled Python objects, "
+            "which could run code when loaded; ser loads tensors and plain data only"
+        ) from None
     except Exception as err:  # unpickling reports every kind of damage with a different class
         raise SERError(
             f"{what}: not a ser checkpoint or exported model ({type(err).__name__}: "

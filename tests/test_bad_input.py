@@ -265,8 +265,10 @@ def bad_checkpoints(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     with pytest.warns(FutureWarning):
         torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "model.ts")
     return {
-        "truncated": (tmp_path / "truncated.ckpt", "not a ser checkpoint or exported model"),
-        "pickled-code": (tmp_path / "evil.ckpt", "not a ser checkpoint or exported model"),
+        "truncated": (tmp_path / "truncated.ckpt", "not a ser checkpoint or exported model: not "
+                      "the zip archive torch.save writes"),
+        "pickled-code": (tmp_path / "evil.ckpt", "not a ser checkpoint or exported model: it holds "
+                         "pickled Python objects"),
         "foreign": (tmp_path / "foreign.ckpt", "a checkpoint without the 'ser' entry"),
         "torchscript": (tmp_path / "model.ts", "a TorchScript export (ser export), not a training"),
         "another-net": (tiny, "its weights do not fit the model this config builds (net.blocks.0."

@@ -84,6 +84,12 @@ class LogMel(nn.Module):
                 f"{type(self).__name__}: n_mels ({n_mels}) must be >= 1, win_ms ({win_ms}) and "
                 f"hop_ms ({hop_ms}) > 0, top_db ({top_db}) > 0 or null"
             )
+        nyquist = sample_rate / 2
+        if not 0 <= f_min < (nyquist if f_max is None else f_max) <= nyquist:
+            raise SERError(
+                f"{type(self).__name__}: f_min ({f_min}) and f_max ({f_max}) must satisfy "
+                f"0 <= f_min < f_max <= {nyquist:g} Hz (half the sample rate; null: that)"
+            )
         self.n_features = n_mels
         self.top_db = top_db
         self.win_length = round(sample_rate * win_ms / 1000)
