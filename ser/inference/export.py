@@ -23,7 +23,7 @@ from torch import nn
 
 from ser.errors import SERError
 from ser.inference.models import CLASSES_FILE, EmotionModel, load_model, model_info
-from ser.io import atomic_path, write_text
+from ser.io import atomic_path, ensure_writable, write_text
 
 FORMATS = ("torchscript", "onnx")
 FILENAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
@@ -162,7 +162,7 @@ def export(
     model = load_model(checkpoint)
     if not isinstance(model, EmotionModel):
         raise SERError(f"{checkpoint}: already an export; `ser export` takes a training checkpoint")
-    output = Path(output).expanduser()
+    output = ensure_writable(Path(output).expanduser(), f"--output {output}")
     requested = formats is not None
     figures: dict[str, list[float] | None] = {}
     for fmt in formats or FORMATS:

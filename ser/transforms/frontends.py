@@ -13,7 +13,7 @@ import torch
 import torchaudio
 from torch import nn
 
-from ser.errors import SERError
+from ser.errors import SERError, check_sizes
 
 
 def standardize(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -167,6 +167,7 @@ class MelImage(LogMel):
     def __init__(self, sample_rate: int, image_size: tuple[int, int] = (50, 150), **kwargs) -> None:
         kwargs["normalize"] = False
         super().__init__(sample_rate, **kwargs)
+        check_sizes("MelImage", image_size=list(image_size))
         self.height, self.width = (int(v) for v in image_size)
         self.n_features = self.height
 
