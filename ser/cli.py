@@ -150,7 +150,9 @@ class SERCLI(LightningCLI):
     def _check_clips(self) -> None:
         """Fail before any work when a crop (``--data.max_seconds``) or a scored window
         (``--window``) is too short for the net, saying the minimum."""
-        pipeline, net = self.datamodule.pipeline, self.model.net
+        pipeline, net = getattr(self.datamodule, "pipeline", None), getattr(self.model, "net", None)
+        if pipeline is None or net is None:  # a module of the user's own: nothing to go by
+            return
         pipeline.check_duration(net, self.datamodule.max_seconds, "--data.max_seconds")
         config = self.config[self.subcommand]
         if config.get("score", "crops") == "recordings":
