@@ -87,26 +87,39 @@ def is_audio_file(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file()
 
 
+#: Endings of audio that libsndfile does not decode: a scan that meets them warns.
+UNREADABLE_AUDIO = frozenset(
+    {".m4a", ".aac", ".wma", ".mp4", ".webm", ".amr", ".ape", ".wv", ".3gp", ".mka", ".opus"}
+    - AUDIO_EXTENSIONS
+)
+
+
 def audio_files(paths: Iterable[Path], where: Path) -> list[Path]:
-    """The audio files among ``paths`` (a folder scan), in order; the other files, hidden ones
-    aside, are named in one warning, so that no recording drops out without a word.
+    """The audio files among ``paths`` (a folder scan), in order. No file drops out without a
+    word: audio soundfile cannot decode (``.m4a``...) is named in a warning, other files (notes,
+    metadata; hidden ones aside) in an info line.
 
     Args:
         paths: what the scan found (files and folders).
-        where: the folder scanned, for the warning.
+        where: the folder scanned, for the messages.
     """
-    found, others = [], []
+    found, audio, others = [], [], []
     for path in paths:
         if is_audio_file(path):
             found.append(path)
         elif path.is_file() and not path.name.startswith("."):
-            others.append(path)
-    if others:
-        names = ", ".join(str(p) for p in others[:5]) + (", ..." if len(others) > 5 else "")
-        log.warning(
-            "%s: ignored %d files that are not audio soundfile reads (%s): %s; convert them to WAV "
-            "or FLAC to use them", where, len(others), "/".join(sorted({p.suffix.lower() or "no ending" for p in others})), names,
-        )  # fmt: skip
+            (audio if path.suffix.lower() in UNREADABLE_AUDIO else others).append(path)
+    for level, skipped, what in (
+        (
+            logging.WARNING,
+            audio,
+            "audio files soundfile cannot decode; convert them to WAV or FLAC",
+        ),
+        (logging.INFO, others, "files that are not audio"),
+    ):
+        if skipped:
+            names = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+            log.log(level, "%s: ignored %d %s: %s", where, len(skipped), what, names)
     return found
 
 
