@@ -276,7 +276,14 @@ def bad_checkpoints(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("command", ["test", "fit", "validate"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "test",
+        pytest.param("fit", marks=pytest.mark.slow),
+        pytest.param("validate", marks=pytest.mark.slow),
+    ],
+)
 def test_row_20_bad_checkpoints_are_one_line_for_every_command(tmp_path, capsys, command):
     root = write_ravdess(tmp_path / "ravdess", actors=(15, 19))
     for path, expected in bad_checkpoints(tmp_path).values():
