@@ -43,9 +43,8 @@ def check_sizes(owner: str, **sizes: int | list[int]) -> None:
     for name, value in sizes.items():
         values = value if isinstance(value, list | tuple) else [value]
         if not all(isinstance(v, int) and v >= 1 for v in values):
-            raise SERError(
-                f"{owner}: {name}={value} must be {'whole numbers' if values is value else 'a whole number'} >= 1"
-            )
+            what = "whole numbers" if values is value else "a whole number"
+            raise SERError(f"{owner}: {name}={value} must be {what} >= 1")
 
 
 def check_fraction(owner: str, name: str, value: float) -> None:
