@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from ser.errors import ser_error_in
 from ser.logs import setup_logging
+
+#: Set (to anything but ``0`` or empty) to see the traceback behind an ``error:`` line.
+DEBUG_ENV = "SER_DEBUG"
 
 #: Every subcommand: the module that serves it (``ser.cli``: LightningCLI) and one line of help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -53,12 +57,18 @@ def main(argv: list[str] | None = None) -> None:
             module.main(None if from_shell else argv)  # None: LightningCLI reads sys.argv itself
         else:
             module.main(argv[1:])
-    except Exception as err:  # bad input: one line naming the file and the fix, no traceback
-        cause = ser_error_in(err)  # also when a library raised its own error about it
-        if cause is None:
+    except Exception as err:
+        if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
             raise
-        print(f"error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
+        cause = ser_error_in(err)  # also when a library raised its own error about it
+        if cause is not None:  # bad input: one line naming the file and the fix
+            print(f"error: {cause}", file=sys.stderr)
+            raise SystemExit(2) from None
+        # Not the user's input: still one line, and how to get the traceback for a report.
+        message = str(err).strip().splitlines()
+        print(f"error: {type(err).__name__}: {message[0] if message else ''} (ser failed; run "
+              f"again with {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)  # fmt: skip
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

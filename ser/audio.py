@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import torch
 import torchaudio.functional as AF
 
 from ser.errors import AudioError
+
+log = logging.getLogger("ser")
 
 #: A recording whose peak is below this (-80 dBFS) holds no usable speech.
 SILENCE_PEAK = 1e-4
@@ -35,7 +38,10 @@ class AudioStream:
 
     Attributes:
         rate: the file's own sample rate.
+        seconds: the file's duration as its header gives it.
         peak: largest absolute sample seen so far (of the mono mixdown, before resampling).
+        silent: whether the samples seen so far never moved more than :data:`SILENCE_PEAK` from
+            their midpoint (digital silence or a constant signal, as :func:`is_silent` says).
         n_samples: samples yielded so far (at ``sample_rate``).
 
     Raises:
@@ -53,7 +59,8 @@ class AudioStream:
         if not self.path.is_file():
             raise AudioError(f"{self.path}: no such file")
         try:
-            self.rate = int(sf.info(str(self.path)).samplerate)
+            info = sf.info(str(self.path))
+            self.rate, self.seconds = int(info.samplerate), float(info.duration)
         except Exception as err:  # libsndfile reports every decoding failure as its own error
             raise AudioError(f"{self.path}: not a readable audio file ({err})") from None
         self.sample_rate = self.rate if sample_rate is None else int(sample_rate)
@@ -61,6 +68,7 @@ class AudioStream:
             None if block_seconds is None else max(1, round(block_seconds * self.rate))
         )
         self.peak, self.n_samples = 0.0, 0
+        self.low, self.high = math.inf, -math.inf
 
     def _decoded(self) -> Iterator[torch.Tensor]:
         """The file's mono blocks ``(n,)`` at its own rate, checked."""
@@ -79,6 +87,8 @@ class AudioStream:
                         raise AudioError(f"{self.path}: holds NaN or infinite samples")
                     mono = data.mean(axis=1)  # (n,)
                     self.peak = max(self.peak, float(np.abs(mono).max()))
+                    self.low = min(self.low, float(mono.min()))
+                    self.high = max(self.high, float(mono.max()))
                     n_frames += len(mono)
                     yield torch.from_numpy(mono)
                     if self.block_frames is None:
@@ -89,6 +99,10 @@ class AudioStream:
             raise AudioError(f"{self.path}: not a readable audio file ({err})") from None
         if n_frames == 0:
             raise AudioError(f"{self.path}: holds no samples (0 s of audio)")
+
+    @property
+    def silent(self) -> bool:
+        return not (self.high - self.low) / 2 >= SILENCE_PEAK  # true before any sample too
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for block in resample_blocks(self._decoded(), self.rate, self.sample_rate):
@@ -176,20 +190,63 @@ def read_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
 
 
 def is_silent(wave: torch.Tensor) -> bool:
-    """Whether ``wave`` never rises above :data:`SILENCE_PEAK` (digital silence, a dead microphone)."""
-    return wave.numel() == 0 or float(wave.abs().max()) < SILENCE_PEAK
+    """Whether ``wave`` never moves more than :data:`SILENCE_PEAK` from its mean: digital silence,
+    a dead microphone, or a constant (DC) signal."""
+    return wave.numel() == 0 or float((wave - wave.mean()).abs().max()) < SILENCE_PEAK
 
 
-#: File endings of the formats soundfile (libsndfile) decodes.
+#: How the warnings name audio that :func:`is_silent` finds.
+SILENT = "silent or constant (nothing above -80 dBFS)"
+
+
+#: File endings of the formats soundfile (libsndfile) decodes: its format names, their usual
+#: endings, and Ogg's codecs (``.opus``) where this libsndfile reads them.
 AUDIO_EXTENSIONS = frozenset(
     {f".{fmt.lower()}" for fmt in sf.available_formats()}
-    | {".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"}
+    | {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".snd"}
+    | {f".{codec.lower()}" for codec in sf.available_subtypes("OGG") if codec != "VORBIS"}
 )
 
 
 def is_audio_file(path: Path) -> bool:
     """Whether ``path`` is a file with an audio ending that soundfile reads."""
     return path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file()
+
+
+#: Endings of audio that libsndfile does not decode: a scan that meets them warns.
+UNREADABLE_AUDIO = frozenset(
+    {".m4a", ".aac", ".wma", ".mp4", ".webm", ".amr", ".ape", ".wv", ".3gp", ".mka", ".opus"}
+    - AUDIO_EXTENSIONS
+)
+
+
+def audio_files(paths: Iterable[Path], where: Path) -> list[Path]:
+    """The audio files among ``paths`` (a folder scan), in order. No file drops out without a
+    word: audio soundfile cannot decode (``.m4a``...) is named in a warning, other files (notes,
+    metadata; hidden ones aside) in an info line.
+
+    Args:
+        paths: what the scan found (files and folders).
+        where: the folder scanned, for the messages.
+    """
+    found, audio, others = [], [], []
+    for path in paths:
+        if is_audio_file(path):
+            found.append(path)
+        elif path.is_file() and not path.name.startswith("."):
+            (audio if path.suffix.lower() in UNREADABLE_AUDIO else others).append(path)
+    for level, skipped, what in (
+        (
+            logging.WARNING,
+            audio,
+            "audio files soundfile cannot decode; convert them to WAV or FLAC",
+        ),
+        (logging.INFO, others, "files that are not audio"),
+    ):
+        if skipped:
+            names = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+            log.log(level, "%s: ignored %d %s: %s", where, len(skipped), what, names)
+    return found
 
 
 #: Recordings shorter than this are zero-padded up to it: the nets pool time several times.

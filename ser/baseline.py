@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> list[BaselineResult]:
     # A SERError goes up to ser.__main__, which reports it in one line (exit status 2).
     if cfg.C <= 0:
         raise SERError(f"--C must be positive, got {cfg.C}")
+    if isinstance(cfg.gamma, float) and not cfg.gamma > 0:
+        raise SERError(f"--gamma must be positive (or scale, auto), got {cfg.gamma}")
     init = parser.instantiate_classes(cfg)
     out_dir = Path(cfg.out_dir)
     results = run_baseline(init.data, out_dir, init.frontends, cfg.C, cfg.kernel, cfg.gamma)

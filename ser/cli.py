@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 import torch
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.cli import ArgsType, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -27,7 +28,7 @@ from ser.data.splits import SplitSpec
 from ser.errors import SERError
 from ser.io import ensure_writable
 from ser.report import format_table, metrics_from_confusion, per_corpus_metrics, write_report
-from ser.spec import class_path, read_checkpoint, read_spec
+from ser.spec import check_finite, check_fits, class_path, read_checkpoint, read_spec
 from ser.tasks.classification import EmotionClassifier
 
 log = logging.getLogger("ser")
@@ -116,18 +117,50 @@ class SERCLI(LightningCLI):
                 f"--{name}", type=float, default=default, help=f"--score recordings: {what} (s)."
             )
 
-    def before_instantiate_classes(self) -> None:
-        """Fail before any work on a checkpoint that is not there; fit test data to the checkpoint."""
-        if self.subcommand is None:  # built from Python with run=False: no checkpoint to check
+    def parse_arguments(self, parser, args: ArgsType) -> None:
+        """Parse, then fail before any work on a ``--ckpt_path`` that is not there or not a
+        checkpoint of ``ser fit``: Lightning loads the file next (for its hyperparameters)."""
+        super().parse_arguments(parser, args)
+        self._checkpoint: tuple[str, dict, dict] | None = None
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or ckpt_path in CKPT_ALIASES:
             return
-        ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if ckpt_path and ckpt_path not in CKPT_ALIASES and not Path(ckpt_path).is_file():
+        path = Path(ckpt_path).expanduser()
+        what = f"--ckpt_path {ckpt_path}"
+        if not path.is_file():
             raise SERError(
-                f"--ckpt_path {ckpt_path}: no such checkpoint; runs keep theirs in "
+                f"{what}: no such checkpoint; runs keep theirs in "
                 "lightning_logs/<model>/version_N/checkpoints/"
             )
-        if self.subcommand == "test" and ckpt_path:
-            adapt_data_to_checkpoint(self.config.test.data, ckpt_path)
+        checkpoint = read_checkpoint(path, what)  # weights_only: a pickle's code is never run
+        self._checkpoint = (what, checkpoint, read_spec(checkpoint, what))
+
+    def before_instantiate_classes(self) -> None:
+        """``ser test --ckpt_path``: fit the test data to the checkpoint."""
+        if self.subcommand == "test" and self._checkpoint is not None:
+            adapt_data_to_checkpoint(self.config.test.data, self._checkpoint[2])
+
+    def _check_checkpoint(self) -> None:
+        """``--ckpt_path``: refuse before any work weights that do not fit the model the config
+        built, that are not finite, or (fit) a file that cannot resume a run."""
+        if getattr(self, "_checkpoint", None) is None:
+            return
+        what, checkpoint, spec = self._checkpoint
+        self._checkpoint = None
+        weights = checkpoint.get("state_dict")
+        if not isinstance(weights, dict):
+            raise SERError(f"{what}: holds no state_dict; give a checkpoint that `ser fit` wrote")
+        check_fits(weights, self.model.state_dict(), what, spec)
+        check_finite(weights, what)
+        if "pytorch-lightning_version" not in checkpoint:
+            raise SERError(f"{what}: not a Lightning checkpoint of `ser fit` (no version entry); "
+                           "ser predict and ser export read it, ser test does not")  # fmt: skip
+        if self.subcommand == "fit" and not {"optimizer_states", "loops"} <= checkpoint.keys():
+            raise SERError(
+                f"{what}: holds the weights only (no optimizer or loop state), so a fit cannot "
+                "resume from it; resume from checkpoints/last.ckpt of the run"
+            )
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
@@ -147,17 +180,54 @@ class SERCLI(LightningCLI):
                 "run folder (--trainer.logger.init_args.save_dir)",
             )
 
-    before_validate = _check_run_folder
+    def _check_clips(self) -> None:
+        """Fail before any work when a crop (``--data.max_seconds``) or a scored window
+        (``--window``) is too short for the net, saying the minimum."""
+        pipeline, net = getattr(self.datamodule, "pipeline", None), getattr(self.model, "net", None)
+        if pipeline is None or net is None:  # a module of the user's own: nothing to go by
+            return
+        pipeline.check_duration(net, self.datamodule.max_seconds, "--data.max_seconds")
+        config = self.config[self.subcommand]
+        if config.get("score", "crops") == "recordings":
+            pipeline.check_duration(net, config.window, "--window")
+
+    def before_validate(self) -> None:
+        self._check_checkpoint()
+        self._check_clips()
+        self._check_run_folder()
 
     def before_fit(self) -> None:
-        if self.trainer.max_epochs == 0 or self.trainer.max_steps == 0:
+        trainer = self.trainer
+        if trainer.max_epochs == 0 or trainer.max_steps == 0:
             raise SERError(
                 "--trainer.max_epochs 0 / --trainer.max_steps 0: nothing would be trained, and the "
                 "test after fit would score an untrained net; use ser test --ckpt_path to test"
             )
+        for name in ("accumulate_grad_batches", "check_val_every_n_epoch"):
+            value = getattr(trainer, name)
+            if value is not None and value < 1:
+                raise SERError(f"--trainer.{name} ({value}) must be at least 1")
+        if trainer.gradient_clip_val is not None and not trainer.gradient_clip_val >= 0:
+            raise SERError(
+                f"--trainer.gradient_clip_val ({trainer.gradient_clip_val}) must be >= 0 (a "
+                "negative one would turn the gradients around); null: no clipping"
+            )
+        stoppers = (EarlyStopping, Timer)
+        if trainer.max_epochs == -1 and trainer.max_steps == -1:
+            if not any(isinstance(c, stoppers) for c in trainer.callbacks):
+                raise SERError(
+                    "--trainer.max_epochs -1: with no --trainer.max_steps, --trainer.max_time or "
+                    "EarlyStopping callback the run never ends; give a number of epochs"
+                )
+            log.warning("--trainer.max_epochs -1: training runs until early stopping or "
+                        "--trainer.max_time stops it")  # fmt: skip
+        self._check_checkpoint()
+        self._check_clips()
         self._check_run_folder()
 
     def before_test(self) -> None:
+        self._check_checkpoint()
+        self._check_clips()
         self._check_run_folder()
         self._set_scoring()
 
@@ -256,7 +326,7 @@ class SERCLI(LightningCLI):
         logger.finalize("success")  # the run's writer was closed after the stage: flush this too
 
 
-def adapt_data_to_checkpoint(data, ckpt_path: str) -> None:
+def adapt_data_to_checkpoint(data, spec: dict) -> None:
     """Make the data of ``ser test --ckpt_path`` what the checkpoint was trained on.
 
     The checkpoint's feature pipeline (front-end, noise reduction) and sample rate replace the
@@ -268,10 +338,8 @@ def adapt_data_to_checkpoint(data, ckpt_path: str) -> None:
 
     Args:
         data: the ``data`` part of the parsed config (``class_path``/``init_args``), changed in place.
-        ckpt_path: the checkpoint to test.
+        spec: the spec of the checkpoint to test (:func:`ser.spec.read_spec`).
     """
-    path = Path(ckpt_path).expanduser()
-    spec = read_spec(read_checkpoint(path, f"--ckpt_path {path}"), f"--ckpt_path {path}")
     args = data.init_args
     args.target_classes = list(spec["class_names"])
     args.sample_rate = spec["sample_rate"]

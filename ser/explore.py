@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ser.data.base import SERDataModule
-from ser.io import atomic_path
+from ser.io import atomic_path, ensure_writable
 
 log = logging.getLogger("ser")
 
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> Exploration:
     parser.add_subclass_arguments(SERDataModule, "data", required=True)
     parser.add_argument("--out", default="explore", help="folder for the PNG figures")
     cfg = parser.parse_args(_run_config_to_data(list(sys.argv[1:] if argv is None else argv)))
+    ensure_writable(cfg.out, "--out")
     dm = parser.instantiate_classes(cfg).data
     result = explore(dm, cfg.out)  # ser.__main__ reports a SERError in one line
     print(result.summary)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +26,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         # mkstemp makes 0600; the file gets what open() would have given it (0666 less the umask)
         tmp_path.chmod(0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as err:
+        if _out_of_space(err, path.parent):
+            kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
+            raise SERError(
+                f"{path}: no space left on device; free some space on it or write elsewhere "
+                f"(--trainer.logger.init_args.save_dir, --output); {kept}"
+            ) from err
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+#: Below this many free bytes a failed write is taken for a full disk.
+NEARLY_FULL = 64 * 2**20
+
+
+def _out_of_space(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space: ``ENOSPC``/``EDQUOT``, or a writer that loses the
+    error number (torch's zip writer says ``unexpected pos``) on a nearly full disk."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL
+    except OSError:
+        return False
 
 
 def _umask() -> int:

@@ -27,8 +27,12 @@ class _Drop(logging.Filter):
 def setup_logging(level: int = logging.INFO) -> logging.Logger:
     """``[ser] LEVEL message`` on stderr for the ``ser`` logger (once), library noise filtered."""
     log = logging.getLogger(LOGGER)
-    if not log.handlers:
+    ours = [h for h in log.handlers if h.get_name() == LOGGER]
+    if ours:  # run again in one process (tests): today's stderr, not the first run's
+        ours[0].stream = sys.stderr  # (setStream would flush the old one, maybe closed)
+    else:
         handler = logging.StreamHandler(sys.stderr)
+        handler.set_name(LOGGER)
         handler.setFormatter(logging.Formatter("[ser] %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(level)

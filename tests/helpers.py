@@ -280,3 +280,23 @@ def write_encoder(monkeypatch, torch_home: Path, name: str, seed: int = 0, **siz
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(_get_model(bundle._model_type, params).state_dict(), path)
     return path
+
+
+def run_ser(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m ser ARGS`` in a fresh interpreter (this worktree's ``ser``), as a user runs it."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "ser", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The ``error: ...`` line of a run that must end with exit status 2 and no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: "), result.stderr[-3000:]
+    return line

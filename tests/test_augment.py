@@ -171,7 +171,7 @@ def test_soft_target_loss_matches_hard_label_loss():
     from ser.models import CNN2D
     from ser.tasks import EmotionClassifier
 
-    model = EmotionClassifier(CNN2D, 4, 8, SR, label_smoothing=0.1)
+    model = EmotionClassifier(CNN2D, 4, 16, SR, label_smoothing=0.1)  # 16 bins: 4 pooling blocks
     logits, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 3, 0])
     hard = model.loss(logits, {"label": labels})
     soft = model.loss(logits, {"label": labels, "target": F.one_hot(labels, 4).float()})

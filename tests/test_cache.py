@@ -50,12 +50,13 @@ def test_settings_or_file_change_rebuilds(ravdess_root: Path):
     setup_counting(ravdess_root, sample_rate=8000)  # another decode setting: another cache
     assert len(Counting.calls) == 48
     changed = ravdess_root / "Actor_01" / "03-01-05-01-01-01-01.wav"
-    sf.write(changed, np.full(4000, 0.1, dtype=np.float32), 16000)
+    ramp = np.linspace(-0.1, 0.1, 4000, dtype=np.float32)  # not constant: that is skipped as silent
+    sf.write(changed, ramp, 16000)
     dm = setup_counting(ravdess_root)
     assert Counting.calls == [changed]  # only the changed file is decoded again
     wave = next(w for c, w in zip(dm.datasets["train"].clips, dm.datasets["train"].waves,
                                   strict=True) if c.path == changed)  # fmt: skip
-    assert wave.numel() == 4000 and torch.allclose(wave, torch.full((4000,), 0.1), atol=1e-4)
+    assert wave.numel() == 4000 and torch.allclose(wave, torch.from_numpy(ramp), atol=1e-4)
 
 
 def test_no_cache_decodes_every_time(ravdess_root: Path):

@@ -85,6 +85,6 @@ def test_precise_batch_norm_needs_a_ser_datamodule():
         sanity_checking=False, state=SimpleNamespace(fn="fit"), datamodule=None
     )
     with pytest.raises(SERError, match="DataModule"):
-        PreciseBatchNorm().on_validation_start(trainer, EmotionClassifier(CNN2D, 4, 8, 16000))
+        PreciseBatchNorm().on_validation_start(trainer, EmotionClassifier(CNN2D, 4, 16, 16000))
     with pytest.raises(ValueError, match="max_clips"):
         PreciseBatchNorm(max_clips=0)

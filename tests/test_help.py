@@ -66,7 +66,7 @@ def test_errors_raised_while_the_cli_builds_the_classes_are_one_line(capsys, tmp
     for option, message in (
         (
             ["--data.sample_rate", "0"],
-            "error: sample_rate (0) and max_seconds (2.0) must be positive",
+            "error: sample_rate (0) must be at least 4000 Hz",
         ),
         (["--data.emotions", "[grumpy]"], "error: unknown emotion label 'grumpy'"),
     ):

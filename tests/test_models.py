@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ser.models import CNNLSTM1D, CNNLSTM2D, M5, VAE, StackedLSTM
+from ser.errors import SERError
+from ser.models import CNN2D, CNNLSTM1D, CNNLSTM2D, M5, VAE, StackedLSTM
 from ser.models.lstm import stack_frames
 
 SR = 8000
@@ -102,8 +103,31 @@ def test_vae_parts():
 
 
 def test_lstm_rejects_bad_pool():
-    with pytest.raises(ValueError, match="pool"):
+    with pytest.raises(SERError, match="pool"):
         StackedLSTM(2, 3, SR, pool="max")
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: CNN2D(4, 64, SR, channels=[0, 8]),
+            r"CNN2D: channels=\[0, 8\] must be whole numbers >= 1",
+        ),
+        (lambda: CNN2D(4, 64, SR, dropout=2.0), r"CNN2D: dropout=2.0 must be in \[0, 1\)"),
+        (
+            lambda: CNN2D(4, 8, SR),
+            "4 pooling blocks need at least 16 feature bins, the front-end gives 8",
+        ),
+        (lambda: M5(4, 1, SR, pool=0), "M5: pool=0 must be a whole number >= 1"),
+        (lambda: StackedLSTM(4, 8, SR, dropout=float("nan")), "dropout=nan must be in"),
+        (lambda: VAE(4, 8, SR, latent_dim=0), "VAE: latent_dim=0"),
+        (lambda: CNNLSTM1D(4, 8, SR, hidden_sizes=[]), "hidden_sizes needs at least one layer"),
+    ],
+)
+def test_net_settings_out_of_range_are_one_clear_error(build, message):
+    with pytest.raises(SERError, match=message):
+        build()
 
 
 def test_stack_frames_concatenates_runs_of_frames():
@@ -113,5 +137,5 @@ def test_stack_frames_concatenates_runs_of_frames():
     torch.testing.assert_close(stacked[0, :, 1], x[0, :, 3:6].T.reshape(-1))  # frames 3, 4, 5
     torch.testing.assert_close(stacked[1, :3, 2], x[1, :, 6])  # frame 6, then zeros past the end
     assert stacked[1, 3:, 2].abs().max() == 0
-    with pytest.raises(ValueError, match="stack=0"):
+    with pytest.raises(SERError, match="stack=0"):
         StackedLSTM(2, 3, SR, stack=0)

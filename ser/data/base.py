@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ser.audio import is_audio_file, is_silent, read_audio, recording_windows
+from ser.audio import MIN_SECONDS, SILENT, audio_files, is_silent, read_audio, recording_windows
 from ser.data.cache import AudioCache, decode_uncached
 from ser.data.dataset import (
     Clip,
@@ -35,6 +36,9 @@ from ser.transforms.pipeline import Augmentation, FeaturePipeline, FrontendFacto
 log = logging.getLogger("ser")
 
 __all__ = ["Clip", "SERDataModule"]
+
+#: The lowest ``sample_rate`` accepted (Hz): below it no speech band is left to classify.
+MIN_SAMPLE_RATE = 4000
 
 
 class SERDataModule(L.LightningDataModule):
@@ -99,9 +103,10 @@ class SERDataModule(L.LightningDataModule):
         balance_classes: bool = False,
     ) -> None:
         super().__init__()
-        if not (sample_rate > 0 and max_seconds > 0):
+        if not (sample_rate >= MIN_SAMPLE_RATE and 0 < max_seconds < math.inf):
             raise SERError(
-                f"sample_rate ({sample_rate}) and max_seconds ({max_seconds}) must be positive"
+                f"sample_rate ({sample_rate}) must be at least {MIN_SAMPLE_RATE} Hz (speech needs "
+                f"8000 or more) and max_seconds ({max_seconds}) a positive number of seconds"
             )
         if batch_size < 1 or num_workers < 0:
             raise SERError(
@@ -218,9 +223,7 @@ class SERDataModule(L.LightningDataModule):
         clips; how many such audio files were ignored is logged.
         """
         clips, foreign = [], []
-        for path in sorted(root.glob(pattern)):
-            if not is_audio_file(path):
-                continue
+        for path in audio_files(sorted(root.glob(pattern)), root):
             clip = parse(path)
             if clip is None:
                 foreign.append(path)
@@ -294,10 +297,18 @@ class SERDataModule(L.LightningDataModule):
             if isinstance(wave, AudioError):
                 log.warning("skipping %s", wave)
             elif is_silent(wave):
-                log.warning("skipping %s: silent (peak below -80 dBFS)", clip.path)
+                log.warning("skipping %s: %s", clip.path, SILENT)
             else:
                 waves.append(wave)
                 kept.append(clip)
+        short = [
+            c.path
+            for c, w in zip(kept, waves, strict=True)
+            if len(w) < MIN_SECONDS * self.sample_rate
+        ]
+        if short:
+            log.warning("%d clips are shorter than %g s (too little to judge an emotion), e.g. %s",
+                        len(short), MIN_SECONDS, ", ".join(map(str, short[:5])))  # fmt: skip
         if not kept:
             raise CorpusNotFoundError(
                 f"none of the {len(clips)} files under {self.root} could be read"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ser.audio import is_audio_file
+from ser.audio import audio_files
 from ser.data.base import Clip, SERDataModule
 from ser.data.emotions import EMOTIONS, canonical
 from ser.data.splits import SplitSpec
@@ -95,6 +95,5 @@ class FolderCorpus(SERDataModule):
         return [
             Clip(path=p, emotion=emotion, speaker=self.speaker_of(p), stage=stage)
             for folder, (emotion, stage) in self._folders.items()
-            for p in sorted(folder.rglob("*"))
-            if is_audio_file(p)
+            for p in audio_files(sorted(folder.rglob("*")), folder)
         ]

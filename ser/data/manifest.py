@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 from ser.data.base import Clip, SERDataModule
 from ser.data.emotions import EMOTIONS, canonical
 from ser.errors import CorpusNotFoundError, SERError
+
+log = logging.getLogger("ser")
 
 STAGES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val",
           "test": "test"}  # fmt: skip
@@ -26,7 +29,7 @@ def read_manifest(manifest: Path) -> list[Clip]:
         columns = [c.strip().lower() for c in reader.fieldnames or []]
         if "path" not in columns or "label" not in columns:
             raise SERError(f"manifest {manifest} needs columns path and label; it has {columns}")
-        clips = []
+        clips, rows = [], {}  # rows: file -> (row number, emotion) of its first listing
         for row_number, row in enumerate(reader, start=2):  # row 1 is the header
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
             where = f"manifest {manifest}, row {row_number}"
@@ -44,6 +47,18 @@ def read_manifest(manifest: Path) -> list[Clip]:
                 stage = STAGES[stage.lower()]
             path = Path(row["path"]).expanduser()
             path = path if path.is_absolute() else manifest.parent / path
+            key = path.resolve()
+            if key in rows:
+                first, label = rows[key]
+                if label != emotion:
+                    raise SERError(
+                        f"manifest {manifest}: rows {first} and {row_number} give {path} two labels "
+                        f"({label}, {emotion}); keep one of the rows"
+                    )
+                log.warning("manifest %s: rows %d and %d both list %s; using it once", manifest,
+                            first, row_number, path)  # fmt: skip
+                continue
+            rows[key] = (row_number, emotion)
             clips.append(Clip(path=path, emotion=emotion, speaker=row.get("speaker") or "unknown",
                               stage=stage))  # fmt: skip
     if not clips:

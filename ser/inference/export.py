@@ -35,7 +35,7 @@ from ser.inference.models import (
     model_info,
     read_weights,
 )
-from ser.io import atomic_path, write_text
+from ser.io import atomic_path, ensure_writable, write_text
 
 FORMATS = ("torchscript", "onnx", "hub")
 #: What ``ser export`` writes without ``--format``.
@@ -207,7 +207,7 @@ def export(
     model = load_model(checkpoint)
     if not isinstance(model, EmotionModel) or checkpoint.is_dir():
         raise SERError(f"{checkpoint}: already an export; `ser export` takes a training checkpoint")
-    output = Path(output).expanduser()
+    output = ensure_writable(Path(output).expanduser(), f"--output {output}")
     formats = list(dict.fromkeys(formats)) if formats is not None else None
     if formats is not None and "hub" in formats:
         refuse_non_empty(output, overwrite)

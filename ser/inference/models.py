@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import warnings
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from ser.errors import SERError
-from ser.spec import SPEC_KEY, build_net, read_checkpoint, read_spec
+from ser.spec import SPEC_KEY, build_net, check_finite, is_torchscript, read_checkpoint, read_spec
 from ser.transforms.denoise import Denoise
 from ser.transforms.pipeline import FeaturePipeline
 
@@ -145,6 +144,22 @@ class Ensemble(nn.Module):
         return probabilities.mean(dim=0).log()  # (B, n_classes)
 
 
+def shortest_clip(
+    model: EmotionModel | ExportedModel | Ensemble, seconds: float, what: str
+) -> float:
+    """Refuse windows of ``seconds`` too short for the model's net, saying the minimum; return that
+    minimum (s; 0 for a TorchScript export, whose net is compiled code).
+
+    Args:
+        what: the option that set ``seconds``, for the error (e.g. ``--window``).
+    """
+    if isinstance(model, Ensemble):
+        return max(shortest_clip(m, seconds, what) for m in model.members)
+    if isinstance(model, EmotionModel):
+        return model.pipeline.check_duration(model.net, seconds, what)
+    return 0.0
+
+
 def model_info(model: EmotionModel | ExportedModel | Ensemble) -> dict:
     """What an exported model needs beside its weights (written as ``classes.json``): its classes,
     sample rate and the noise reduction applied to whole recordings (a device gate is inside)."""
@@ -154,14 +169,6 @@ def model_info(model: EmotionModel | ExportedModel | Ensemble) -> dict:
         "sample_rate": int(model.sample_rate),
         "denoise": None if denoise is None else asdict(denoise),
     }
-
-
-def _is_torchscript(path: Path) -> bool:
-    """TorchScript archives hold compiled code; ``torch.save`` archives do not."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
 
 
 def read_weights(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -191,12 +198,7 @@ def build_model(spec: dict, weights: dict[str, torch.Tensor], what: str) -> Emot
         raise SERError(
             f"{what}: the weights do not fit the net {spec['net']['class_path']}: {err}"
         ) from None
-    broken = [k for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()]
-    if broken:  # a diverged run: every answer would be NaN
-        raise SERError(
-            f"{what}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}); "
-            "the run diverged: retrain, e.g. with a lower learning rate"
-        )
+    check_finite(weights, what)
     temperature = spec.get("temperature", 1.0)
     return EmotionModel(pipeline, net, spec["class_names"], temperature).eval()
 
@@ -264,7 +266,7 @@ def load_model(path: str | Path) -> EmotionModel | ExportedModel:
         return load_folder(path)
     if not path.is_file():
         raise SERError(f"{path}: no such checkpoint or exported model")
-    if _is_torchscript(path):
+    if is_torchscript(path):
         return load_exported(path)
     return load_checkpoint(path)
 

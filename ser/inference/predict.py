@@ -26,14 +26,21 @@ from torch import nn
 
 from ser.audio import (
     HOP_SECONDS,
-    SILENCE_PEAK,
+    MIN_SECONDS,
+    SILENT,
     WINDOW_SECONDS,
     AudioStream,
     Windower,
-    is_audio_file,
+    audio_files,
 )
 from ser.errors import AudioError, SERError
-from ser.inference.models import EmotionModel, Ensemble, ExportedModel, load_models
+from ser.inference.models import (
+    EmotionModel,
+    Ensemble,
+    ExportedModel,
+    load_models,
+    shortest_clip,
+)
 from ser.inference.plot import check_plot_path, plot_predictions
 from ser.inference.vad import load_vad, speech_segments
 from ser.io import ensure_writable, write_text
@@ -177,14 +184,19 @@ def predict_files(
     Returns:
         One :class:`Prediction` per readable file, in the order given.
     """
-    if not (window_seconds > 0 and hop_seconds > 0 and batch_size >= 1):  # NaN fails too
+    if not (0 < window_seconds < math.inf and 0 < hop_seconds < math.inf and batch_size >= 1):
         raise SERError(
-            f"window ({window_seconds}), hop ({hop_seconds}) and batch size ({batch_size}) must be positive"
+            f"window ({window_seconds}), hop ({hop_seconds}) and batch size ({batch_size}) must be "
+            "positive (finite) numbers"
         )
     if segments not in SEGMENTS:
         raise SERError(f"segments {segments!r}: use one of {', '.join(SEGMENTS)}")
     if segments == "vad":
         load_vad()  # a missing package is one clear error before any file is read
+    shortest = shortest_clip(model, window_seconds, "--window")
+    if hop_seconds > window_seconds:
+        log.warning("hop (%g s) longer than the window (%g s): the audio between windows is not "
+                    "scored", hop_seconds, window_seconds)  # fmt: skip
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SERError("--device cuda: no CUDA device is available; use --device cpu")
@@ -213,6 +225,10 @@ def predict_files(
             prediction, stream, windows = _recording(
                 path, model, window_seconds, hop_seconds, segments
             )
+            if max(stream.seconds, MIN_SECONDS) < shortest:
+                log.warning("skipping %s: %.3g s of audio, the model needs at least %.3g s", path,
+                            stream.seconds, shortest)  # fmt: skip
+                continue
             for w, (start, end, clip) in enumerate(windows):
                 prediction.starts.append(start / sample_rate)
                 prediction.ends.append(end / sample_rate)
@@ -223,12 +239,16 @@ def predict_files(
             log.warning("skipping %s", err)
             discard(index)
             continue
-        if stream.peak < SILENCE_PEAK:
-            log.warning("skipping %s: silent (peak below -80 dBFS), no speech to classify", path)
+        duration = stream.n_samples / sample_rate
+        if stream.silent:
+            log.warning("skipping %s: %s, no speech to classify", path, SILENT)
         elif not prediction.starts:
             log.warning("skipping %s: the voice-activity detector found no speech", path)
         else:
-            prediction.duration = stream.n_samples / sample_rate
+            if duration < MIN_SECONDS:
+                log.warning("%s: only %.3g s of audio, padded with silence to %g s: too little to "
+                            "judge an emotion reliably", path, duration, MIN_SECONDS)  # fmt: skip
+            prediction.duration = duration
             prediction.ends = [min(e, prediction.duration) for e in prediction.ends]
             predictions.append(prediction)
             continue
@@ -248,7 +268,7 @@ def expand_paths(specs: list[str]) -> list[Path]:
     for spec in specs:
         path = Path(spec).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if is_audio_file(p))
+            found = audio_files(sorted(path.rglob("*")), path)
             if not found:
                 log.warning("no audio files in folder %s", path)
             paths += found

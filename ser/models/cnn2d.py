@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ser.errors import SERError, check_fraction, check_sizes
 from ser.models.pooling import downsampled_lengths, mean_std_pool
 
 
@@ -34,6 +35,15 @@ class CNN2D(nn.Module):
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
+        check_sizes("CNN2D", channels=list(channels), n_classes=n_classes)
+        check_fraction("CNN2D", "dropout", dropout)
+        #: Each block halves frequency and time: fewer frames (or bins) than this leave none.
+        self.min_frames = 2 ** len(channels)
+        if n_features < self.min_frames:
+            raise SERError(
+                f"CNN2D: {len(channels)} pooling blocks need at least {self.min_frames} feature bins, "
+                f"the front-end gives {n_features} (n_mels / n_mfcc); use more bins or fewer channels"
+            )
         blocks, c_in = [], 1
         for c_out in channels:
             for _ in range(convs_per_block):
@@ -45,7 +55,7 @@ class CNN2D(nn.Module):
                 c_in = c_out
             blocks.append(nn.MaxPool2d(2))
         self.blocks = nn.Sequential(*blocks)
-        self.time_factor = 2 ** len(channels)
+        self.time_factor = self.min_frames
         self.head = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(2 * c_in, c_in),

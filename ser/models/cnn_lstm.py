@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ser.errors import check_fraction, check_sizes
 from ser.models.layers import RunningNorm, conv_lengths, mask_padding
 from ser.models.lstm import LSTMSummary, Pool
 
@@ -48,6 +49,9 @@ class CNNLSTM1D(nn.Module):
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
+        check_sizes("CNNLSTM1D", channels=list(channels), kernel_size=kernel_size, pool=pool,
+                    hidden_sizes=list(hidden_sizes))  # fmt: skip
+        check_fraction("CNNLSTM1D", "dropout", dropout)
         self.norm = RunningNorm(n_features)
         self.pool = pool
         blocks, c_in = [], n_features
@@ -105,6 +109,8 @@ class CNNLSTM2D(nn.Module):
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
+        check_sizes("CNNLSTM2D", channels=list(channels), hidden_sizes=list(hidden_sizes))
+        check_fraction("CNNLSTM2D", "dropout", dropout)
         blocks, self.freq_pools, c_in, freq = [], [], 1, n_features
         for c_out in channels:
             blocks.append(

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ser.errors import SERError, check_fraction, check_sizes
 from ser.models.layers import RunningNorm, pack, packed_dropout, unpack
 from ser.models.pooling import mean_std_pool
 
@@ -37,9 +38,9 @@ class LSTMSummary(nn.Module):
     ) -> None:
         super().__init__()
         if not hidden_sizes:
-            raise ValueError("hidden_sizes needs at least one layer")
+            raise SERError("hidden_sizes needs at least one layer")
         if pool not in ("last", "mean_std"):
-            raise ValueError(f"pool={pool!r}: choose last or mean_std")
+            raise SERError(f"pool={pool!r}: choose last or mean_std")
         directions = 2 if bidirectional else 1
         sizes = [n_inputs] + [h * directions for h in hidden_sizes]
         self.lstms = nn.ModuleList(
@@ -94,8 +95,10 @@ class StackedLSTM(nn.Module):
         stack: int = 1,
     ) -> None:
         super().__init__()
-        if stack < 1:
-            raise ValueError(f"stack={stack}: frames per LSTM step must be at least 1")
+        check_sizes("StackedLSTM", hidden_sizes=list(hidden_sizes), stack=stack)
+        check_fraction("StackedLSTM", "dropout", dropout)
+        if dense < 0:
+            raise SERError(f"StackedLSTM: dense={dense} must be >= 0 (0: no dense layer)")
         self.stack = stack
         self.norm = RunningNorm(n_features)
         self.lstm = LSTMSummary(n_features * stack, hidden_sizes, bidirectional, dropout, pool)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ser.errors import check_fraction, check_sizes
 from ser.models.layers import conv_lengths, mask_padding
 from ser.models.pooling import mean_std_pool
 
@@ -43,6 +44,8 @@ class M5(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        check_sizes("M5", channels=list(channels), kernel_size=kernel_size, pool=pool)
+        check_fraction("M5", "dropout", dropout)
         self.first_kernel = max(1, round(sample_rate * first_kernel_ms / 1000))
         self.first_stride = max(1, round(sample_rate * first_stride_ms / 1000))
         self.kernel_size, self.pool = kernel_size, pool

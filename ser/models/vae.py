@@ -9,6 +9,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from ser.errors import check_fraction, check_sizes
 from ser.models.layers import RunningNorm, mask_padding
 from ser.models.pooling import mean_std_pool
 
@@ -65,6 +66,9 @@ class VAE(nn.Module):
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
+        check_sizes("VAE", hidden=list(hidden), latent_dim=latent_dim, kernel_size=kernel_size,
+                    classifier_hidden=classifier_hidden)  # fmt: skip
+        check_fraction("VAE", "dropout", dropout)
         self.norm = RunningNorm(n_features)
         self.encoder = _conv_stack([n_features, *hidden], kernel_size)
         self.to_moments = nn.Conv1d(hidden[-1], 2 * latent_dim, 1)

@@ -15,7 +15,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ser import rng
-from ser.errors import SERError
+from ser.errors import SERError, check_fraction
 from ser.spec import SPEC_KEY, SPEC_VERSION, factory_spec
 from ser.tasks.metrics import ClassRecall, classification_metrics
 
@@ -75,6 +75,8 @@ class EmotionClassifier(L.LightningModule):
         class_weights: Literal["balanced"] | list[float] | None = None,
     ) -> None:
         super().__init__()
+        check_fraction("EmotionClassifier", "label_smoothing", label_smoothing)
+        check_optimizer(optimizer, lr_scheduler)
         # The task's own settings; what the data links in lives once, in the checkpoint's spec.
         # Factories are stored as plain class_path/init_args data: the checkpoint stays loadable
         # with weights_only=True.
@@ -290,3 +292,23 @@ class EmotionClassifier(L.LightningModule):
         if self._resumed_rng is not None:
             rng.restore(self._resumed_rng)
             self._resumed_rng = None
+
+
+def check_optimizer(
+    optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCallable | None = None
+) -> None:
+    """Build the optimiser (and scheduler) once on a stand-in parameter, so that a learning rate,
+    betas or decay out of range is refused at start-up, not after the data is decoded.
+
+    Raises:
+        SERError: naming the optimiser's (or scheduler's) own complaint.
+    """
+    stand_in = nn.Parameter(torch.zeros(1))
+    for what, build in (("--model.optimizer", lambda: optimizer([stand_in])),
+                        ("--model.lr_scheduler", lambda: lr_scheduler(optimizer([stand_in])))):  # fmt: skip
+        if what.endswith("scheduler") and lr_scheduler is None:
+            continue
+        try:
+            build()
+        except (ValueError, TypeError) as err:  # torch's optimisers check their own arguments
+            raise SERError(f"{what}: {err}") from None

@@ -13,7 +13,7 @@ import torch
 import torchaudio
 from torch import nn
 
-from ser.errors import SERError
+from ser.errors import SERError, check_sizes
 
 
 def standardize(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -83,6 +83,12 @@ class LogMel(nn.Module):
             raise SERError(
                 f"{type(self).__name__}: n_mels ({n_mels}) must be >= 1, win_ms ({win_ms}) and "
                 f"hop_ms ({hop_ms}) > 0, top_db ({top_db}) > 0 or null"
+            )
+        nyquist = sample_rate / 2
+        if not 0 <= f_min < (nyquist if f_max is None else f_max) <= nyquist:
+            raise SERError(
+                f"{type(self).__name__}: f_min ({f_min}) and f_max ({f_max}) must satisfy "
+                f"0 <= f_min < f_max <= {nyquist:g} Hz (half the sample rate; null: that)"
             )
         self.n_features = n_mels
         self.top_db = top_db
@@ -161,6 +167,7 @@ class MelImage(LogMel):
     def __init__(self, sample_rate: int, image_size: tuple[int, int] = (50, 150), **kwargs) -> None:
         kwargs["normalize"] = False
         super().__init__(sample_rate, **kwargs)
+        check_sizes("MelImage", image_size=list(image_size))
         self.height, self.width = (int(v) for v in image_size)
         self.n_features = self.height
 

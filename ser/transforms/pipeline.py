@@ -6,6 +6,7 @@ ensembles and ``ser export`` all run a :class:`FeaturePipeline`; nothing else ch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -112,6 +113,50 @@ class FeaturePipeline(nn.Module):
     @property
     def n_features(self) -> int:
         return self.frontend.n_features
+
+    @torch.no_grad()
+    def frames(self, n_samples: int) -> int:
+        """Feature frames the front-end makes of a clip of ``n_samples`` samples."""
+        device = next(iter(self.frontend.buffers()), torch.empty(0)).device
+        _, lengths = self.frontend(
+            torch.zeros(1, n_samples, device=device), torch.tensor([n_samples], device=device)
+        )
+        return int(lengths[0])
+
+    def check_duration(self, net: nn.Module, seconds: float, what: str) -> float:
+        """Refuse clips of ``seconds`` too short for ``net`` (a CNN whose pooling needs more frames
+        than the front-end makes of them), saying the minimum; return that minimum (s).
+
+        Args:
+            net: the net; one that pools time sets ``min_frames`` (default 1).
+            seconds: the clip or window length.
+            what: the option that set it, e.g. ``--data.max_seconds``.
+        """
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise SERError(f"{what} ({seconds}) must be a positive number of seconds")
+        need = getattr(net, "min_frames", 1)
+        high = max(1, round(seconds * self.sample_rate))
+        if self.frames(high) < need:
+            if self.frames(600 * self.sample_rate) < need:  # e.g. MelImage: a fixed width
+                raise SERError(
+                    f"{type(net).__name__} needs at least {need} frames; the front-end "
+                    f"{type(self.frontend).__name__} never makes that many: widen it"
+                )
+            raise SERError(
+                f"{what} ({seconds:g} s) gives {self.frames(high)} feature frames, and "
+                f"{type(net).__name__} needs at least {need}: use {self.shortest(need):.3g} s or more"
+            )
+        return self.shortest(need)
+
+    def shortest(self, n_frames: int) -> float:
+        """The shortest clip (s) of which the front-end makes ``n_frames`` frames (or more)."""
+        low, high = 1, self.sample_rate
+        while self.frames(high) < n_frames:
+            low, high = high, 2 * high
+        while low < high:  # frames grow with the samples: the first length with enough
+            middle = (low + high) // 2
+            low, high = (middle + 1, high) if self.frames(middle) < n_frames else (low, middle)
+        return low / self.sample_rate
 
     def recording(self, wave: torch.Tensor) -> torch.Tensor:
         """One ``(n_samples,)`` recording at ``sample_rate`` as it is read: noise-reduced when the
