@@ -57,6 +57,9 @@ class SERDataModule(L.LightningDataModule):
             clips of the classes it shares with the corpus; ``ser test --ckpt_path`` sets it.
         augment: augmentation while training (:class:`ser.transforms.Augmentation`).
         denoise: noise reduction (:class:`ser.transforms.denoise.Denoise`), ``None``: off.
+        crop_positions: training crops start at one of this many evenly spaced offsets of their
+            clip (a fixed set of crops per clip, whose teacher outputs distillation caches);
+            ``None``: at any sample.
     """
 
     EMOTIONS: tuple[str, ...] = ()
@@ -84,6 +87,7 @@ class SERDataModule(L.LightningDataModule):
         target_classes: list[str] | None = None,
         augment: Augmentation | None = None,
         denoise: Denoise | None = None,
+        crop_positions: int | None = None,
     ) -> None:
         super().__init__()
         if not (sample_rate > 0 and max_seconds > 0):
@@ -94,6 +98,9 @@ class SERDataModule(L.LightningDataModule):
             raise SERError(
                 f"batch_size ({batch_size}) must be at least 1 and num_workers ({num_workers}) >= 0"
             )
+        if crop_positions is not None and crop_positions < 1:
+            raise SERError(f"crop_positions ({crop_positions}) must be at least 1, or null")
+        self.crop_positions = crop_positions
         self.root = Path(root).expanduser() if root is not None else None
         self.sample_rate, self.max_seconds = int(sample_rate), float(max_seconds)
         self.split = split if split is not None else SplitSpec()
@@ -276,7 +283,7 @@ class SERDataModule(L.LightningDataModule):
         for name, index in split.items():
             self.datasets[name] = ClipDataset(
                 [waves[i] for i in index], [labels[i] for i in index], [kept[i] for i in index],
-                max_samples, train=name == "train",
+                max_samples, train=name == "train", crop_positions=self.crop_positions,
             )  # fmt: skip
         self.add_offline_copies()
         log.info("%s: %d clips, %d classes %s; split %s: %s", type(self).__name__, len(kept),
