@@ -70,26 +70,24 @@ def test_teacher_outputs_are_cached_per_crop_and_recomputed_when_a_teacher_chang
 ):
     paths = [write_checkpoint(tmp_path / f"t{i}.ckpt", seed=i) for i in range(2)]
     waves = torch.stack([torch.from_numpy(noise(0.5, seed=s)) for s in range(3)])  # (3, T)
-    lengths = torch.tensor([8000, 6000, 7000])
+    crops = [w[:n] for w, n in zip(waves, (8000, 6000, 7000), strict=True)]
 
     first = Teacher(paths, CLASSES, RATE)
-    out = first.log_probs(waves, lengths)
+    out = first.log_probs(crops)
     assert (first.hits, first.misses) == (0, 6)  # 3 crops x 2 teachers, all computed
     with torch.no_grad():  # what `ser predict --ensemble` computes, crop by crop
         ensemble = load_models(paths)
-        expected = torch.cat(
-            [ensemble(w[None, :n]) for w, n in zip(waves, lengths.tolist(), strict=True)]
-        )
+        expected = torch.cat([ensemble(c[None]) for c in crops])
     assert torch.allclose(out, expected, atol=1e-5)
     first.save()
 
     again = Teacher(paths, CLASSES, RATE)  # a later run
-    assert torch.equal(again.log_probs(waves, lengths), out)
+    assert torch.equal(again.log_probs(crops), out)
     assert (again.hits, again.misses) == (6, 0)
 
     write_checkpoint(paths[1], seed=5)  # one teacher retrained in place
     changed = Teacher(paths, CLASSES, RATE)
-    new = changed.log_probs(waves, lengths)
+    new = changed.log_probs(crops)
     assert (changed.hits, changed.misses) == (3, 3)  # only the changed teacher runs again
     assert not torch.allclose(new, out, atol=1e-3)
 

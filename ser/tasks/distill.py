@@ -115,7 +115,8 @@ class Distillation(EmotionClassifier):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # the crops as decoded, before any augmentation
-        batch["teacher"] = self.teacher.log_probs(batch["waveform"], batch["lengths"])  # (B, C)
+        crops = [w[:n] for w, n in zip(batch["waveform"], batch["lengths"].tolist(), strict=True)]
+        batch["teacher"] = self.teacher.log_probs(crops)  # (B, n_classes)
         return super().training_step(batch, batch_idx)
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 from ser.data.cache import cache_root, file_lock
 from ser.errors import SERError
 from ser.inference.models import Ensemble, load_model, model_info
+from ser.inference.predict import clip_probabilities
 from ser.io import atomic_path
 
 log = logging.getLogger("ser")
@@ -131,25 +132,23 @@ class Teacher:
         return self
 
     @torch.no_grad()
-    def log_probs(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The teachers' combined log-probabilities ``(B, n_classes)`` of a batch of crops
-        ``(B, T), (B,)``, from the caches where known."""
-        keys = [crop_key(w[:n]) for w, n in zip(waveform, lengths.tolist(), strict=True)]
+    def log_probs(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        """The teachers' combined log-probabilities ``(N, n_classes)`` of ``crops`` (each
+        ``(n_samples,)``, on the teachers' device), from the caches where known."""
+        keys = [crop_key(c) for c in crops]
         outputs = []
         for model, cache in zip(self.members, self.caches, strict=True):
             missing = [i for i, k in enumerate(keys) if k not in cache.entries]
-            # crops of one length at a time, unpadded: a crop's output does not depend on its batch
-            for length in sorted({int(lengths[i]) for i in missing}):
-                group = [i for i in missing if int(lengths[i]) == length]
-                wave = waveform[torch.tensor(group, device=waveform.device), :length]  # (M, T')
-                computed = model(wave).float().log_softmax(dim=-1).cpu()  # (M, n_classes)
-                for i, row in zip(group, computed, strict=True):
+            if missing:  # unpadded, as `ser predict` scores them: independent of the batch
+                device = crops[0].device
+                computed = clip_probabilities(model, [crops[i] for i in missing], device).log()
+                for i, row in zip(missing, computed, strict=True):  # row: (n_classes,)
                     cache.entries[keys[i]] = row.clone()
-            cache.new += len(missing)
+                cache.new += len(missing)
             self.hits += len(keys) - len(missing)
             self.misses += len(missing)
-            outputs.append(torch.stack([cache.entries[k] for k in keys]))  # (B, C)
-        return Ensemble.combine(outputs).to(waveform.device)  # (B, n_classes)
+            outputs.append(torch.stack([cache.entries[k] for k in keys]))  # (N, n_classes)
+        return Ensemble.combine(outputs).to(crops[0].device)  # (N, n_classes)
 
     def save(self) -> None:
         """Write every teacher's new outputs to its cache file."""
