@@ -121,8 +121,15 @@ def table(args: argparse.Namespace) -> None:
                 members, results["crops"], results["recordings"], strict=True
             ):
                 per_run.append([name, path, f"{crop['uar']:.3f}", f"{recording['uar']:.3f}"])
+    for name, (path, *_) in named(args.speed).items():
+        model = load_model(path)
+        ms = window_ms(model, data.sample_rate)
+        rows.append([name, 0, f"{n_params(model) / 1e3:.0f}k", *["-"] * 4, f"{ms:.1f}"])
+    first_ms = float(rows[0][-1])
+    for row in rows:  # the speed ratio, measured in this run
+        row.append(f"{float(row[-1]) / first_ms:.2f}x")
     header = ["model", "runs", "params", "UAR (crops)", "accuracy (crops)", "UAR (recordings)",
-              "accuracy (recordings)", "ms per 4 s window"]  # fmt: skip
+              "accuracy (recordings)", "ms per 4 s window", "time vs first row"]  # fmt: skip
     print(markdown(header, rows))
     print()
     print(markdown(["model", "checkpoint", "UAR (crops)", "UAR (recordings)"], per_run))
@@ -155,6 +162,10 @@ def main() -> None:
     table_args.add_argument(
         "--ensemble", action="append", default=[], help="NAME=GLOB of members, repeatable"
     )
+    table_args.add_argument(
+        "--speed", action="append", default=[],
+        help="NAME=GLOB: size and speed only (e.g. a net not trained yet), repeatable",
+    )  # fmt: skip
     table_args.add_argument("--window", type=float, default=4.0, help="recordings: window (s)")
     table_args.add_argument("--hop", type=float, default=2.0, help="recordings: hop (s)")
     warm_args.add_argument("--teachers", required=True, help="GLOB of teacher checkpoints")
