@@ -49,7 +49,8 @@ class Distillation(EmotionClassifier):
     training crop once; their outputs are cached per crop (:mod:`ser.tasks.teacher`), so crops must
     come from a fixed set per clip (``--data.crop_positions``, set by ``configs/distill.yaml``).
     Waveform augmentation on the fly and mixup change every crop at random and are refused;
-    feature augmentation and offline copies are fine (the teacher scores what the front-end gets).
+    offline copies are crops like any other, and with feature augmentation the teachers' targets
+    are those of the crop before it.
     Validation and test score the student alone, with plain cross-entropy as the loss.
 
     Args:

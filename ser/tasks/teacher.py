@@ -2,7 +2,7 @@
 training crops, computed once per crop and kept on disk.
 
 Each teacher file (a checkpoint or an export) has its own cache file,
-``<cache root>/teachers/<sha256 of the file>.pt``, mapping a crop (the SHA-1 of its samples) to
+``<cache root>/teachers/<SHA-256 of the file, 32 hex digits>.pt``, mapping a crop (the SHA-1 of its samples) to
 the model's log-probabilities. A teacher file that changes gets a new key, so its outputs are
 computed again; one that stays the same serves every later run and every ensemble it is part of.
 Several teachers are combined as :class:`ser.inference.Ensemble` combines them (the mean of their
