@@ -5,7 +5,8 @@ Every checkpoint is scored as ``ser test`` scores it (each clip's centre crop) a
 scores it (each whole recording, probabilities averaged over windows); a ``--group`` row gives the
 mean +- standard deviation over its checkpoints (e.g. seeds), an ``--ensemble`` row the mean of its
 members' probabilities (what ``ser predict --ensemble`` computes). Speed: milliseconds per 4 s
-window (batch of 1, one thread, median of 20 after a warm-up), features included::
+window (batch of 1, one thread, best of 20 after a warm-up, the models taking turns), features
+included::
 
     python -m benchmarks.distill table --root PATH/TO/RAVDESS \\
         --group 'CNN2D alone=runs/cnn2d_seed*/version_0/checkpoints/last.ckpt' \\
@@ -54,18 +55,20 @@ def named(pairs: list[str]) -> dict[str, list[str]]:
     return groups
 
 
-def window_ms(model, sample_rate: int, repeats: int = 20) -> float:
-    """Median milliseconds of one 4 s window through the model (features included)."""
+def window_ms(models: list, sample_rate: int, rounds: int = 20) -> list[float]:
+    """Best-of-``rounds`` milliseconds of one 4 s window through each model (features included);
+    the models take turns, so that a change in the machine's load reaches all of them alike."""
     wave = torch.randn(1, 4 * sample_rate) * 0.1
+    best = [float("inf")] * len(models)
     with torch.inference_mode():
-        for _ in range(3):
+        for model in models:  # warm-up
             model(wave)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(wave)
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for _ in range(rounds):
+            for i, model in enumerate(models):
+                start = time.perf_counter()
+                model(wave)
+                best[i] = min(best[i], time.perf_counter() - start)
+    return [1000 * b for b in best]
 
 
 def n_params(model) -> int:
@@ -98,7 +101,7 @@ def table(args: argparse.Namespace) -> None:
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.3f} +- {sd:.3f}"
 
-    rows, per_run = [], []
+    rows, per_run, speed_models = [], [], []
     for name, members in [*groups.items(), *ensembles.items()]:
         is_ensemble = name in ensembles and name not in groups
         if is_ensemble:  # the mean of the members' probabilities, as Ensemble computes it
@@ -108,13 +111,12 @@ def table(args: argparse.Namespace) -> None:
             runs = [scored[p] for p in members]
         results = {s: [metrics(r[s]) for r in runs] for s in ("crops", "recordings")}
         speed_model = load_models(members) if is_ensemble else load_model(members[0])
-        ms = window_ms(speed_model, data.sample_rate)
+        speed_models.append(speed_model)
         rows.append([
             name + (f" ({len(members)} members)" if is_ensemble else ""), len(runs),
             f"{n_params(speed_model) / 1e3:.0f}k",
             *(mean_sd([m[key] for m in results[s]])
               for s in ("crops", "recordings") for key in ("uar", "accuracy")),
-            f"{ms:.1f}",
         ])  # fmt: skip
         if not is_ensemble:
             for path, crop, recording in zip(
@@ -122,12 +124,11 @@ def table(args: argparse.Namespace) -> None:
             ):
                 per_run.append([name, path, f"{crop['uar']:.3f}", f"{recording['uar']:.3f}"])
     for name, (path, *_) in named(args.speed).items():
-        model = load_model(path)
-        ms = window_ms(model, data.sample_rate)
-        rows.append([name, 0, f"{n_params(model) / 1e3:.0f}k", *["-"] * 4, f"{ms:.1f}"])
-    first_ms = float(rows[0][-1])
-    for row in rows:  # the speed ratio, measured in this run
-        row.append(f"{float(row[-1]) / first_ms:.2f}x")
+        speed_models.append(load_model(path))
+        rows.append([name, 0, f"{n_params(speed_models[-1]) / 1e3:.0f}k", *["-"] * 4])
+    speeds = window_ms(speed_models, data.sample_rate)
+    for row, ms in zip(rows, speeds, strict=True):  # the ratio: measured in this run
+        row += [f"{ms:.1f}", f"{ms / speeds[0]:.2f}x"]
     header = ["model", "runs", "params", "UAR (crops)", "accuracy (crops)", "UAR (recordings)",
               "accuracy (recordings)", "ms per 4 s window", "time vs first row"]  # fmt: skip
     print(markdown(header, rows))
