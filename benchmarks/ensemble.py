@@ -58,10 +58,11 @@ def recording_probabilities(model, paths: list[Path], window: float, hop: float)
     return torch.stack([p.probabilities for p in predictions])
 
 
-def datamodule(data: str, root: str) -> SERDataModule:
+def datamodule(data: str, root: str, *extra: str) -> SERDataModule:
+    """The DataModule of config ``data`` on ``root`` (``extra``: more ``--data.X`` arguments), set up."""
     parser = ArgumentParser()
     parser.add_subclass_arguments(SERDataModule, "data")
-    cfg = parser.parse_args(["--data", data, "--data.root", root])
+    cfg = parser.parse_args(["--data", data, "--data.root", root, *extra])
     module = parser.instantiate_classes(cfg).data
     module.prepare_data()
     module.setup("fit")

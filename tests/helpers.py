@@ -84,8 +84,9 @@ FAST = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summar
         "--data.split.val_speakers", '["15", "16"]']  # fmt: skip
 
 
-def fit(root: Path, *extra: str) -> None:
-    main(
+def fit(root: Path, *extra: str):
+    """``ser fit`` of cnn2d.yaml on a toy RAVDESS at ``root``, fast; returns the CLI."""
+    return main(
         ["fit", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root), *FAST, *extra]
     )
 
@@ -102,7 +103,11 @@ MFCC = {"class_path": "ser.transforms.MFCC", "init_args": {"n_mels": 32, "n_mfcc
 
 
 def write_checkpoint(
-    path: Path, frontend: dict = LOGMEL, seed: int = 0, denoise: dict | None = None
+    path: Path,
+    frontend: dict = LOGMEL,
+    seed: int = 0,
+    denoise: dict | None = None,
+    class_names: list[str] = CLASSES,
 ) -> Path:
     """A checkpoint in the layout ``ser fit`` writes, with a tiny randomly initialised CNN2D.
 
@@ -112,14 +117,16 @@ def write_checkpoint(
     pipeline = {"frontend": frontend, "denoise": denoise}
     n_features = FeaturePipeline.from_spec(pipeline, RATE).n_features
     init_args = {"channels": [4, 8], "convs_per_block": 1}
-    net = CNN2D(len(CLASSES), n_features, RATE, **init_args)
+    net = CNN2D(len(class_names), n_features, RATE, **init_args)
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.normal_(0, 0.5)
             module.running_var.uniform_(0.2, 2.0)
             module.weight.data.normal_(1, 0.5)
     net.head[-1].weight.data *= 20  # confident, input-dependent logits
-    return save_checkpoint(path, net, "ser.models.CNN2D", init_args, pipeline, n_features)
+    return save_checkpoint(
+        path, net, "ser.models.CNN2D", init_args, pipeline, n_features, class_names
+    )
 
 
 def save_checkpoint(
@@ -129,6 +136,7 @@ def save_checkpoint(
     init_args: dict,
     pipeline: dict,
     n_features: int,
+    class_names: list[str] = CLASSES,
 ) -> Path:
     """Save ``net`` in the layout ``ser fit`` writes: Lightning's ``state_dict`` (with a metric
     entry inference must ignore) and the spec that rebuilds the model."""
@@ -137,7 +145,7 @@ def save_checkpoint(
         "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}
         | {"metrics.val_metrics.x": torch.zeros(1)},
         SPEC_KEY: {
-            "version": SPEC_VERSION, "class_names": CLASSES, "sample_rate": RATE,
+            "version": SPEC_VERSION, "class_names": class_names, "sample_rate": RATE,
             "n_features": n_features, "pipeline": pipeline,
             "net": {"class_path": class_path, "init_args": init_args}, "corpus": None,
         },

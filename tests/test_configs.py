@@ -6,10 +6,27 @@ from pathlib import Path
 import pytest
 
 from ser.cli import main
+from ser.data import RAVDESS
 
-from .helpers import REPO, write_encoder
+from .helpers import CONFIG, REPO, write_checkpoint, write_encoder
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))  # recipes: tests/test_recipes.py
+
+
+def config_args(config: Path, tmp_path: Path) -> list[str]:
+    """The ``--config`` arguments that run ``config``: distill.yaml adds a task to a model config
+    and needs a teacher."""
+    if config.name != "distill.yaml":
+        return ["--config", str(config)]
+    teacher = write_checkpoint(tmp_path / "teacher.ckpt", class_names=list(RAVDESS.EMOTIONS))
+    return [
+        "--config",
+        CONFIG,
+        "--config",
+        str(config),
+        "--model.init_args.teachers",
+        f"[{teacher}]",
+    ]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
@@ -19,7 +36,7 @@ def test_config_runs_one_batch(config: Path, ravdess_root: Path, tmp_path: Path,
     if bundle:  # a pretrained encoder: a tiny random one in its real file format, offline
         write_encoder(monkeypatch, tmp_path / "torch", bundle.group(1))
     cli = main([
-        "fit", "--config", str(config), "--data", str(REPO / "configs" / "data" / "ravdess.yaml"),
+        "fit", *config_args(config, tmp_path), "--data", str(REPO / "configs" / "data" / "ravdess.yaml"),
         "--data.root", str(ravdess_root), "--data.split.test_speakers", '["19", "20"]',
         "--data.split.val_speakers", '["15", "16"]', "--data.batch_size", "4",
         "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",

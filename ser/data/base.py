@@ -73,6 +73,9 @@ class SERDataModule(L.LightningDataModule):
         denoise: noise reduction (:class:`ser.transforms.denoise.Denoise`), ``None``: off.
         balance_classes: draw training clips class-balanced (with replacement, each class equally
             often per epoch) instead of each clip once per epoch; for imbalanced corpora.
+        crop_positions: training crops start at one of this many evenly spaced offsets of their
+            clip (a fixed set of crops per clip, whose teacher outputs distillation caches);
+            ``None``: at any sample.
     """
 
     EMOTIONS: tuple[str, ...] = ()
@@ -101,6 +104,7 @@ class SERDataModule(L.LightningDataModule):
         augment: Augmentation | None = None,
         denoise: Denoise | None = None,
         balance_classes: bool = False,
+        crop_positions: int | None = None,
     ) -> None:
         super().__init__()
         if not (sample_rate >= MIN_SAMPLE_RATE and 0 < max_seconds < math.inf):
@@ -112,6 +116,9 @@ class SERDataModule(L.LightningDataModule):
             raise SERError(
                 f"batch_size ({batch_size}) must be at least 1 and num_workers ({num_workers}) >= 0"
             )
+        if crop_positions is not None and crop_positions < 1:
+            raise SERError(f"crop_positions ({crop_positions}) must be at least 1, or null")
+        self.crop_positions = crop_positions
         self.root = Path(root).expanduser() if root is not None else None
         self.sample_rate, self.max_seconds = int(sample_rate), float(max_seconds)
         self.split = split if split is not None else SplitSpec()
@@ -335,7 +342,7 @@ class SERDataModule(L.LightningDataModule):
         for name, index in split.items():
             self.datasets[name] = ClipDataset(
                 [waves[i] for i in index], [labels[i] for i in index], [kept[i] for i in index],
-                max_samples, train=name == "train",
+                max_samples, train=name == "train", crop_positions=self.crop_positions,
             )  # fmt: skip
         self.log_feature_cache()
         self.add_offline_copies()

@@ -51,6 +51,9 @@ class ClipDataset(Dataset):
         clips: the clips the waveforms came from.
         max_samples: longer clips are cropped to this many samples (``None``: whole clips).
         train: crop at random (``True``) or deterministically from the centre.
+        crop_positions: while training, a crop starts at one of this many evenly spaced offsets
+            of its clip, drawn at random (first sample to last possible; 1: the centre), so that
+            each clip has a fixed, finite set of crops; ``None``: at any sample.
     """
 
     def __init__(
@@ -60,9 +63,11 @@ class ClipDataset(Dataset):
         clips: list[Clip],
         max_samples: int | None,
         train: bool,
+        crop_positions: int | None = None,
     ) -> None:
         self.waves, self.labels, self.clips = waves, labels, clips
         self.max_samples, self.train = max_samples, train
+        self.crop_positions = crop_positions
 
     def __len__(self) -> int:
         return len(self.waves)
@@ -75,7 +80,8 @@ class ClipDataset(Dataset):
         if excess > 0:
             if self.train:
                 generator = None if crop_seed is None else torch.Generator().manual_seed(crop_seed)
-                start = int(torch.randint(excess + 1, (), generator=generator))
+                n = excess + 1 if self.crop_positions is None else self.crop_positions
+                start = self.crop_start(int(torch.randint(n, (), generator=generator)), excess)
             else:
                 start = excess // 2
             wave = wave[start : start + self.max_samples]
@@ -87,6 +93,25 @@ class ClipDataset(Dataset):
             "path": str(clip.path),
             "corpus": clip.corpus or "",
         }
+
+    def crop_start(self, position: int, excess: int) -> int:
+        """First sample of training crop ``position`` of a clip ``excess`` samples too long."""
+        if self.crop_positions is None:
+            return position
+        if self.crop_positions == 1:
+            return excess // 2
+        return round(position * excess / (self.crop_positions - 1))
+
+    def training_crops(self, i: int) -> list[torch.Tensor]:
+        """Every crop of clip ``i`` that training can draw, with ``crop_positions`` set."""
+        if self.crop_positions is None:
+            raise ValueError("training_crops needs crop_positions")
+        wave = self.waves[i]
+        excess = 0 if self.max_samples is None else wave.numel() - self.max_samples
+        if excess <= 0:
+            return [wave]
+        starts = sorted({self.crop_start(k, excess) for k in range(self.crop_positions)})
+        return [wave[s : s + self.max_samples] for s in starts]
 
 
 class EpochSampler(Sampler):

@@ -138,9 +138,13 @@ class Ensemble(nn.Module):
         return self.members[0].recording(wave)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        probabilities = torch.stack(
-            [m(waveform, lengths).float().softmax(dim=-1) for m in self.members]
-        )  # (n_members, B, n_classes)
+        return self.combine([m(waveform, lengths) for m in self.members])
+
+    @staticmethod
+    def combine(logits: list[torch.Tensor]) -> torch.Tensor:
+        """The members' logits (each ``(B, n_classes)``) as one: the log of the mean of their
+        class probabilities ``(B, n_classes)``."""
+        probabilities = torch.stack([x.float().softmax(dim=-1) for x in logits])  # (M, B, C)
         return probabilities.mean(dim=0).log()  # (B, n_classes)
 
 

@@ -1,0 +1,152 @@
+"""Distillation: the loss, the teachers' cache, a student learning from a teacher, and a student
+checkpoint that the inference commands take as they take any other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ser.__main__ import main as ser_main
+from ser.data.dataset import Clip, ClipDataset
+from ser.errors import SERError
+from ser.inference import load_models
+from ser.tasks.distill import distillation_loss
+from ser.tasks.teacher import Teacher
+
+from .helpers import CLASSES, RATE, REPO, fit, noise, write_checkpoint, write_ravdess
+
+DISTILL = str(REPO / "configs" / "distill.yaml")
+EMOTIONS = f"[{', '.join(CLASSES)}]"  # the toy teachers' classes, in their order
+
+
+def test_loss_is_cross_entropy_at_weight_zero_and_kl_at_one():
+    torch.manual_seed(0)
+    logits, teacher = torch.randn(6, 4) * 3, torch.randn(6, 4).log_softmax(-1)
+    labels = torch.randint(4, (6,))
+    ce = F.cross_entropy(logits, labels, label_smoothing=0.1)
+    loss, _ = distillation_loss(logits, teacher, ce, weight=0.0, temperature=3.0)
+    assert torch.equal(loss, ce)
+    # weight 1: T^2 * KL(teacher_T || student_T), written out
+    t = 3.0
+    p_teacher = (teacher / t).softmax(-1)
+    kl = (p_teacher * (p_teacher.log() - (logits / t).log_softmax(-1))).sum(-1).mean()
+    loss, _ = distillation_loss(logits, teacher, ce, weight=1.0, temperature=t)
+    assert loss.item() == pytest.approx(t**2 * kl.item(), rel=1e-5)
+    # a teacher probability that underflowed to 0 stays finite
+    teacher[0, 0] = -float("inf")
+    assert distillation_loss(logits, teacher, ce, 0.5, t)[0].isfinite()
+
+
+def test_student_moves_toward_the_teachers_distribution():
+    torch.manual_seed(0)
+    features = torch.randn(64, 10)
+    teacher = (features @ torch.randn(10, 4)).log_softmax(-1)  # a soft, learnable distribution
+    labels = torch.randint(4, (64,))  # labels that disagree with it
+    student = torch.nn.Linear(10, 4)
+    optimizer = torch.optim.Adam(student.parameters(), lr=0.05)
+
+    def kl() -> float:
+        with torch.no_grad():
+            q = student(features).log_softmax(-1)
+        return F.kl_div(q, teacher, log_target=True, reduction="batchmean").item()
+
+    before = kl()
+    for _ in range(100):
+        logits = student(features)
+        ce = F.cross_entropy(logits, labels)
+        loss, _ = distillation_loss(logits, teacher, ce, weight=0.9, temperature=2.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert kl() < 0.25 * before
+
+
+def test_teacher_outputs_are_cached_per_crop_and_recomputed_when_a_teacher_changes(
+    tmp_path: Path,
+):
+    paths = [write_checkpoint(tmp_path / f"t{i}.ckpt", seed=i) for i in range(2)]
+    waves = torch.stack([torch.from_numpy(noise(0.5, seed=s)) for s in range(3)])  # (3, T)
+    crops = [w[:n] for w, n in zip(waves, (8000, 6000, 7000), strict=True)]
+
+    first = Teacher(paths, CLASSES, RATE)
+    out = first.log_probs(crops)
+    assert (first.hits, first.misses) == (0, 6)  # 3 crops x 2 teachers, all computed
+    with torch.no_grad():  # what `ser predict --ensemble` computes, crop by crop
+        ensemble = load_models(paths)
+        expected = torch.cat([ensemble(c[None]) for c in crops])
+    assert torch.allclose(out, expected, atol=1e-5)
+    first.save()
+
+    again = Teacher(paths, CLASSES, RATE)  # a later run
+    assert torch.equal(again.log_probs(crops), out)
+    assert (again.hits, again.misses) == (6, 0)
+
+    write_checkpoint(paths[1], seed=5)  # one teacher retrained in place
+    changed = Teacher(paths, CLASSES, RATE)
+    new = changed.log_probs(crops)
+    assert (changed.hits, changed.misses) == (3, 3)  # only the changed teacher runs again
+    assert not torch.allclose(new, out, atol=1e-3)
+
+
+def test_teachers_must_fit_the_students_data(tmp_path: Path):
+    path = write_checkpoint(tmp_path / "t.ckpt")
+    with pytest.raises(SERError, match="has class_names"):
+        Teacher([path], CLASSES[::-1], RATE)
+    with pytest.raises(SERError, match="has sample_rate"):
+        Teacher([path], CLASSES, 8000)
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory) -> Path:
+    """The run folder of a student distilled on toy RAVDESS for 2 epochs (and then again)."""
+    tmp = tmp_path_factory.mktemp("distill")
+    root = write_ravdess(tmp / "ravdess")
+    teachers = [write_checkpoint(tmp / f"t{i}.ckpt", seed=i) for i in range(2)]
+    args = ["--config", DISTILL, "--data.emotions", EMOTIONS, "--trainer.max_epochs", "2",
+            "--model.init_args.teachers", f"[{teachers[0]}, {teachers[1]}]"]  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp)
+        patch.setenv("SER_CACHE_DIR", str(tmp / "cache"))
+        fit(root, *args)
+        cli = fit(root, *args, "--test_after_fit", "false")
+    # 16 training clips (2 actors x 4 emotions x 2), 0.6 s cropped to 0.5 s: 4 crops each
+    files = sorted((tmp / "cache" / "teachers").glob("*.pt"))
+    entries = [torch.load(p, weights_only=True)["keys"] for p in files]
+    assert len(entries) == 2 and all(0 < len(keys) <= 16 * 4 for keys in entries)
+    assert cli.model.teacher.misses == 0  # the second run computed nothing anew...
+    assert cli.model.teacher.hits == 2 * 2 * 16  # ...for 2 teachers x 2 epochs x 16 crops
+    return tmp / "lightning_logs" / "distill" / "version_0"
+
+
+def test_student_checkpoint_is_an_ordinary_ser_checkpoint(distilled, tmp_path: Path, capsys):
+    metrics = json.loads((distilled / "test" / "metrics.json").read_text())
+    assert 0 <= metrics["uar"] <= 1 and metrics["n_clips"] == 16  # tested as every task is
+    checkpoint = distilled / "checkpoints" / "last.ckpt"
+    audio = write_ravdess(tmp_path / "audio", actors=(19,), clips_per_emotion=1)
+    ser_main(["predict", str(checkpoint), str(audio), "--output", str(tmp_path / "p.json")])
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert len(rows) == 4 and all(r["emotion"] in CLASSES for r in rows)
+
+
+def test_crop_positions_fix_each_clips_training_crops():
+    wave = torch.arange(1000.0)
+    data = ClipDataset([wave], [0], [Clip(Path("a.wav"), "happy", "1")], 400, True, 3)
+    crops = data.training_crops(0)
+    assert [int(c[0]) for c in crops] == [0, 300, 600]  # first, middle, last possible start
+    drawn = {int(data[0, seed]["waveform"][0]) for seed in range(30)}
+    assert drawn == {0, 300, 600}
+
+
+def test_waveform_augmentation_is_refused(tmp_path: Path, monkeypatch):
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 15, 19), clips_per_emotion=1)
+    teacher = write_checkpoint(tmp_path / "t.ckpt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SERError, match="waveform augmentation on the fly"):
+        fit(root, "--config", DISTILL, "--data.emotions", EMOTIONS,
+            "--data", str(REPO / "configs" / "data" / "augment" / "onthefly.yaml"),
+            "--data.split.test_speakers", '["19"]', "--data.split.val_speakers", '["15"]',
+            "--model.init_args.teachers", f"[{teacher}]")  # fmt: skip
