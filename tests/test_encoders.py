@@ -270,3 +270,12 @@ def test_crepe_pitch_rows_beside_log_mel():
     assert torch.allclose(2 ** pitch[0] * 100, torch.tensor(220.0), rtol=0.03)
     assert torch.allclose(2 ** pitch[1, :10] * 100, torch.tensor(330.0), rtol=0.03)
     assert (periodicity[0] > 0.5).all() and (features[1, 64:, 16:] == 0).all()  # padding zero
+
+
+def test_output_frames_equal_what_the_encoder_makes(monkeypatch, tmp_path: Path):
+    write_encoder(monkeypatch, tmp_path / "torch", "WAV2VEC2_BASE")
+    encoder = SpeechEncoder(16000, "WAV2VEC2_BASE")
+    for n in (400, 1234, 16000):  # counted without running it, as clip-length checks do
+        _, frames = encoder(torch.randn(1, n), torch.tensor([n]))
+        assert int(frames[0]) == encoder.output_frames(n)
+    assert encoder.output_frames(399) == 0

@@ -70,6 +70,15 @@ class SpeechEncoder(nn.Module):
             "bundle": bundle, "weights_sha256": weights_hash(Path(path)), "layers": self.n_layers,
         }  # fmt: skip
 
+    def output_frames(self, n_samples: int) -> int:
+        """Frames of a clip of ``n_samples`` samples, from the convolutions' kernels and strides
+        (what the encoder computes, without running it)."""
+        n = n_samples
+        for layer in self.encoder.feature_extractor.conv_layers:
+            kernel, stride = layer.conv.kernel_size[0], layer.conv.stride[0]
+            n = 0 if n < kernel else (n - kernel) // stride + 1
+        return n
+
     def train(self, mode: bool = True) -> SpeechEncoder:
         """Always evaluates: a frozen encoder's dropout never runs."""
         return super().train(False)

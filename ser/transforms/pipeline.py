@@ -116,7 +116,10 @@ class FeaturePipeline(nn.Module):
 
     @torch.no_grad()
     def frames(self, n_samples: int) -> int:
-        """Feature frames the front-end makes of a clip of ``n_samples`` samples."""
+        """Feature frames the front-end makes of a clip of ``n_samples`` samples (its own
+        ``output_frames`` where it has one: a pretrained encoder is costly to run on silence)."""
+        if hasattr(self.frontend, "output_frames"):
+            return self.frontend.output_frames(n_samples)
         device = next(iter(self.frontend.buffers()), torch.empty(0)).device
         _, lengths = self.frontend(
             torch.zeros(1, n_samples, device=device), torch.tensor([n_samples], device=device)
