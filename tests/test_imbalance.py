@@ -21,7 +21,7 @@ from ser.tasks.classification import balanced_class_weights
 
 def classifier(class_weights, train_labels: list[int]) -> EmotionClassifier:
     """A task set up as ``ser fit`` sets it up on a training split with ``train_labels``."""
-    model = EmotionClassifier(CNN2D, 3, 8, 16000, class_weights=class_weights)
+    model = EmotionClassifier(CNN2D, 3, 16, 16000, class_weights=class_weights)
     model.trainer = SimpleNamespace(
         datamodule=SimpleNamespace(datasets={"train": _Dataset(train_labels)})
     )
@@ -67,9 +67,9 @@ def test_class_weights_change_the_loss_as_expected():
 
 def test_bad_class_weights_are_one_clear_error():
     with pytest.raises(SERError, match="class_weights: 2 weights for 3 classes"):
-        EmotionClassifier(CNN2D, 3, 8, 16000, class_weights=[1.0, 2.0])
+        EmotionClassifier(CNN2D, 3, 16, 16000, class_weights=[1.0, 2.0])
     with pytest.raises(SERError, match="non-negative"):
-        EmotionClassifier(CNN2D, 3, 8, 16000, class_weights=[1.0, -1.0, 1.0])
+        EmotionClassifier(CNN2D, 3, 16, 16000, class_weights=[1.0, -1.0, 1.0])
 
 
 def test_balanced_sampler_draws_classes_evenly_and_shards_disjointly():
