@@ -222,7 +222,8 @@ def test_row_17_checkpoint_with_pickled_code_is_refused(tmp_path, capsys):
     assert "not a ser checkpoint" in message and not marker.exists()
 
 
-def test_row_18_missing_corpus_names_path_source_and_layout(tmp_path, capsys):
+def test_row_18_missing_corpus_names_path_source_and_layout(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the logger's folder is made before the corpus is looked for
     message = exit_message(
         capsys, "fit", "--config", CONFIG, "--data", RAVDESS_YAML,
         "--data.root", str(tmp_path / "no-such-folder"), *FAST,
