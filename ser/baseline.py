@@ -45,7 +45,7 @@ def pooled_features(
     datamodule: SERDataModule, stage: str, pipeline: FeaturePipeline, batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-clip mean and std of ``pipeline``'s features over the valid frames of ``stage``'s clips
-    (centre crops, also for ``train``).
+    (centre crops, also for ``train``); of each layer of a pretrained encoder's features.
 
     Returns:
         ``(n_clips, 2 * n_features)`` statistics and ``(n_clips,)`` labels.
@@ -54,8 +54,8 @@ def pooled_features(
     fixed = ClipDataset(data.waves, data.labels, data.clips, data.max_samples, train=False)
     rows, labels = [], []
     for batch in DataLoader(fixed, batch_size=batch_size, collate_fn=collate):
-        x, lengths = pipeline(batch["waveform"], batch["lengths"])  # (B, C, F), (B,)
-        rows.append(mean_std_pool(x, lengths))  # (B, 2C)
+        x, lengths = pipeline(batch["waveform"], batch["lengths"])  # (B, [L,] C, F), (B,)
+        rows.append(mean_std_pool(x, lengths).flatten(1))  # (B, [L *] 2C): each encoder layer
         labels.append(batch["label"])
     return torch.cat(rows).numpy(), torch.cat(labels).numpy()
 

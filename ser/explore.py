@@ -118,6 +118,9 @@ def explore(dm: SERDataModule, out_dir: str | Path) -> Exploration:
     for ax, (c, (clip, _, wave)) in zip(axes, examples.items(), strict=False):
         with torch.no_grad():
             feats, _ = pipeline(wave[None].float(), torch.tensor([wave.numel()]))  # (1, C, F)
+        if feats.dim() == 4:  # a pretrained encoder's (1, L, D, F): its top layer
+            frontend = f"{type(pipeline.frontend).__name__} layer {feats.shape[1]}"
+            feats = feats[:, -1]
         ax.imshow(feats[0].numpy(), origin="lower", aspect="auto", cmap="magma",
                   extent=(0, wave.numel() / sr, 0, feats.shape[1]))  # fmt: skip
         ax.set_title(f"{c}: {clip.path.name}", fontsize=8)

@@ -1,16 +1,29 @@
-"""Pretrained speech encoders (wav2vec 2.0, HuBERT, WavLM) of ``torchaudio.pipelines``, by name.
+"""Pretrained speech encoders (wav2vec 2.0, HuBERT, WavLM), from two sources:
 
-Weights are found where a connected machine's ``torch.hub`` download puts them,
-``$TORCH_HOME/hub/checkpoints/<file>`` (``~/.cache/torch`` without ``TORCH_HOME``), or given as a
-local file. The file is checked before torchaudio is asked to load it, so an offline machine gets
-one clear error instead of a hanging download. The front-end (:mod:`ser.transforms.encoders`)
-and the fine-tuned net (:mod:`ser.models.finetune`) both load through :func:`load_encoder`.
+- a ``torchaudio.pipelines`` bundle, by name (``WAVLM_BASE_PLUS``): its weights are found where a
+  connected machine's ``torch.hub`` download puts them, ``$TORCH_HOME/hub/checkpoints/<file>``
+  (``~/.cache/torch`` without ``TORCH_HOME``), or given as a local file;
+- a Hugging Face ``transformers`` model (``pip install 'ser[hf]'``): a folder written by
+  ``save_pretrained`` / ``hf download --local-dir``, or a Hub id (``microsoft/wavlm-base-plus``)
+  already in the local Hugging Face cache. It is converted to torchaudio's model
+  (``torchaudio.models.wav2vec2.utils.import_huggingface_model``), so both sources run the same
+  code from there on.
+
+Files are checked before anything is asked to load them, so an offline machine gets one clear
+error instead of a hanging download; nothing here downloads. The front-end
+(:mod:`ser.transforms.encoders`) and the fine-tuned net (:mod:`ser.models.finetune`) both load
+through :func:`load_encoder`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.util
+import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -29,11 +42,67 @@ BUNDLES = (
 URL = "https://download.pytorch.org/torchaudio/models/{}"
 
 
+#: Weights files of a Hugging Face model folder, in the order ``from_pretrained`` prefers them.
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+#: Hugging Face model classes that torchaudio converts (its ``import_huggingface_model``).
+HF_CLASSES = ("Wav2Vec2Model", "HubertModel", "WavLMModel")
+
+
+def is_hugging_face(name: str) -> bool:
+    """Whether encoder ``name`` is a Hugging Face model (a folder or a Hub id ``org/model``)
+    rather than a torchaudio bundle name."""
+    return name not in BUNDLES and ("/" in name or Path(name).expanduser().is_dir())
+
+
 def bundle_of(name: str):
     """The ``torchaudio.pipelines`` bundle called ``name``; SERError for any other name."""
     if name not in BUNDLES:
-        raise SERError(f"unknown encoder bundle {name!r}; choose one of {', '.join(BUNDLES)}")
+        raise SERError(
+            f"unknown encoder bundle {name!r}; choose one of {', '.join(BUNDLES)}, or give a "
+            "Hugging Face model folder or Hub id (e.g. microsoft/wavlm-base-plus)"
+        )
     return getattr(torchaudio.pipelines, name)
+
+
+def hf_folder(name: str) -> Path:
+    """The local folder of Hugging Face model ``name``: the folder itself, or the Hub id's
+    snapshot in the local Hugging Face cache (``$HF_HOME/hub``, what ``from_pretrained`` and
+    ``hf download`` fill on a connected machine).
+
+    Raises:
+        SERError: ``transformers`` is not installed, or the model is not on this machine.
+    """
+    if importlib.util.find_spec("transformers") is None:
+        raise SERError(
+            f"encoder {name}: Hugging Face models need the transformers package: "
+            "pip install 'ser[hf]' (or pip install transformers)"
+        )
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(name, local_files_only=True))
+        except Exception:  # not in the cache (or not a valid id): nothing is downloaded here
+            raise SERError(
+                f"no local copy of Hugging Face model {name}: on a connected machine run "
+                f"`hf download {name} --local-dir DIR` (or load it once with transformers), "
+                "copy DIR to this machine and give its path as the encoder "
+                "(e.g. --data.frontend.bundle DIR)"
+            ) from None
+    if not (folder / "config.json").is_file():
+        raise SERError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    return folder
+
+
+def hf_config(name: str) -> dict:
+    """``config.json`` of Hugging Face model ``name``, with ``preprocessor_config.json``'s
+    settings (sampling rate, waveform normalisation) under ``"preprocessor"``."""
+    folder = hf_folder(name)
+    config = json.loads((folder / "config.json").read_text())
+    preprocessor = folder / "preprocessor_config.json"
+    config["preprocessor"] = json.loads(preprocessor.read_text()) if preprocessor.is_file() else {}
+    return config
 
 
 def file_name(name: str) -> str:
@@ -54,6 +123,15 @@ def weights_file(name: str, weights: str | Path | None = None) -> Path:
         SERError: the file is not there; the message says what to fetch from where, and where
             to put it.
     """
+    if is_hugging_face(name):
+        folder = hf_folder(name)
+        for candidate in HF_WEIGHTS:
+            if (folder / candidate).is_file():
+                return folder / candidate
+        raise SERError(
+            f"{folder}: no weights ({' or '.join(HF_WEIGHTS)}); download the model again "
+            "(sharded weights are not read: save it with save_pretrained(max_shard_size='10GB'))"
+        )
     bundle_of(name)
     if weights is not None:
         path = Path(weights).expanduser()
@@ -90,16 +168,69 @@ def weights_hash(path: Path) -> str:
     return _file_hash(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
+#: Set inside :func:`architecture_only`.
+_ARCHITECTURE_ONLY = False
+
+
+@contextlib.contextmanager
+def architecture_only() -> Iterator[None]:
+    """Within it, :func:`load_encoder` builds a torchaudio bundle's architecture without reading
+    its pretrained weights: for nets whose checkpoint holds all their weights (a fine-tuned
+    encoder), so that using one does not need the pretrained file."""
+    global _ARCHITECTURE_ONLY
+    previous, _ARCHITECTURE_ONLY = _ARCHITECTURE_ONLY, True
+    try:
+        yield
+    finally:
+        _ARCHITECTURE_ONLY = previous
+
+
+def load_hf_encoder(name: str) -> nn.Module:
+    """Hugging Face model ``name`` (:func:`hf_folder`) as a ``torchaudio.models.Wav2Vec2Model``:
+    ``AutoModel.from_pretrained(folder)`` (what a connected user runs, here from the local
+    folder), converted by torchaudio's ``import_huggingface_model``."""
+    import transformers
+    from torchaudio.models.wav2vec2.utils import import_huggingface_model
+
+    folder = hf_folder(name)
+    weights_file(name)  # its weights are there
+    kind = hf_config(name).get("architectures") or ["?"]
+    try:
+        model = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SERError(f"{folder}: transformers cannot load it ({first[:200]})") from None
+    base = getattr(model, "wav2vec2", None) or getattr(model, "hubert", None) or model
+    if type(base).__name__ not in HF_CLASSES:
+        raise SERError(
+            f"{folder}: a {type(base).__name__} ({kind[0]}); ser reads {', '.join(HF_CLASSES)} "
+            "(wav2vec 2.0, HuBERT, WavLM)"
+        )
+    quiet = logging.getLogger(import_huggingface_model.__module__)  # "lm_head is not imported"
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return import_huggingface_model(base).eval()
+    finally:
+        quiet.setLevel(level)
+
+
 def load_encoder(name: str, weights: str | Path | None = None) -> nn.Module:
-    """Bundle ``name``'s ``torchaudio.models.Wav2Vec2Model`` with its pretrained weights, in eval
+    """Encoder ``name``'s ``torchaudio.models.Wav2Vec2Model`` with its pretrained weights, in eval
     mode, without the waveform normalisation torchaudio wraps some bundles in (the callers
     normalise each clip over its valid samples: :func:`normalize_waveform`).
 
-    Loading is ``bundle.get_model()``, what a connected user runs; an explicit file is read by
-    the same call from its folder.
+    A bundle loads by ``bundle.get_model()``, what a connected user runs (an explicit file is
+    read by the same call from its folder); a Hugging Face model by :func:`load_hf_encoder`.
     """
-    path = weights_file(name, weights)
+    if is_hugging_face(name):
+        return load_hf_encoder(name)
     bundle = bundle_of(name)
+    if _ARCHITECTURE_ONLY:
+        from torchaudio.pipelines._wav2vec2.utils import _get_model
+
+        return _get_model(bundle._model_type, bundle._params).eval()
+    path = weights_file(name, weights)
     kwargs = {"model_dir": str(path.parent), "file_name": path.name, "progress": False}
     try:
         model = bundle.get_model(dl_kwargs=kwargs)
@@ -126,8 +257,22 @@ def hidden_size(encoder: nn.Module) -> int:
 
 
 def normalizes_waveform(name: str) -> bool:
-    """Whether bundle ``name`` was trained on waveforms normalised to mean 0, variance 1."""
+    """Whether encoder ``name`` was trained on waveforms normalised to mean 0, variance 1: the
+    bundle's setting, or the Hugging Face model's ``do_normalize`` (without a preprocessor
+    file: whether its feature extractor uses layer norm, as torchaudio's bundles do)."""
+    if is_hugging_face(name):
+        config = hf_config(name)
+        return bool(
+            config["preprocessor"].get("do_normalize", config.get("feat_extract_norm") == "layer")
+        )
     return bool(bundle_of(name)._normalize_waveform)
+
+
+def sample_rate_of(name: str) -> int:
+    """The sample rate encoder ``name`` takes (Hz)."""
+    if is_hugging_face(name):
+        return int(hf_config(name)["preprocessor"].get("sampling_rate", 16000))
+    return int(bundle_of(name).sample_rate)
 
 
 def normalize_waveform(wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -138,6 +283,26 @@ def normalize_waveform(wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     mean = (wave * mask).sum(1, keepdim=True) / count
     var = (((wave - mean) * mask) ** 2).sum(1, keepdim=True) / count
     return (wave - mean) / (var + 1e-5).sqrt() * mask
+
+
+def extract_features(
+    extractor: nn.Module, wave: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The convolutional feature extractor on a padded batch, each clip's frames as on the clip
+    alone. Extractors with a group norm in their first layer (the base models) normalise each
+    channel over the whole input, padding included: they run clip by clip, unpadded.
+
+    Shapes: ``(B, T), (B,) -> (B, F, C), (B,)``.
+    """
+    group_norm = isinstance(extractor.conv_layers[0].layer_norm, nn.GroupNorm)
+    if not group_norm or bool((lengths >= wave.shape[1]).all()):
+        return extractor(wave, lengths)
+    clips = [extractor(w[None, : int(n)], None)[0][0] for w, n in zip(wave, lengths, strict=True)]
+    frames = torch.tensor([len(c) for c in clips], device=wave.device)
+    x = clips[0].new_zeros(len(clips), int(frames.max()), clips[0].shape[1])
+    for row, clip in zip(x, clips, strict=True):
+        row[: len(clip)] = clip
+    return x, frames
 
 
 def hidden_states(
@@ -151,7 +316,7 @@ def hidden_states(
     """
     if normalize:
         wave = normalize_waveform(wave, lengths)
-    x, frames = encoder.feature_extractor(wave, lengths)  # (B, F, C), (B,)
+    x, frames = extract_features(encoder.feature_extractor, wave, lengths)  # (B, F, C), (B,)
     x, attention_mask = encoder.encoder._preprocess(x, frames)  # padded frames zeroed
     transformer = encoder.encoder.transformer
     x = transformer._preprocess(x)  # (B, F, D) with the positional convolution

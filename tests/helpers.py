@@ -290,6 +290,27 @@ def write_encoder(monkeypatch, torch_home: Path, name: str, seed: int = 0, **siz
     return path
 
 
+def write_hf_encoder(folder: Path, family: str, normalize: bool, seed: int = 0) -> Path:
+    """A tiny random Hugging Face ``transformers`` encoder (``Wav2Vec2Model``, ``HubertModel`` or
+    ``WavLMModel``) written by ``save_pretrained`` into ``folder``, with the feature extractor's
+    ``preprocessor_config.json``: the files a connected user's ``hf download`` gives."""
+    import transformers
+
+    config = getattr(transformers, family.replace("Model", "Config"))(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8,) * 7,
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+    )  # fmt: skip  (the real 7 convolutions, 320 samples per frame)
+    torch.manual_seed(seed)
+    getattr(transformers, family)(config).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=normalize).save_pretrained(folder)
+    return folder
+
+
 def run_ser(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m ser ARGS`` in a fresh interpreter (this worktree's ``ser``), as a user runs it."""
     import os

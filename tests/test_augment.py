@@ -152,6 +152,43 @@ def test_spec_masks_stay_inside_valid_frames():
     assert torch.equal(FrequencyMask(p=0.0)(x, lengths)[0], x)
 
 
+def test_masks_fill_with_the_clip_mean_and_cover_every_encoder_layer():
+    lengths = torch.tensor([30, 12])
+    valid = valid_mask(lengths, 30)
+    x = (torch.randn(2, 3, 16, 30) + 5.0) * valid[:, None, None, :]  # (B, L, D, F) encoder layers
+    for mask in (FrequencyMask(p=1.0, max_width=6), TimeMask(p=1.0, max_width=6)):
+        torch.manual_seed(1)
+        out, _ = mask(x, lengths)
+        changed = out != x
+        assert changed.any() and out.shape == x.shape
+        assert torch.equal(changed, changed[:, :1].expand_as(changed))  # same mask on each layer
+        assert (out * ~valid[:, None, None, :] == 0).all()  # padding stays zero
+        for i, n in enumerate(lengths.tolist()):
+            mean = x[i, ..., :n].mean()  # over the valid frames of every layer and bin
+            assert torch.allclose(out[i][changed[i]], mean.expand(int(changed[i].sum())))
+    spectrogram = x[:, 0]  # (B, C, F): masks fill with the clip mean there too
+    torch.manual_seed(1)
+    out, _ = FrequencyMask(p=1.0, max_width=6)(spectrogram, lengths)
+    changed = out != spectrogram
+    assert torch.allclose(out[1][changed[1]], spectrogram[1, :, :12].mean())
+
+
+def test_mixup_mixes_encoder_features():
+    x, lengths = torch.randn(6, 3, 16, 20), torch.full((6,), 20)
+    torch.manual_seed(0)
+    mixed, _, target = Mixup(p=1.0)(x, lengths, torch.arange(6) % 4, 4)
+    weight = target.max(1).values  # lam of each example (its own label, the larger part)
+    own = torch.arange(6) % 4
+    lam = target[torch.arange(6), own]
+    assert mixed.shape == x.shape and (lam >= 0.5).all() and (weight < 1).any()
+    other = (mixed - lam[:, None, None, None] * x) / (1 - lam[:, None, None, None]).clamp(min=1e-6)
+    mixed_rows = lam < 1
+    assert all(  # what is added is another example of the batch, whole
+        any(torch.allclose(other[i], x[j], atol=1e-4) for j in range(6))
+        for i in torch.nonzero(mixed_rows).flatten().tolist()
+    )
+
+
 def test_mixup_soft_targets():
     x, lengths = torch.randn(16, 8, 20), torch.randint(5, 21, (16,))
     labels = torch.arange(16) % 4

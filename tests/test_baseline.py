@@ -8,7 +8,7 @@ import pytest
 from ser.__main__ import main as ser_main
 from ser.baseline import main
 
-from .helpers import REPO
+from .helpers import REPO, write_encoder
 
 DATA = str(REPO / "configs" / "data" / "ravdess.yaml")
 
@@ -69,3 +69,18 @@ def test_baseline_bad_options(ravdess_root: Path, tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as err:
         ser_main(["baseline", *toy_args(tmp_path / "missing", tmp_path)])
     assert err.value.code == 2 and "corpus not found" in capsys.readouterr().err
+
+
+def test_baseline_and_explore_take_a_pretrained_encoder(
+    ravdess_root: Path, tmp_path: Path, monkeypatch
+):
+    """An encoder's (B, L, D, F) features: the SVM gets each layer's statistics, explore plots the
+    top layer."""
+    write_encoder(monkeypatch, tmp_path / "torch", "HUBERT_BASE")
+    encoder = "{class_path: ser.transforms.SpeechEncoder, init_args: {bundle: HUBERT_BASE}}"
+    result = main([*toy_args(ravdess_root, tmp_path / "b"), "--frontends", f"[{encoder}]"])[0]
+    assert result.n_dims == 2 * 2 * 16  # mean and std of 16 dims in each of the 2 layers
+    assert 0.0 <= result.test["uar"] <= 1.0 and result.name.startswith("speechencoder")
+    ser_main(["explore", "--data", DATA, "--data.root", str(ravdess_root), "--data.frontend",
+              encoder, "--out", str(tmp_path / "fig")])  # fmt: skip
+    assert (tmp_path / "fig" / "features.png").stat().st_size > 5000

@@ -21,7 +21,7 @@ from ser.inference import load_model, predict_files
 from ser.inference.export import example_waveform, export
 from ser.models import EncoderHead, FineTunedEncoder
 from ser.transforms import Augmentation, FeaturePipeline, LogMel, LogMelPitch, SpeechEncoder
-from ser.transforms.augment import Gain
+from ser.transforms.augment import FrequencyMask, Gain, Mixup, TimeMask
 from ser.transforms.pipeline import crop_frames
 
 from .helpers import (
@@ -33,9 +33,11 @@ from .helpers import (
     noise,
     save_checkpoint,
     write_encoder,
+    write_hf_encoder,
     write_ravdess,
 )
 
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 HAS_ONNX_RUNTIME = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
 FAMILIES = ["WAV2VEC2_BASE", "HUBERT_BASE", "WAVLM_BASE_PLUS", "WAVLM_LARGE"]  # LARGE normalises
 
@@ -57,18 +59,19 @@ def batch(lengths=(16000, 12000, 7000), seed: int = 0) -> tuple[torch.Tensor, to
 def test_layers_equal_torchaudio_extract_features(name: str, monkeypatch, torch_home: Path):
     write_encoder(monkeypatch, torch_home, name)
     frontend = SpeechEncoder(RATE, name)  # by name, from $TORCH_HOME/hub/checkpoints
-    wave, lengths = batch((9000, 9000))
-    features, frames = frontend(wave, lengths)  # (B, L, D, F)
-    # torchaudio's own model and extract_features, one clip at a time: its normalising bundles
-    # normalise the whole input tensor
+    wave, lengths = batch((9000, 6000))
+    features, frames = frontend(wave, lengths)  # (B, L, D, F), a padded batch
+    # torchaudio's own model and extract_features, one unpadded clip at a time: its normalising
+    # bundles normalise the whole input tensor, the base ones' group norm too
     reference = getattr(torchaudio.pipelines, name).get_model()
-    assert features.shape[1] == 2 and (frames == features.shape[-1]).all()
-    for i in range(len(wave)):
+    assert features.shape[1] == 2 and frames[0] == features.shape[-1] > frames[1]
+    for i, n in enumerate(lengths.tolist()):
         with torch.no_grad():
-            expected, _ = reference.extract_features(wave[i : i + 1])  # per layer (1, F, D)
-        assert len(expected) == 2
+            expected, _ = reference.extract_features(wave[i : i + 1, :n])  # per layer (1, F, D)
+        assert len(expected) == 2 and expected[0].shape[1] == frames[i]
         for layer, hidden in enumerate(expected):
-            assert torch.allclose(features[i, layer].T, hidden[0], atol=1e-4), (i, layer)
+            got = features[i, layer, :, : int(frames[i])].T
+            assert torch.allclose(got, hidden[0], atol=1e-4), (i, layer)
     assert frontend.identity["bundle"] == name
 
 
@@ -151,6 +154,24 @@ def test_feature_cache_encodes_each_clip_once(tmp_path: Path, monkeypatch, torch
     assert cache.hits == 6
     pipeline.train()(wave, lengths)
     assert (cache.hits, cache.misses) == (6, 4)
+
+
+def test_masks_and_mixup_run_on_cached_encoder_features(tmp_path: Path, monkeypatch, torch_home):
+    write_encoder(monkeypatch, torch_home, "HUBERT_BASE")
+    spec = {"class_path": "ser.transforms.SpeechEncoder", "init_args": {"bundle": "HUBERT_BASE"}}
+    augmentation = Augmentation(features=[TimeMask(p=1.0), FrequencyMask(p=1.0)], mixup=Mixup())
+    pipeline = FeaturePipeline(spec, RATE, augmentation=augmentation)
+    pipeline.feature_cache = cache = FeatureCache(pipeline.frontend.identity, tmp_path / "f")
+    wave, lengths = batch()
+    labels = torch.tensor([0, 1, 2])
+    clean = pipeline.eval().process({"waveform": wave, "lengths": lengths, "label": labels}, 4)
+    torch.manual_seed(0)
+    out = pipeline.train().process({"waveform": wave, "lengths": lengths, "label": labels}, 4)
+    assert out["features"].shape == clean["features"].shape and out["features"].dim() == 4
+    assert out["target"].shape == (3, 4) and not torch.equal(out["features"], clean["features"])
+    assert (cache.misses, cache.hits) == (3, 3)  # the masks and mixup come after the cache
+    head = EncoderHead(4, 16, RATE)
+    head(out["features"], out["feature_lengths"]).sum().backward()
 
 
 def encoder_checkpoint(path: Path, monkeypatch, torch_home: Path) -> Path:
@@ -279,3 +300,85 @@ def test_output_frames_equal_what_the_encoder_makes(monkeypatch, tmp_path: Path)
         _, frames = encoder(torch.randn(1, n), torch.tensor([n]))
         assert int(frames[0]) == encoder.output_frames(n)
     assert encoder.output_frames(399) == 0
+
+
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="needs transformers (pip install 'ser[hf]')")
+@pytest.mark.parametrize(
+    "family, normalize",
+    [("Wav2Vec2Model", False), ("HubertModel", True), ("WavLMModel", False)],
+)
+def test_hugging_face_folder_equals_transformers_hidden_states(
+    family: str, normalize: bool, tmp_path: Path
+):
+    import transformers
+
+    folder = write_hf_encoder(tmp_path / "tiny", family, normalize)
+    frontend = SpeechEncoder(RATE, str(folder))
+    assert frontend.normalize == normalize and frontend.n_layers == 2 and frontend.n_features == 16
+    wave, lengths = batch((9000, 6000))
+    features, frames = frontend(wave, lengths)  # (B, L, D, F), padded batch
+    # the reference: transformers' own feature extractor and model, one unpadded clip at a time
+    extractor = transformers.Wav2Vec2FeatureExtractor.from_pretrained(folder)
+    model = transformers.AutoModel.from_pretrained(folder).eval()
+    for i, n in enumerate(lengths.tolist()):
+        inputs = extractor(wave[i, :n].numpy(), sampling_rate=RATE, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(inputs.input_values, output_hidden_states=True).hidden_states
+        assert int(frames[i]) == hidden[1].shape[1]
+        for layer in range(2):
+            got = features[i, layer, :, : int(frames[i])].T
+            assert torch.allclose(got, hidden[layer + 1][0], atol=1e-4), (family, i, layer)
+    assert frontend.identity["weights_sha256"]
+
+
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="needs transformers (pip install 'ser[hf]')")
+def test_hugging_face_hub_id_is_read_from_the_local_cache_only(tmp_path: Path, monkeypatch):
+    import huggingface_hub
+
+    cache = tmp_path / "hf" / "hub"
+    revision = "0" * 40  # the cache layout of huggingface_hub: refs/main -> snapshots/<revision>
+    write_hf_encoder(cache / "models--org--tiny" / "snapshots" / revision, "WavLMModel", False)
+    (cache / "models--org--tiny" / "refs").mkdir()
+    (cache / "models--org--tiny" / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert SpeechEncoder(RATE, "org/tiny")(*batch())[0].shape[:3] == (3, 2, 16)
+    start = time.monotonic()
+    with pytest.raises(SERError, match="no local copy of Hugging Face model org/missing: on a "
+                       "connected machine run `hf download org/missing"):  # fmt: skip
+        SpeechEncoder(RATE, "org/missing")
+    assert time.monotonic() - start < 10  # no download attempt
+    with pytest.raises(SERError, match="not a Hugging Face model folder"):
+        SpeechEncoder(RATE, str(tmp_path))
+
+
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="needs transformers (pip install 'ser[hf]')")
+def test_hugging_face_model_fine_tunes(tmp_path: Path):
+    folder = write_hf_encoder(tmp_path / "tiny", "Wav2Vec2Model", True)
+    net = FineTunedEncoder(len(CLASSES), 1, RATE, bundle=str(folder), encoder_lr=1e-5)
+    wave, lengths = batch()
+    net(wave[:, None], lengths).sum().backward()
+    assert (
+        net.normalize
+        and net.encoder.encoder.transformer.layers[0].attention.k_proj.weight.grad is not None
+    )
+
+
+def test_fine_tuned_checkpoint_needs_no_pretrained_file(tmp_path: Path, monkeypatch):
+    """A fine-tuned net's checkpoint holds all its weights: using it reads no pretrained file."""
+    write_encoder(monkeypatch, tmp_path / "torch", "WAV2VEC2_BASE")
+    torch.manual_seed(3)
+    net = FineTunedEncoder(len(CLASSES), 1, RATE, hidden=0)
+    for p in net.parameters():  # weights unlike the pretrained file's
+        p.data += 0.05 * torch.randn_like(p)
+    pipeline = {"frontend": {"class_path": "ser.transforms.Waveform",
+                             "init_args": {"normalize": False}}, "denoise": None}  # fmt: skip
+    checkpoint = save_checkpoint(tmp_path / "ft.ckpt", net, "ser.models.FineTunedEncoder",
+                                 {"hidden": 0}, pipeline, 1)  # fmt: skip
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))  # no pretrained file any more
+    model = load_model(checkpoint)
+    wave, lengths = batch((9000,))
+    with torch.inference_mode():
+        expected = net.eval()(wave[:, None], lengths)  # logits
+        assert expected.std() > 0.01 and torch.allclose(model(wave), expected, atol=1e-4)
+    with pytest.raises(SERError, match="no weights for encoder WAV2VEC2_BASE"):
+        FineTunedEncoder(len(CLASSES), 1, RATE)  # training still needs it

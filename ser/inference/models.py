@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ser.errors import SERError
+from ser.pretrained import architecture_only
 from ser.spec import SPEC_KEY, build_net, check_finite, is_torchscript, read_checkpoint, read_spec
 from ser.transforms.denoise import Denoise
 from ser.transforms.pipeline import FeaturePipeline
@@ -195,7 +196,10 @@ def build_model(spec: dict, weights: dict[str, torch.Tensor], what: str) -> Emot
         what: how errors name the source (the checkpoint or model folder).
     """
     pipeline = FeaturePipeline.from_spec(spec["pipeline"], spec["sample_rate"])
-    net = build_net(spec["net"], len(spec["class_names"]), spec["n_features"], spec["sample_rate"])
+    with architecture_only():  # a net's pretrained parts are in `weights`, not read from files
+        net = build_net(
+            spec["net"], len(spec["class_names"]), spec["n_features"], spec["sample_rate"]
+        )
     try:
         net.load_state_dict(weights)
     except RuntimeError as err:

@@ -28,7 +28,8 @@ class FineTunedEncoder(nn.Module):
         n_classes: output classes.
         n_features: channels of the input (1: the waveform; linked from the data).
         sample_rate: audio sample rate (Hz; linked from the data).
-        bundle: a ``torchaudio.pipelines`` bundle name (see :data:`ser.pretrained.BUNDLES`).
+        bundle: a ``torchaudio.pipelines`` bundle name (see :data:`ser.pretrained.BUNDLES`) or a
+            Hugging Face model folder / cached Hub id (see ``SpeechEncoder``).
         weights: a local weights file; ``None``: torch.hub's file (see ``SpeechEncoder``).
         layers: transformer layers used from the bottom (``None``: all).
         encoder_lr: learning rate of the encoder's transformer (the head uses the optimiser's).

@@ -17,19 +17,22 @@ def downsampled_lengths(lengths: torch.Tensor, factor: int, n_frames: int) -> to
 
 
 def mean_std_pool(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """Statistics pooling: ``(B, C, F)`` -> ``(B, 2C)`` mean and std over the valid frames."""
+    """Statistics pooling: ``(B, ..., C, F)`` -> ``(B, ..., 2C)`` mean and std over the valid
+    frames (an encoder's ``(B, L, D, F)`` layers each pooled: ``(B, L, 2D)``)."""
     if lengths is None:
         lengths = torch.full((x.shape[0],), x.shape[-1], device=x.device)
-    mask = time_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)  # (B, 1, F)
-    count = lengths.clamp(min=1).to(x.dtype)[:, None]  # (B, 1)
-    mean = (x * mask).sum(-1) / count  # (B, C)
+    mask = time_mask(lengths, x.shape[-1]).to(x.dtype)  # (B, F)
+    count = lengths.clamp(min=1).to(x.dtype)  # (B,)
+    for _ in range(x.dim() - 2):  # unsqueezed, not viewed: a traced export keeps any batch size
+        mask, count = mask.unsqueeze(1), count.unsqueeze(-1)  # (B, 1, ..., F), (B, 1, ...)
+    mean = (x * mask).sum(-1) / count  # (B, ..., C)
     var = (((x - mean[..., None]) * mask) ** 2).sum(-1) / count
-    return torch.cat([mean, (var + 1e-5).sqrt()], dim=1)
+    return torch.cat([mean, (var + 1e-5).sqrt()], dim=-1)
 
 
 def mean_pool(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """``(B, C, F)`` -> ``(B, C)`` mean over the valid frames."""
-    return mean_std_pool(x, lengths)[:, : x.shape[1]]
+    """``(B, ..., C, F)`` -> ``(B, ..., C)`` mean over the valid frames."""
+    return mean_std_pool(x, lengths)[..., : x.shape[-2]]
 
 
 class AttentivePool(nn.Module):

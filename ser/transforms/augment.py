@@ -321,7 +321,8 @@ class PitchShift(GroupedWaveAugment):
 
 
 class FeatureAugment(nn.Module):
-    """Base of feature augmentations on ``(B, C, F)`` features with valid ``feature_lengths``."""
+    """Base of feature augmentations on ``(B, ..., C, F)`` features (``C`` feature bins, ``F``
+    frames; an encoder's layers in between) with valid ``feature_lengths``."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -332,9 +333,10 @@ class FeatureAugment(nn.Module):
 
 
 class _Mask(FeatureAugment):
-    """SpecAugment masks along one axis, each of width ``U(0, max_width)``, per example."""
+    """SpecAugment masks along one axis, each of width ``U(0, max_width)``, per example; on an
+    encoder's ``(B, L, D, F)`` features the same mask covers every layer."""
 
-    axis: int  # 1: feature bins, 2: frames
+    axis: int  # -2: feature bins, -1: frames
 
     def __init__(self, p: float = 1.0, max_width: int = 8, n_masks: int = 2) -> None:
         super().__init__(p)
@@ -345,12 +347,14 @@ class _Mask(FeatureAugment):
         self.max_width, self.n_masks = max_width, n_masks
 
     def forward(self, x, lengths):
-        b, device = len(x), x.device
-        size = lengths if self.axis == 2 else torch.full_like(lengths, x.shape[1])
-        valid = valid_mask(lengths, x.shape[-1])[:, None, :]  # (B, 1, F)
-        fill = (x * valid).sum(dim=(1, 2)) / (size.clamp(min=1) * x.shape[1])  # (B,) clip mean
-        pos = torch.arange(x.shape[self.axis], device=device)
-        masked = torch.zeros(b, x.shape[self.axis], dtype=torch.bool, device=device)
+        b, device, n = len(x), x.device, x.shape[self.axis]
+        size = lengths if self.axis == -1 else torch.full_like(lengths, n)
+        frames = (b, *[1] * (x.dim() - 2), x.shape[-1])  # (B, 1, ..., F)
+        valid = valid_mask(lengths, x.shape[-1]).view(frames)
+        per_frame = x[0, ..., 0].numel()  # values in one frame
+        fill = (x * valid).flatten(1).sum(1) / (lengths.clamp(min=1) * per_frame)  # clip mean
+        pos = torch.arange(n, device=device)
+        masked = torch.zeros(b, n, dtype=torch.bool, device=device)
         chosen = (torch.rand(b) < self.p).to(device)
         for _ in range(self.n_masks):
             width = (torch.rand(b).to(device) * (self.max_width + 1)).floor().long()
@@ -358,8 +362,8 @@ class _Mask(FeatureAugment):
             start = (torch.rand(b).to(device) * (size - width + 1)).floor().long()
             masked |= (pos >= start[:, None]) & (pos < (start + width)[:, None])
         masked &= chosen[:, None]
-        masked = masked[:, :, None] if self.axis == 1 else masked[:, None, :]
-        return torch.where(masked, fill[:, None, None], x) * valid, lengths
+        masked = masked.view(frames) if self.axis == -1 else masked.view(*frames[:-2], n, 1)
+        return torch.where(masked, fill.view(b, *[1] * (x.dim() - 1)), x) * valid, lengths
 
 
 class FrequencyMask(_Mask):
@@ -373,7 +377,7 @@ class FrequencyMask(_Mask):
         n_masks: masks per example.
     """
 
-    axis = 1
+    axis = -2
 
 
 class TimeMask(_Mask):
@@ -385,7 +389,7 @@ class TimeMask(_Mask):
         n_masks: masks per example.
     """
 
-    axis = 2
+    axis = -1
 
 
 class Mixup(nn.Module):
@@ -409,13 +413,15 @@ class Mixup(nn.Module):
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, n_classes: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(B, C, F), (B,), (B,)`` -> mixed features, lengths and ``(B, n_classes)`` targets."""
+        """``(B, ..., C, F), (B,), (B,)`` -> mixed features, lengths and ``(B, n_classes)``
+        targets."""
         b, device = len(x), x.device
         lam = torch.distributions.Beta(self.alpha, self.alpha).sample((b,))
         lam = torch.maximum(lam, 1.0 - lam)
         lam = torch.where(torch.rand(b) < self.p, lam, torch.ones(b)).to(device, x.dtype)
         perm = torch.randperm(b).to(device)
-        mixed = lam[:, None, None] * x + (1.0 - lam[:, None, None]) * x[perm]
+        weight = lam.view(b, *[1] * (x.dim() - 1))
+        mixed = weight * x + (1.0 - weight) * x[perm]
         onehot = nn.functional.one_hot(labels, n_classes).to(x.dtype)  # (B, n_classes)
         target = lam[:, None] * onehot + (1.0 - lam[:, None]) * onehot[perm]
         lengths = torch.where(lam < 1.0, torch.maximum(lengths, lengths[perm]), lengths)

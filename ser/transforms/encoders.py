@@ -15,25 +15,28 @@ from torch import nn
 
 from ser.errors import SERError
 from ser.pretrained import (
-    bundle_of,
     hidden_size,
     hidden_states,
     layer_count,
     load_encoder,
     normalizes_waveform,
+    sample_rate_of,
     weights_file,
     weights_hash,
 )
 
 
 class SpeechEncoder(nn.Module):
-    """Hidden states of each transformer layer of a frozen wav2vec 2.0 / HuBERT / WavLM bundle.
+    """Hidden states of each transformer layer of a frozen wav2vec 2.0 / HuBERT / WavLM encoder.
 
     Args:
         sample_rate: audio sample rate (Hz; linked from the data); must be the bundle's (16000).
         bundle: a ``torchaudio.pipelines`` bundle name, e.g. ``WAVLM_BASE_PLUS``, ``HUBERT_BASE``,
-            ``WAV2VEC2_BASE`` (see :data:`ser.pretrained.BUNDLES`).
-        weights: a local weights file of that bundle; ``None``: torch.hub's file
+            ``WAV2VEC2_BASE`` (see :data:`ser.pretrained.BUNDLES`), or a Hugging Face model: its
+            folder, or its Hub id when it is in the local Hugging Face cache
+            (``pip install 'ser[hf]'``; see :mod:`ser.pretrained`).
+        weights: a local weights file of that bundle (not for a Hugging Face model, whose
+            folder holds them); ``None``: torch.hub's file
             (``$TORCH_HOME/hub/checkpoints/<name>.pth``), where a connected machine downloads it.
         layers: how many transformer layers to run from the bottom (``None``: all); upper layers
             of large encoders often add little for emotion and cost most.
@@ -54,7 +57,7 @@ class SpeechEncoder(nn.Module):
         super().__init__()
         path = weights_file(bundle, weights)  # the one-line error before anything loads
         self.encoder = load_encoder(bundle, path).requires_grad_(False)
-        rate = int(bundle_of(bundle).sample_rate)
+        rate = sample_rate_of(bundle)
         if int(sample_rate) != rate:
             raise SERError(
                 f"SpeechEncoder: {bundle} takes {rate} Hz audio; set --data.sample_rate {rate}"
