@@ -181,8 +181,17 @@ def encoder_checkpoint(path: Path, monkeypatch, torch_home: Path) -> Path:
     torch.manual_seed(1)
     net = EncoderHead(len(CLASSES), 16, RATE, hidden=0)
     net.classifier[-1].weight.data *= 30  # logits that vary with the input
-    return save_checkpoint(path, net, "ser.models.EncoderHead", {"hidden": 0},
-                           {"frontend": frontend, "denoise": None}, 16)  # fmt: skip
+    pipeline = FeaturePipeline(frontend, RATE).spec  # what fit records, the weights' hash too
+    return save_checkpoint(path, net, "ser.models.EncoderHead", {"hidden": 0}, pipeline, 16)
+
+
+def test_checkpoint_refuses_other_encoder_weights(tmp_path: Path, monkeypatch, torch_home: Path):
+    checkpoint = encoder_checkpoint(tmp_path / "enc.ckpt", monkeypatch, torch_home)
+    assert load_model(checkpoint) is not None
+    write_encoder(monkeypatch, torch_home, "WAVLM_BASE_PLUS", seed=1)  # another file, same name
+    with pytest.raises(SERError, match="wavlm_base_plus.pth: not the WAVLM_BASE_PLUS weights this "
+                       "model was trained with"):  # fmt: skip
+        load_model(checkpoint)
 
 
 def test_checkpoint_predict_and_torchscript_agree(tmp_path: Path, monkeypatch, torch_home: Path):

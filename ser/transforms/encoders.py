@@ -40,6 +40,9 @@ class SpeechEncoder(nn.Module):
             (``$TORCH_HOME/hub/checkpoints/<name>.pth``), where a connected machine downloads it.
         layers: how many transformer layers to run from the bottom (``None``: all); upper layers
             of large encoders often add little for emotion and cost most.
+        weights_sha256: the first 16 hex digits of the weights file's SHA-256 that the model was
+            trained with: a checkpoint records it, and a file that differs is refused (its
+            features would not be the ones the head learned).
 
     Shapes: ``(B, T), (B,) -> (B, n_layers, n_features, F), (B,)``, ``F`` frames at 50 per second.
     """
@@ -53,9 +56,17 @@ class SpeechEncoder(nn.Module):
         bundle: str = "WAVLM_BASE_PLUS",
         weights: str | None = None,
         layers: int | None = None,
+        weights_sha256: str | None = None,
     ) -> None:
         super().__init__()
         path = weights_file(bundle, weights)  # the one-line error before anything loads
+        digest = weights_hash(Path(path))
+        if weights_sha256 is not None and digest != weights_sha256:
+            raise SERError(
+                f"{path}: not the {bundle} weights this model was trained with (SHA-256 "
+                f"{digest}..., trained with {weights_sha256}...); put the training machine's "
+                "file there, or give it as the front-end's weights"
+            )
         self.encoder = load_encoder(bundle, path).requires_grad_(False)
         rate = sample_rate_of(bundle)
         if int(sample_rate) != rate:
@@ -69,9 +80,9 @@ class SpeechEncoder(nn.Module):
         #: Frames per second (50 for every bundle).
         self.frame_rate = int(sample_rate) / math.prod(strides)
         #: What identifies this front-end's output (bundle, exact weights, depth): the cache key.
-        self.identity = {
-            "bundle": bundle, "weights_sha256": weights_hash(Path(path)), "layers": self.n_layers,
-        }  # fmt: skip
+        self.identity = {"bundle": bundle, "weights_sha256": digest, "layers": self.n_layers}
+        #: Recorded in a checkpoint's pipeline spec beside the given arguments.
+        self.recorded_args = {"weights_sha256": digest}
 
     def output_frames(self, n_samples: int) -> int:
         """Frames of a clip of ``n_samples`` samples, from the convolutions' kernels and strides

@@ -87,6 +87,8 @@ class FeaturePipeline(nn.Module):
             if isinstance(frontend, dict)
             else frontend(self.sample_rate)
         )
+        # what pins the front-end's output besides its arguments (an encoder's weights hash)
+        self.spec["frontend"]["init_args"].update(getattr(self.frontend, "recorded_args", {}))
         self.gate = None if denoise is None else denoise.gate(self.sample_rate)
         augmentation = augmentation or Augmentation()
         self.offline_copies = augmentation.offline_copies
