@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -34,6 +36,26 @@ class EpochSummary(L.Callback):
         log.info(
             "epoch %d: %s (%.1f s)", trainer.current_epoch, shown, time.perf_counter() - self._start
         )
+
+
+class DropEmptyRun(L.Callback):
+    """Remove the run folder of a run that failed before its first training step and left
+    nothing in it but TensorBoard's event files, so that ``lightning_logs/`` lists real runs."""
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if not trainer.is_global_zero or trainer.global_step > 0 or trainer.log_dir is None:
+            return
+        folder = Path(trainer.log_dir)
+        files = [f for f in folder.rglob("*") if f.is_file()] if folder.is_dir() else []
+        if files and all(f.name.startswith("events.out.tfevents.") for f in files):
+            shutil.rmtree(folder, ignore_errors=True)
+            for parent in (folder.parent, folder.parent.parent):  # <name>/, lightning_logs/
+                try:
+                    parent.rmdir()  # only when nothing else is in it
+                except OSError:
+                    break
 
 
 class PreciseBatchNorm(L.Callback):

@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ser.audio import HOP_SECONDS, WINDOW_SECONDS
 from ser.calibration import TemperatureScaling
-from ser.callbacks import EpochSummary
+from ser.callbacks import DropEmptyRun, EpochSummary
 from ser.checkpointing import AtomicCheckpointIO, best_checkpoint, last_checkpoint
 from ser.data.base import SERDataModule
 from ser.data.pooled import CORPUS_SEPARATOR, Pooled
@@ -168,6 +168,7 @@ class SERCLI(LightningCLI):
         trainer.callbacks.append(
             TemperatureScaling(config.get("calibrate", True), config.get("recalibrate", False))
         )
+        trainer.callbacks.append(DropEmptyRun())
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the config chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from ser.__main__ import main as ser_main
 from ser.errors import SERError
 from ser.inference import load_model, predict_files
 from ser.inference.export import export
 from ser.io import write_text
 
-from .helpers import write_checkpoint
+from .helpers import RAVDESS_YAML, REPO, write_checkpoint
 
 
 def test_a_checkpoint_with_nan_weights_is_refused(tmp_path: Path):
@@ -79,3 +80,15 @@ def test_uar_is_one_figure_whether_logged_or_reported():
     report = metrics_from_confusion(confusion.compute().numpy(), ["a", "b", "c", "d"])
     assert float(uar.compute()) == pytest.approx(report["uar"])
     assert float(macro.compute()) < report["uar"]  # what Lightning's table showed before
+
+
+def test_a_fit_failing_before_training_leaves_no_run_folder(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lightning_logs" / "cnn2d" / "version_0").mkdir(parents=True)  # an earlier run
+    (tmp_path / "lightning_logs" / "cnn2d" / "version_0" / "config.yaml").write_text("x: 1\n")
+    with pytest.raises(SystemExit) as exit_:
+        ser_main(["fit", "--config", str(REPO / "configs" / "cnn2d.yaml"), "--data",
+                  RAVDESS_YAML, "--data.root", str(tmp_path / "nowhere")])  # fmt: skip
+    assert exit_.value.code == 2 and "corpus not found" in capsys.readouterr().err
+    runs = sorted(p.name for p in (tmp_path / "lightning_logs" / "cnn2d").iterdir())
+    assert runs == ["version_0"]  # the failed run's version_1 is gone, the earlier run kept
