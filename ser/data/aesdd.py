@@ -31,6 +31,7 @@ class AESDD(SERDataModule):
 
     EMOTIONS = tuple(EMOTION_CODES.values())
     SOURCE = "https://m3c.web.auth.gr/research/aesdd-speech-emotion-recognition/ (on request)"
+    SPEECH = "acted Greek speech by 5 speakers"
     LAYOUT = "ROOT/<anger|disgust|fear|happiness|sadness>/<a|d|f|h|s><nn> (<speaker>).wav"
     OFFICIAL = Official(
         clips=605,

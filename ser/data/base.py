@@ -80,6 +80,11 @@ class SERDataModule(L.LightningDataModule):
 
     EMOTIONS: tuple[str, ...] = ()
     SOURCE: str = ""
+    #: (licence as the Hugging Face Hub's metadata names it, what it means for a model trained on
+    #: the corpus): the model card of ``ser export --format hub``; ``None``: not recorded.
+    LICENCE: tuple[str, str] | None = None
+    #: What the corpus's speech is (language, speakers, material): the model card's limits.
+    SPEECH: str = ""
     LAYOUT: str = ""
     #: The documented counts that ``verify`` checks a copy against (``None``: not documented).
     OFFICIAL: Official | None = None

@@ -36,6 +36,12 @@ class CREMAD(SERDataModule):
         "https://github.com/CheyneyComputerScience/CREMA-D (git lfs; folder AudioWAV, "
         "Open Database License)"
     )
+    LICENCE = (
+        "odbl",
+        "CREMA-D, Open Database License 1.0 (contents: Database Contents License): credit the "
+        "corpus and keep the licence's share-alike terms",
+    )
+    SPEECH = "acted English speech by 91 actors, 12 sentences"
     LAYOUT = "ROOT/AudioWAV/<actor>_<sentence>_<ANG|DIS|FEA|HAP|NEU|SAD>_<LO|MD|HI|XX>.wav"
     OFFICIAL = Official(
         clips=7442,

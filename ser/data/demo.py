@@ -164,6 +164,8 @@ class DemoCorpus(RAVDESS):
 
     EMOTIONS = tuple(PROFILES)
     SOURCE = "ser itself (generated on first use)"
+    LICENCE = ("mit", "ser's synthetic demo corpus (MIT): tones, not speech")
+    SPEECH = "synthetic tones: a demonstration, it recognises no emotion in real speech"
     ARCHIVE = None  # nothing to download
     OFFICIAL = Official(
         clips=N_ACTORS * len(PROFILES) * CLIPS_PER_EMOTION,

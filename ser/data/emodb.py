@@ -31,6 +31,7 @@ class EmoDB(SERDataModule):
 
     EMOTIONS = tuple(EMOTION_CODES.values())
     SOURCE = "http://emodb.bilderbar.info/download/ (download.zip; also zenodo.org/records/7447302)"
+    SPEECH = "acted German speech by 10 speakers, 10 sentences"
     LAYOUT = (
         "ROOT/wav/<speaker 2 digits><text a01..b10><W|L|E|A|F|T|N><version>.wav, e.g. 03a01Fa.wav"
     )

@@ -37,6 +37,12 @@ class RAVDESS(SERDataModule):
 
     EMOTIONS = tuple(EMOTION_CODES.values())
     SOURCE = "https://zenodo.org/records/1188976 (Audio_Speech_Actors_01-24.zip, CC BY-NC-SA 4.0)"
+    LICENCE = (
+        "cc-by-nc-sa-4.0",
+        "RAVDESS (Livingstone & Russo 2018), CC BY-NC-SA 4.0: this model is not for commercial "
+        "use, must credit the corpus, and adaptations must be shared under the same licence",
+    )
+    SPEECH = "acted North-American English speech by 24 professional actors, two fixed sentences"
     LAYOUT = (
         "ROOT/Actor_01 .. Actor_24/03-01-<emotion>-<intensity>-<statement>-<repetition>-<actor>.wav"
     )

@@ -37,6 +37,7 @@ class SAVEE(SERDataModule):
 
     EMOTIONS = tuple(EMOTION_CODES.values())
     SOURCE = "http://kahlan.eps.surrey.ac.uk/savee/ (registration required)"
+    SPEECH = "acted British English speech by 4 male speakers"
     LAYOUT = "ROOT/AudioData/<DC|JE|JK|KL>/<a|d|f|h|n|sa|su><nn>.wav, or ROOT/<DC|JE|JK|KL>_<a..su><nn>.wav"
     OFFICIAL = Official(
         clips=480,

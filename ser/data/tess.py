@@ -40,6 +40,13 @@ class TESS(SERDataModule):
 
     EMOTIONS = EMOTIONS
     SOURCE = "https://doi.org/10.5683/SP2/E8H2MF (University of Toronto Dataverse, CC BY-NC-ND 4.0)"
+    LICENCE = (
+        "cc-by-nc-nd-4.0",
+        "TESS (University of Toronto), CC BY-NC-ND 4.0: this model is not for commercial use",
+    )
+    SPEECH = (
+        "acted Canadian English speech by two female speakers, single words in a carrier phrase"
+    )
     LAYOUT = (
         "ROOT/<OAF|YAF>_<emotion>/<OAF|YAF>_<word>_<angry|disgust|fear|happy|neutral|ps|sad>.wav"
     )

@@ -14,39 +14,24 @@ from pathlib import Path
 
 import yaml
 
-#: Licence and terms of each corpus ``ser`` reads, by corpus class name (see docs/corpora.md):
-#: (licence as the Hub's metadata names it, what it means for a model trained on it).
-CORPUS_LICENCES = {
-    "RAVDESS": (
-        "cc-by-nc-sa-4.0",
-        "RAVDESS (Livingstone & Russo 2018), CC BY-NC-SA 4.0: this model is not for commercial "
-        "use, must credit the corpus, and adaptations must be shared under the same licence",
-    ),
-    "TESS": (
-        "cc-by-nc-nd-4.0",
-        "TESS (University of Toronto), CC BY-NC-ND 4.0: this model is not for commercial use",
-    ),
-    "CREMAD": (
-        "odbl",
-        "CREMA-D, Open Database License 1.0 (contents: Database Contents License): credit the "
-        "corpus and keep the licence's share-alike terms",
-    ),
-    "DemoCorpus": ("mit", "ser's synthetic demo corpus (MIT): tones, not speech"),
-}
+#: The licence entry of a corpus that records none (see ``SERDataModule.LICENCE``).
 UNKNOWN_LICENCE = (
     "other",
     "the licence of the training data is not recorded here; check its terms before sharing or "
     "using this model commercially",
 )
-LIMITS = {
-    "RAVDESS": "acted North-American English speech by 24 professional actors, two fixed sentences",
-    "TESS": "acted Canadian English speech by two female speakers, single words in a carrier phrase",
-    "CREMAD": "acted English speech by 91 actors, 12 sentences",
-    "EmoDB": "acted German speech by 10 speakers, 10 sentences",
-    "SAVEE": "acted British English speech by 4 male speakers",
-    "AESDD": "acted Greek speech by 5 speakers",
-    "DemoCorpus": "synthetic tones: a demonstration, it recognises no emotion in real speech",
-}
+
+
+def corpus_class(corpus_path: str) -> type | None:
+    """The corpus class of a spec's ``corpus`` entry (``ser.data.RAVDESS``), if ``ser.data`` has
+    it (a pooled run's ``A+B`` and a user's own module have none)."""
+    import ser.data
+
+    module, _, name = corpus_path.rpartition(".")
+    if "+" in corpus_path or not module.startswith("ser.data"):
+        return None
+    found = getattr(ser.data, name, None)
+    return found if isinstance(found, type) else None
 
 
 def run_folder(checkpoint: Path) -> Path | None:
@@ -137,7 +122,9 @@ def model_card(spec: dict, checkpoint: Path, folder_name: str) -> str:
     """The ``README.md`` of a model folder exported from ``checkpoint`` (whose spec is ``spec``)."""
     corpus_path = spec.get("corpus") or ""
     corpus = corpus_path.rpartition(".")[2]
-    licence, terms = CORPUS_LICENCES.get(corpus, UNKNOWN_LICENCE)
+    cls = corpus_class(corpus_path)
+    licence, terms = getattr(cls, "LICENCE", None) or UNKNOWN_LICENCE
+    speech = getattr(cls, "SPEECH", "") or "the corpus above"
     classes = spec["class_names"]
     metrics, missing = test_report(checkpoint)
     split = split_settings(checkpoint)
@@ -191,7 +178,7 @@ def model_card(spec: dict, checkpoint: Path, folder_name: str) -> str:
         "## Intended use and limits",
         "",
         "Research and prototyping of speech emotion recognition on short utterances. Trained on "
-        f"{LIMITS.get(corpus, 'the corpus above')}: expect lower accuracy on spontaneous speech, "
+        f"{speech}: expect lower accuracy on spontaneous speech, "
         "other languages, accents, ages, microphones and noise. The classes are acted categories, "
         "not a measure of what a person feels; do not use it to make decisions about people.",
         "",
