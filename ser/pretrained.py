@@ -295,7 +295,8 @@ def extract_features(
     Shapes: ``(B, T), (B,) -> (B, F, C), (B,)``.
     """
     group_norm = isinstance(extractor.conv_layers[0].layer_norm, nn.GroupNorm)
-    if not group_norm or bool((lengths >= wave.shape[1]).all()):
+    exporting = torch.jit.is_tracing() or torch.compiler.is_exporting()  # exports: full clips
+    if not group_norm or exporting or bool((lengths >= wave.shape[1]).all()):
         return extractor(wave, lengths)
     clips = [extractor(w[None, : int(n)], None)[0][0] for w, n in zip(wave, lengths, strict=True)]
     frames = torch.tensor([len(c) for c in clips], device=wave.device)
