@@ -195,11 +195,16 @@ def load_hf_encoder(name: str) -> nn.Module:
     folder = hf_folder(name)
     weights_file(name)  # its weights are there
     kind = hf_config(name).get("architectures") or ["?"]
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a bar per load in `ser predict`'s output
     try:
         model = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SERError(f"{folder}: transformers cannot load it ({first[:200]})") from None
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     base = getattr(model, "wav2vec2", None) or getattr(model, "hubert", None) or model
     if type(base).__name__ not in HF_CLASSES:
         raise SERError(
