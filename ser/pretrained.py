@@ -78,6 +78,11 @@ def hf_folder(name: str) -> Path:
             "pip install 'ser[hf]' (or pip install transformers)"
         )
     folder = Path(name).expanduser()
+    if folder.is_file():
+        raise SERError(
+            f"encoder {name} is a file: give a bundle name (e.g. WAVLM_BASE_PLUS) with the file "
+            "as its weights (--data.frontend.weights FILE), or a Hugging Face model folder"
+        )
     if not folder.is_dir():
         from huggingface_hub import snapshot_download
 

@@ -358,6 +358,9 @@ def test_hugging_face_hub_id_is_read_from_the_local_cache_only(tmp_path: Path, m
     assert time.monotonic() - start < 10  # no download attempt
     with pytest.raises(SERError, match="not a Hugging Face model folder"):
         SpeechEncoder(RATE, str(tmp_path))
+    (tmp_path / "wavlm_base_plus.pth").write_bytes(b"weights")
+    with pytest.raises(SERError, match="is a file: give a bundle name"):
+        SpeechEncoder(RATE, str(tmp_path / "wavlm_base_plus.pth"))
 
 
 @pytest.mark.skipif(not HAS_TRANSFORMERS, reason="needs transformers (pip install 'ser[hf]')")
