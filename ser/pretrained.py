@@ -102,10 +102,20 @@ def hf_folder(name: str) -> Path:
 
 def hf_config(name: str) -> dict:
     """``config.json`` of Hugging Face model ``name``, with ``preprocessor_config.json``'s
-    settings (sampling rate, waveform normalisation) under ``"preprocessor"``."""
+    settings (sampling rate, waveform normalisation) under ``"preprocessor"`` (read once per
+    process and version of the files)."""
     folder = hf_folder(name)
-    config = json.loads((folder / "config.json").read_text())
-    preprocessor = folder / "preprocessor_config.json"
+    versions = tuple(
+        (folder / f).stat().st_mtime_ns if (folder / f).is_file() else 0
+        for f in ("config.json", "preprocessor_config.json")
+    )
+    return _read_hf_config(str(folder), versions)
+
+
+@functools.cache
+def _read_hf_config(folder: str, versions: tuple[int, int]) -> dict:
+    config = json.loads((Path(folder) / "config.json").read_text())
+    preprocessor = Path(folder) / "preprocessor_config.json"
     config["preprocessor"] = json.loads(preprocessor.read_text()) if preprocessor.is_file() else {}
     return config
 
@@ -197,9 +207,7 @@ def load_hf_encoder(name: str) -> nn.Module:
     import transformers
     from torchaudio.models.wav2vec2.utils import import_huggingface_model
 
-    folder = hf_folder(name)
-    weights_file(name)  # its weights are there
-    kind = hf_config(name).get("architectures") or ["?"]
+    folder = weights_file(name).parent  # the folder, with its weights there
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # a bar per load in `ser predict`'s output
     try:
@@ -213,7 +221,7 @@ def load_hf_encoder(name: str) -> nn.Module:
     base = getattr(model, "wav2vec2", None) or getattr(model, "hubert", None) or model
     if type(base).__name__ not in HF_CLASSES:
         raise SERError(
-            f"{folder}: a {type(base).__name__} ({kind[0]}); ser reads {', '.join(HF_CLASSES)} "
+            f"{folder}: a {type(base).__name__}; ser reads {', '.join(HF_CLASSES)} "
             "(wav2vec 2.0, HuBERT, WavLM)"
         )
     quiet = logging.getLogger(import_huggingface_model.__module__)  # "lm_head is not imported"
@@ -308,10 +316,16 @@ def extract_features(
     exporting = torch.jit.is_tracing() or torch.compiler.is_exporting()  # exports: full clips
     if not group_norm or exporting or bool((lengths >= wave.shape[1]).all()):
         return extractor(wave, lengths)
-    clips = [extractor(w[None, : int(n)], None)[0][0] for w, n in zip(wave, lengths, strict=True)]
-    frames = torch.tensor([len(c) for c in clips], device=wave.device)
-    x = clips[0].new_zeros(len(clips), int(frames.max()), clips[0].shape[1])
-    for row, clip in zip(x, clips, strict=True):
+    # clips of one length run as one unpadded batch (e.g. all the windows of a recording but
+    # its last), each length once
+    out: list[torch.Tensor | None] = [None] * len(wave)
+    for n in lengths.unique().tolist():
+        index = torch.nonzero(lengths == n).flatten()
+        for i, frames in zip(index.tolist(), extractor(wave[index, :n], None)[0], strict=True):
+            out[i] = frames  # (F_i, C)
+    frames = torch.tensor([len(c) for c in out], device=wave.device)
+    x = out[0].new_zeros(len(out), int(frames.max()), out[0].shape[1])
+    for row, clip in zip(x, out, strict=True):
         row[: len(clip)] = clip
     return x, frames
 
