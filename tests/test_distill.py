@@ -13,11 +13,23 @@ import torch.nn.functional as F
 from ser.__main__ import main as ser_main
 from ser.data.dataset import Clip, ClipDataset
 from ser.errors import SERError
-from ser.inference import load_models
+from ser.inference import Ensemble, load_models
 from ser.tasks.distill import distillation_loss
 from ser.tasks.teacher import Teacher
+from ser.transforms import FeaturePipeline
 
-from .helpers import CLASSES, RATE, REPO, fit, noise, write_checkpoint, write_ravdess
+from .helpers import (
+    CLASSES,
+    CONFIG,
+    LOGMEL,
+    MFCC,
+    RATE,
+    REPO,
+    fit,
+    noise,
+    write_checkpoint,
+    write_ravdess,
+)  # fmt: skip
 
 DISTILL = str(REPO / "configs" / "distill.yaml")
 EMOTIONS = f"[{', '.join(CLASSES)}]"  # the toy teachers' classes, in their order
@@ -150,3 +162,58 @@ def test_waveform_augmentation_is_refused(tmp_path: Path, monkeypatch):
             "--data", str(REPO / "configs" / "data" / "augment" / "onthefly.yaml"),
             "--data.split.test_speakers", '["19"]', "--data.split.val_speakers", '["15"]',
             "--model.init_args.teachers", f"[{teacher}]")  # fmt: skip
+
+
+def test_teachers_on_the_fly_score_the_students_own_features(tmp_path: Path):
+    paths = [write_checkpoint(tmp_path / f"t{i}.ckpt", seed=i) for i in range(3)]
+    student = FeaturePipeline(LOGMEL, RATE)
+    teacher = Teacher(paths, CLASSES, RATE, pipeline=student)
+    assert teacher.caches == []  # nothing cached on the fly
+    wave = torch.randn(2, RATE // 2, generator=torch.Generator().manual_seed(0))  # (2, T)
+    lengths = torch.tensor([RATE // 2, RATE // 4])
+    features, feature_lengths = student(wave, lengths)
+    mixed = 0.7 * features + 0.3 * features.flip(0)  # what mixup hands the student
+    scored = teacher.score_features(mixed, feature_lengths)  # (2, n_classes)
+    expected = Ensemble.combine([m.net(mixed, feature_lengths) for m in load_models(paths).members])
+    torch.testing.assert_close(scored, expected)
+    torch.manual_seed(0)
+    one = torch.stack([teacher.score_features(mixed, feature_lengths, members=1)
+                       for _ in range(30)])  # fmt: skip
+    # one teacher at a time: each draw is one member's output, and every member is drawn
+    singles = [m.net(mixed, feature_lengths).log_softmax(-1) for m in load_models(paths).members]
+    matches = {next(i for i, s in enumerate(singles) if torch.allclose(row, s, atol=1e-5))
+               for row in one}  # fmt: skip
+    assert matches == {0, 1, 2}
+
+
+def test_teachers_on_the_fly_need_the_students_features(tmp_path: Path):
+    path = write_checkpoint(tmp_path / "t.ckpt", frontend=MFCC)
+    with pytest.raises(SERError, match="makes other features than the student's"):
+        Teacher([path], CLASSES, RATE, pipeline=FeaturePipeline(LOGMEL, RATE))
+
+
+def test_student_on_the_fly_trains_with_mixup_and_augmentation(tmp_path: Path, monkeypatch, capsys):
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 15, 19), clips_per_emotion=2)
+    frontend = {"class_path": "ser.transforms.LogMel", "init_args": {"hop_ms": 16.0}}
+    teachers = [write_checkpoint(tmp_path / f"t{i}.ckpt", frontend, seed=i) for i in range(2)]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    split = ["--data.split.test_speakers", '["19"]', "--data.split.val_speakers", '["15"]']
+    teacher_args = ["--model.init_args.teachers", f"[{teachers[0]}, {teachers[1]}]",
+                    "--model.init_args.on_the_fly", "true"]  # fmt: skip
+    cli = fit(root, "--config", DISTILL, "--data.emotions", EMOTIONS, *split,
+              "--data", str(REPO / "configs" / "data" / "augment" / "onthefly.yaml"),
+              "--data", str(REPO / "configs" / "data" / "augment" / "mixup.yaml"),
+              "--data.crop_positions", "null",
+              "--trainer.max_epochs", "1", "--test_after_fit", "false", *teacher_args,
+              "--model.init_args.teachers_per_step", "1")  # fmt: skip
+    assert cli.trainer.global_step > 0 and cli.model.teacher.members
+    assert not (tmp_path / "cache" / "teachers").exists()
+    with pytest.raises(SystemExit):  # the user's command line: one error line
+        ser_main(["fit", "--config", CONFIG, "--config", DISTILL,
+                  "--model.init_args.teachers", f"[{teachers[0]}]",
+                  "--model.init_args.teachers_per_step", "1"])  # fmt: skip
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --model.init_args.teachers_per_step (1) must be 1 or more, with "
+        "--model.init_args.on_the_fly true (cached outputs cost nothing to combine)"
+    )

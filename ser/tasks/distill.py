@@ -45,13 +45,17 @@ def distillation_loss(
 class Distillation(EmotionClassifier):
     """Train a student net on the labels and on teachers' soft targets.
 
-    The teachers (checkpoints or exports of the student's classes and sample rate) score each
-    training crop once; their outputs are cached per crop (:mod:`ser.tasks.teacher`), so crops must
-    come from a fixed set per clip (``--data.crop_positions``, set by ``configs/distill.yaml``).
-    Waveform augmentation on the fly and mixup change every crop at random and are refused;
-    offline copies are crops like any other, and with feature augmentation the teachers' targets
-    are those of the crop before it.
-    Validation and test score the student alone, with plain cross-entropy as the loss.
+    By default the teachers (checkpoints or exports of the student's classes and sample rate)
+    score each training crop once; their outputs are cached per crop (:mod:`ser.tasks.teacher`), so
+    crops must come from a fixed set per clip (``--data.crop_positions``, set by
+    ``configs/distill.yaml``). Waveform augmentation on the fly and mixup change every crop at
+    random and are then refused; offline copies are crops like any other, and with feature
+    augmentation the teachers' targets are those of the crop before it.
+
+    With ``on_the_fly`` the teachers score every training batch as the student sees it, after
+    augmentation and mixup ("function matching", Beyer et al. 2022): any crops and augmentation,
+    nothing cached, the teachers' forward passes on every step. Their feature pipeline must be the
+    student's. Validation and test score the student alone, with plain cross-entropy as the loss.
 
     Args:
         net: the student network, given in YAML as ``class_path``/``init_args``.
@@ -68,6 +72,10 @@ class Distillation(EmotionClassifier):
             (``ser predict --ensemble``'s mean of probabilities).
         weight: the teacher term's share of the loss, in [0, 1] (0: plain cross-entropy).
         temperature: softening of both distributions in the teacher term (> 0).
+        on_the_fly: the teachers score each training batch's features as the student gets them
+            (augmented, mixed), instead of each crop once from a cache.
+        teachers_per_step: on the fly, this many teachers drawn at random score each batch
+            (all when ``null``); fewer cost less.
     """
 
     def __init__(
@@ -85,6 +93,8 @@ class Distillation(EmotionClassifier):
         teachers: list[str] | None = None,
         weight: float = 0.5,
         temperature: float = 2.0,
+        on_the_fly: bool = False,
+        teachers_per_step: int | None = None,
     ) -> None:
         super().__init__(
             net, n_classes, n_features, sample_rate, class_names, optimizer, lr_scheduler,
@@ -100,7 +110,13 @@ class Distillation(EmotionClassifier):
                 f"--model.init_args.weight ({weight}) must be in [0, 1] and "
                 f"--model.init_args.temperature ({temperature}) above 0"
             )
+        if teachers_per_step is not None and (not on_the_fly or teachers_per_step < 1):
+            raise SERError(
+                f"--model.init_args.teachers_per_step ({teachers_per_step}) must be 1 or more, "
+                "with --model.init_args.on_the_fly true (cached outputs cost nothing to combine)"
+            )
         self.teachers, self.weight, self.temperature = list(teachers), weight, temperature
+        self.on_the_fly, self.teachers_per_step = on_the_fly, teachers_per_step
         #: Loaded when training starts: testing or resuming elsewhere needs no teacher files.
         self.teacher: Teacher | None = None
 
@@ -108,16 +124,26 @@ class Distillation(EmotionClassifier):
         data = self.trainer.datamodule
         denoise = None
         if data is not None and hasattr(data, "pipeline"):
-            check_data(data)
+            if not self.on_the_fly:
+                check_data(data)
             gate = data.pipeline.denoise
             denoise = None if gate is None or gate.where != "decode" else asdict(gate)
-        self.teacher = Teacher(self.teachers, self.class_names, self.sample_rate, denoise)
+        pipeline = getattr(data, "pipeline", None) if self.on_the_fly else None
+        if self.on_the_fly and pipeline is None:
+            raise SERError("distillation on the fly needs a ser data module (--data)")
+        self.teacher = Teacher(self.teachers, self.class_names, self.sample_rate, denoise,
+                               pipeline=pipeline)  # fmt: skip
         self.teacher.to(self.device)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        # the crops as decoded, before any augmentation
-        crops = [w[:n] for w, n in zip(batch["waveform"], batch["lengths"].tolist(), strict=True)]
-        batch["teacher"] = self.teacher.log_probs(crops)  # (B, n_classes)
+        if self.on_the_fly:  # the features the student gets, augmented and mixed
+            batch["teacher"] = self.teacher.score_features(
+                batch["features"], batch["feature_lengths"], self.teachers_per_step
+            )  # (B, n_classes)
+        else:  # the crops as decoded, before any augmentation
+            crops = [w[:n] for w, n in zip(batch["waveform"], batch["lengths"].tolist(),
+                                           strict=True)]  # fmt: skip
+            batch["teacher"] = self.teacher.log_probs(crops)  # (B, n_classes)
         return super().training_step(batch, batch_idx)
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -133,6 +159,8 @@ class Distillation(EmotionClassifier):
         return loss
 
     def on_train_epoch_end(self) -> None:
+        if self.on_the_fly:
+            return
         self.teacher.save()
         log.info("teachers: %d crop outputs from the cache, %d computed so far",
                  self.teacher.hits, self.teacher.misses)  # fmt: skip

@@ -1,5 +1,6 @@
 """A teacher for distillation: the class probabilities of one or several trained models on the
-training crops, computed once per crop and kept on disk.
+training crops, computed once per crop and kept on disk, or on the student's own features as it
+trains (:meth:`Teacher.score_features`, nothing kept).
 
 Each teacher file (a checkpoint or an export) has its own cache file,
 ``<cache root>/teachers/<SHA-256 of the file, 32 hex digits>.pt``, mapping a crop (the SHA-1 of its samples) to
@@ -22,6 +23,7 @@ from ser.errors import SERError
 from ser.inference.models import Ensemble, load_model, model_info
 from ser.inference.predict import clip_probabilities
 from ser.io import atomic_path
+from ser.transforms import FeaturePipeline
 
 log = logging.getLogger("ser")
 
@@ -36,6 +38,21 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@torch.no_grad()
+def same_features(a: FeaturePipeline, b: FeaturePipeline) -> bool:
+    """Whether two pipelines make the same features (a second of noise through both front-ends)
+    and reduce noise alike."""
+    if a.spec["denoise"] != b.spec["denoise"] or a.sample_rate != b.sample_rate:
+        return False
+    wave = torch.randn(1, a.sample_rate, generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([a.sample_rate])
+    features = []
+    for pipeline in (a, b):
+        device = next(iter(pipeline.frontend.buffers()), wave).device
+        features.append(pipeline.frontend(wave.to(device), lengths.to(device))[0].float().cpu())
+    return features[0].shape == features[1].shape and torch.allclose(*features, atol=1e-4)
 
 
 def crop_key(wave: torch.Tensor) -> str:
@@ -97,6 +114,9 @@ class Teacher:
         denoise: the student data's decode-time noise reduction (``model_info``'s form): every
             teacher must expect the same recordings.
         directory: where cache files go; default ``cache_root() / "teachers"``.
+        pipeline: the student's feature pipeline, given when the teachers score the student's
+            features themselves (:meth:`score_features`): every teacher must be a checkpoint or
+            model folder whose front-end makes the same features, and nothing is cached.
 
     Raises:
         SERError: a teacher file is missing or unreadable, or does not fit the student's data.
@@ -109,6 +129,7 @@ class Teacher:
         sample_rate: int,
         denoise: dict | None = None,
         directory: Path | None = None,
+        pipeline: FeaturePipeline | None = None,
     ) -> None:
         if not paths:
             raise SERError("--model.teachers: give one or more teacher checkpoints")
@@ -124,7 +145,17 @@ class Teacher:
                     f"--model.teachers: {paths[0]} has {key} {info[key]}, the student's data "
                     f"{value}; a teacher must see the student's recordings and classes"
                 )
-        self.caches = [OutputCache(p, directory) for p in paths]
+        if pipeline is not None:
+            for path, member in zip(paths, self.members, strict=True):
+                theirs = getattr(member, "pipeline", None)
+                if theirs is None or not same_features(theirs, pipeline):
+                    raise SERError(
+                        f"--model.teachers: {path} makes other features than the student's "
+                        f"{pipeline.spec['frontend']['class_path']}; teachers on the fly score the "
+                        "student's features, so they need its front-end (and a checkpoint, not an "
+                        "export)"
+                    )
+        self.caches = [] if pipeline is not None else [OutputCache(p, directory) for p in paths]
         self.hits = self.misses = 0  # outputs looked up (one per crop and teacher), in total
 
     def to(self, device: torch.device) -> Teacher:
@@ -149,6 +180,24 @@ class Teacher:
             self.misses += len(missing)
             outputs.append(torch.stack([cache.entries[k] for k in keys]))  # (N, n_classes)
         return Ensemble.combine(outputs).to(crops[0].device)  # (N, n_classes)
+
+    @torch.no_grad()
+    def score_features(
+        self, features: torch.Tensor, lengths: torch.Tensor, members: int | None = None
+    ) -> torch.Tensor:
+        """The combined log-probabilities ``(B, n_classes)`` of a batch of the student's own
+        features ``(B, ..., F)``, augmented and mixed as it trains on them (the teachers' pipeline
+        is the student's: see ``pipeline``).
+
+        Args:
+            members: score with this many teachers drawn at random (all when ``None``): at a
+                fraction of the cost, and, on average over draws, the same target at temperature
+                1 (cross-entropy is linear in the target probabilities).
+        """
+        chosen = self.members
+        if members is not None and members < len(chosen):
+            chosen = [chosen[i] for i in torch.randperm(len(chosen))[:members].tolist()]
+        return Ensemble.combine([m.net(features, lengths) / m.temperature for m in chosen])
 
     def save(self) -> None:
         """Write every teacher's new outputs to its cache file."""
