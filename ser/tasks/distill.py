@@ -173,12 +173,14 @@ def check_data(data) -> None:
         raise SERError(
             "distillation: waveform augmentation on the fly (--data.augment.waveform) changes "
             "every crop at random, so the teachers' cached outputs would not describe it; use "
-            "offline copies (--data.augment.offline_copies N) or feature augmentation instead"
+            "offline copies (--data.augment.offline_copies N), feature augmentation, or teachers "
+            "on the fly (--config configs/distill_on_the_fly.yaml)"
         )
     if pipeline.mixup is not None:
         raise SERError(
-            "distillation: --data.augment.mixup mixes clips whose teachers' outputs are not "
-            "mixed alike; drop mixup"
+            "distillation: --data.augment.mixup mixes clips whose teachers' cached outputs "
+            "are not mixed alike; drop mixup, or score with teachers on the fly (--config "
+            "configs/distill_on_the_fly.yaml)"
         )
     train = data.datasets.get("train")
     if train is not None and train.crop_positions is None and train.max_samples is not None:
