@@ -15,18 +15,18 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))  # recipes: tests/test_recip
 
 def config_args(config: Path, tmp_path: Path) -> list[str]:
     """The ``--config`` arguments that run ``config``: distill.yaml adds a task to a model config
-    and needs a teacher."""
-    if config.name != "distill.yaml":
+    and needs a teacher; distill_on_the_fly.yaml adds to both, and its teacher the student's
+    front-end."""
+    if not config.name.startswith("distill"):
         return ["--config", str(config)]
-    teacher = write_checkpoint(tmp_path / "teacher.ckpt", class_names=list(RAVDESS.EMOTIONS))
-    return [
-        "--config",
-        CONFIG,
-        "--config",
-        str(config),
-        "--model.init_args.teachers",
-        f"[{teacher}]",
-    ]
+    frontend = {"class_path": "ser.transforms.LogMel", "init_args": {"hop_ms": 16.0}}  # CONFIG's
+    teacher = write_checkpoint(
+        tmp_path / "teacher.ckpt", frontend, class_names=list(RAVDESS.EMOTIONS)
+    )
+    configs = ["--config", CONFIG, "--config", str(REPO / "configs" / "distill.yaml")]
+    if config.name != "distill.yaml":
+        configs += ["--config", str(config)]
+    return [*configs, "--model.init_args.teachers", f"[{teacher}]"]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
