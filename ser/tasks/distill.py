@@ -121,18 +121,15 @@ class Distillation(EmotionClassifier):
         self.teacher: Teacher | None = None
 
     def on_fit_start(self) -> None:
-        data = self.trainer.datamodule
-        denoise = None
-        if data is not None and hasattr(data, "pipeline"):
-            if not self.on_the_fly:
-                check_data(data)
-            gate = data.pipeline.denoise
-            denoise = None if gate is None or gate.where != "decode" else asdict(gate)
-        pipeline = getattr(data, "pipeline", None) if self.on_the_fly else None
-        if self.on_the_fly and pipeline is None:
+        pipeline = getattr(self.trainer.datamodule, "pipeline", None)
+        if pipeline is None and self.on_the_fly:
             raise SERError("distillation on the fly needs a ser data module (--data)")
+        if pipeline is not None and not self.on_the_fly:
+            check_data(self.trainer.datamodule)
+        gate = None if pipeline is None else pipeline.denoise
+        denoise = None if gate is None or gate.where != "decode" else asdict(gate)
         self.teacher = Teacher(self.teachers, self.class_names, self.sample_rate, denoise,
-                               pipeline=pipeline)  # fmt: skip
+                               pipeline=pipeline if self.on_the_fly else None)  # fmt: skip
         self.teacher.to(self.device)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

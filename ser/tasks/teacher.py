@@ -41,18 +41,12 @@ def file_digest(path: Path) -> str:
 
 
 @torch.no_grad()
-def same_features(a: FeaturePipeline, b: FeaturePipeline) -> bool:
-    """Whether two pipelines make the same features (a second of noise through both front-ends)
-    and reduce noise alike."""
-    if a.spec["denoise"] != b.spec["denoise"] or a.sample_rate != b.sample_rate:
-        return False
-    wave = torch.randn(1, a.sample_rate, generator=torch.Generator().manual_seed(0))
-    lengths = torch.tensor([a.sample_rate])
-    features = []
-    for pipeline in (a, b):
-        device = next(iter(pipeline.frontend.buffers()), wave).device
-        features.append(pipeline.frontend(wave.to(device), lengths.to(device))[0].float().cpu())
-    return features[0].shape == features[1].shape and torch.allclose(*features, atol=1e-4)
+def probe_features(pipeline: FeaturePipeline) -> torch.Tensor:
+    """What a pipeline's front-end makes of a fixed second of noise: ``(..., F)`` on the CPU."""
+    wave = torch.randn(1, pipeline.sample_rate, generator=torch.Generator().manual_seed(0))
+    device = next(iter(pipeline.frontend.buffers()), wave).device
+    lengths = torch.tensor([pipeline.sample_rate], device=device)
+    return pipeline.frontend(wave.to(device), lengths)[0].float().cpu()
 
 
 def crop_key(wave: torch.Tensor) -> str:
@@ -146,15 +140,24 @@ class Teacher:
                     f"{value}; a teacher must see the student's recordings and classes"
                 )
         if pipeline is not None:
+            reference = None  # the student's probe, made once if a spec differs
             for path, member in zip(paths, self.members, strict=True):
                 theirs = getattr(member, "pipeline", None)
-                if theirs is None or not same_features(theirs, pipeline):
-                    raise SERError(
-                        f"--model.teachers: {path} makes other features than the student's "
-                        f"{pipeline.spec['frontend']['class_path']}; teachers on the fly score the "
-                        "student's features, so they need its front-end (and a checkpoint, not an "
-                        "export)"
-                    )
+                if theirs is not None and theirs.spec == pipeline.spec:
+                    continue  # the same chain by construction
+                if theirs is not None and theirs.spec["denoise"] == pipeline.spec["denoise"]:
+                    reference = probe_features(pipeline) if reference is None else reference
+                    probe = probe_features(theirs)
+                    if probe.shape == reference.shape and torch.allclose(
+                        probe, reference, atol=1e-4
+                    ):
+                        continue  # the same features, written another way
+                raise SERError(
+                    f"--model.teachers: {path} makes other features than the student's "
+                    f"{pipeline.spec['frontend']['class_path']}; teachers on the fly score the "
+                    "student's features, so they need its front-end (and a checkpoint, not an "
+                    "export)"
+                )
         self.caches = [] if pipeline is not None else [OutputCache(p, directory) for p in paths]
         self.hits = self.misses = 0  # outputs looked up (one per crop and teacher), in total
 
