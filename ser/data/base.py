@@ -215,8 +215,8 @@ class SERDataModule(L.LightningDataModule):
     def decode_settings(self) -> dict:
         """The settings that determine :meth:`decode`'s output (the key of a decoded-audio cache)."""
         settings = {"sample_rate": self.sample_rate}
-        denoise = self.pipeline.denoise
-        if denoise is not None and denoise.where == "decode":
+        denoise = self.pipeline.decode_denoise
+        if denoise is not None:
             settings.update(denoise=denoise.mode, denoise_prop_decrease=denoise.prop_decrease)
         return settings
 

@@ -63,8 +63,7 @@ class EmotionModel(nn.Module):
     @property
     def decode_denoise(self) -> Denoise | None:
         """The noise reduction applied to whole recordings before windowing (else ``None``)."""
-        denoise = self.pipeline.denoise
-        return denoise if denoise is not None and denoise.where == "decode" else None
+        return self.pipeline.decode_denoise
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is None:  # every clip fills the batch: what an exported model assumes

@@ -126,8 +126,8 @@ class Distillation(EmotionClassifier):
             raise SERError("distillation on the fly needs a ser data module (--data)")
         if pipeline is not None and not self.on_the_fly:
             check_data(self.trainer.datamodule)
-        gate = None if pipeline is None else pipeline.denoise
-        denoise = None if gate is None or gate.where != "decode" else asdict(gate)
+        denoise = None if pipeline is None else pipeline.decode_denoise
+        denoise = None if denoise is None else asdict(denoise)
         self.teacher = Teacher(self.teachers, self.class_names, self.sample_rate, denoise,
                                pipeline=pipeline if self.on_the_fly else None)  # fmt: skip
         self.teacher.to(self.device)

@@ -49,6 +49,26 @@ def probe_features(pipeline: FeaturePipeline) -> torch.Tensor:
     return pipeline.frontend(wave.to(device), lengths)[0].float().cpu()
 
 
+def check_features(paths: list[Path], members: list, pipeline: FeaturePipeline) -> None:
+    """Refuse a teacher whose front-end does not make the student's features (``pipeline``'s):
+    teachers on the fly score the student's own features."""
+    reference = None  # the student's probe, made once if a spec differs
+    for path, member in zip(paths, members, strict=True):
+        theirs = getattr(member, "pipeline", None)
+        if theirs is not None and theirs.spec == pipeline.spec:
+            continue  # the same chain by construction
+        if theirs is not None and theirs.spec["denoise"] == pipeline.spec["denoise"]:
+            reference = probe_features(pipeline) if reference is None else reference
+            probe = probe_features(theirs)
+            if probe.shape == reference.shape and torch.allclose(probe, reference, atol=1e-4):
+                continue  # the same features, written another way
+        raise SERError(
+            f"--model.teachers: {path} makes other features than the student's "
+            f"{pipeline.spec['frontend']['class_path']}; teachers on the fly score the "
+            "student's features, so they need its front-end (and a checkpoint, not an export)"
+        )
+
+
 def crop_key(wave: torch.Tensor) -> str:
     """The identity of one crop: the SHA-1 of its float32 samples."""
     return hashlib.sha1(wave.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
@@ -140,24 +160,7 @@ class Teacher:
                     f"{value}; a teacher must see the student's recordings and classes"
                 )
         if pipeline is not None:
-            reference = None  # the student's probe, made once if a spec differs
-            for path, member in zip(paths, self.members, strict=True):
-                theirs = getattr(member, "pipeline", None)
-                if theirs is not None and theirs.spec == pipeline.spec:
-                    continue  # the same chain by construction
-                if theirs is not None and theirs.spec["denoise"] == pipeline.spec["denoise"]:
-                    reference = probe_features(pipeline) if reference is None else reference
-                    probe = probe_features(theirs)
-                    if probe.shape == reference.shape and torch.allclose(
-                        probe, reference, atol=1e-4
-                    ):
-                        continue  # the same features, written another way
-                raise SERError(
-                    f"--model.teachers: {path} makes other features than the student's "
-                    f"{pipeline.spec['frontend']['class_path']}; teachers on the fly score the "
-                    "student's features, so they need its front-end (and a checkpoint, not an "
-                    "export)"
-                )
+            check_features(paths, self.members, pipeline)
         self.caches = [] if pipeline is not None else [OutputCache(p, directory) for p in paths]
         self.hits = self.misses = 0  # outputs looked up (one per crop and teacher), in total
 

@@ -116,6 +116,12 @@ class FeaturePipeline(nn.Module):
     def n_features(self) -> int:
         return self.frontend.n_features
 
+    @property
+    def decode_denoise(self) -> Denoise | None:
+        """The noise reduction applied to whole recordings as they are read (else ``None``)."""
+        denoise = self.denoise
+        return denoise if denoise is not None and denoise.where == "decode" else None
+
     @torch.no_grad()
     def frames(self, n_samples: int) -> int:
         """Feature frames the front-end makes of a clip of ``n_samples`` samples (its own
