@@ -14,7 +14,9 @@ included::
         --ensemble 'teachers=runs/cnn2d_seed*/version_0/checkpoints/last.ckpt'
 
 ``warm`` fills the teachers' caches of distillation (:mod:`ser.tasks.teacher`) for every training
-crop before several students start at once (a distillation run also fills them as it goes)::
+crop a student of ``--student`` (default ``configs/distill.yaml``: its crop positions and speed
+copies) can draw, before several students start at once (a distillation run also fills them as it
+goes)::
 
     python -m benchmarks.distill warm --root PATH --teachers 'runs/cnn2d_seed*/.../last.ckpt'
 """
@@ -23,11 +25,14 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from benchmarks.data_path import markdown
 from benchmarks.ensemble import datamodule, recording_probabilities
@@ -136,9 +141,18 @@ def table(args: argparse.Namespace) -> None:
     print(markdown(["model", "checkpoint", "UAR (crops)", "UAR (recordings)"], per_run))
 
 
+def student_data(config: str) -> list[str]:
+    """``--data`` arguments of the ``data`` section of a student's config (e.g. distill.yaml)."""
+    section = yaml.safe_load(Path(config).read_text()).get("data")
+    return [] if section is None else ["--data", json.dumps(section)]
+
+
 def warm(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    data = datamodule(args.data, args.root, "--data.crop_positions", str(args.crop_positions))
+    extra = student_data(args.student)
+    if args.crop_positions is not None:
+        extra += ["--data.crop_positions", str(args.crop_positions)]
+    data = datamodule(args.data, args.root, *extra)
     train = data.datasets["train"]
     crops = [c for i in range(len(train)) for c in train.training_crops(i)]
     for path in expand(args.teachers):
@@ -171,7 +185,12 @@ def main() -> None:
     table_args.add_argument("--hop", type=float, default=2.0, help="recordings: hop (s)")
     warm_args.add_argument("--teachers", required=True, help="GLOB of teacher checkpoints")
     warm_args.add_argument(
-        "--crop-positions", type=int, default=4, help="the students' --data.crop_positions"
+        "--student", default="configs/distill.yaml",
+        help="the students' distillation config: its data section sets the crops to score",
+    )
+    warm_args.add_argument(
+        "--crop-positions", type=int, default=None,
+        help="the students' --data.crop_positions, if not the --student config's",
     )
     args = parser.parse_args()
     (table if args.command == "table" else warm)(args)

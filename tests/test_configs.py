@@ -45,28 +45,40 @@ def test_config_runs_one_batch(config: Path, ravdess_root: Path, tmp_path: Path,
     assert cli.model.n_classes == cli.datamodule.n_classes == 8  # linked from the data
 
 
-def test_schedule_fragment_decays_the_rate_to_zero(ravdess_root: Path, tmp_path: Path, monkeypatch):
-    """configs/schedules/cosine60.yaml after a model config (and before distill.yaml): 60 epochs
-    and a rate that follows a cosine from the optimiser's to 0, whatever the task."""
+@pytest.mark.parametrize("fragment, epochs", [
+    ("schedules/cosine60.yaml", 60),  # any task
+    ("distill.yaml", 20),  # the student's own schedule: 20 epochs of clips and 2 copies each
+], ids=["cosine60", "distill"])  # fmt: skip
+def test_schedule_decays_the_rate_to_zero(
+    fragment: str, epochs: int, ravdess_root: Path, tmp_path: Path, monkeypatch
+):
+    """A schedule fragment after a model config: its epochs, and a rate that follows a cosine
+    from the optimiser's to 0 over them."""
     monkeypatch.chdir(tmp_path)
     teacher = write_checkpoint(tmp_path / "teacher.ckpt", class_names=list(RAVDESS.EMOTIONS))
-    for task in ([], ["--config", str(REPO / "configs" / "distill.yaml"),
-                      "--model.init_args.teachers", f"[{teacher}]"]):  # fmt: skip
-        cli = main([
-            "fit", "--config", CONFIG, "--config", str(REPO / "configs" / "schedules" / "cosine60.yaml"),
-            *task, "--data", str(REPO / "configs" / "data" / "ravdess.yaml"),
-            "--data.root", str(ravdess_root), "--data.split.test_speakers", '["19", "20"]',
-            "--data.split.val_speakers", '["15", "16"]', "--data.batch_size", "4",
-            "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
-        ])  # fmt: skip
-        assert cli.config["fit"]["trainer"]["max_epochs"] == 60  # fast_dev_run runs 1 of them
-        configured = cli.model.configure_optimizers()
-        optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
-        start = optimizer.param_groups[0]["lr"]
-        rates = []
-        for _ in range(60):
-            optimizer.step()
-            scheduler.step()
-            rates.append(optimizer.param_groups[0]["lr"])
-        assert rates[29] == pytest.approx(start / 2, rel=1e-6)  # half way: half the rate
-        assert rates[-1] == pytest.approx(0.0, abs=1e-12)
+    teachers = ["--model.init_args.teachers", f"[{teacher}]"] if fragment == "distill.yaml" else []
+    cli = main([
+        "fit", "--config", CONFIG, "--config", str(REPO / "configs" / fragment), *teachers,
+        "--data", str(REPO / "configs" / "data" / "ravdess.yaml"),
+        "--data.root", str(ravdess_root), "--data.split.test_speakers", '["19", "20"]',
+        "--data.split.val_speakers", '["15", "16"]', "--data.batch_size", "4",
+        "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
+    ])  # fmt: skip
+    assert cli.config["fit"]["trainer"]["max_epochs"] == epochs  # fast_dev_run runs 1 of them
+    if fragment == "distill.yaml":  # each training clip, then 2 copies of it at another speed
+        waves = cli.datamodule.datasets["train"].waves
+        n = len(waves) // 3
+        assert len(waves) == 3 * n > 0
+        for copy in (1, 2):
+            assert all(abs(waves[copy * n + i].numel() / w.numel() - 1) > 0.05
+                       for i, w in enumerate(waves[:n]))  # fmt: skip
+    configured = cli.model.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    start = optimizer.param_groups[0]["lr"]
+    rates = []
+    for _ in range(epochs):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[epochs // 2 - 1] == pytest.approx(start / 2, rel=1e-6)  # half way: half the rate
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)
