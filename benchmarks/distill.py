@@ -187,11 +187,11 @@ def main() -> None:
     warm_args.add_argument(
         "--student", default="configs/distill.yaml",
         help="the students' distillation config: its data section sets the crops to score",
-    )
+    )  # fmt: skip
     warm_args.add_argument(
         "--crop-positions", type=int, default=None,
         help="the students' --data.crop_positions, if not the --student config's",
-    )
+    )  # fmt: skip
     args = parser.parse_args()
     (table if args.command == "table" else warm)(args)
 
