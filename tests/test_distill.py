@@ -125,12 +125,14 @@ def distilled(tmp_path_factory) -> Path:
         patch.setenv("SER_CACHE_DIR", str(tmp / "cache"))
         fit(root, *args)
         cli = fit(root, *args, "--test_after_fit", "false")
-    # 16 training clips (2 actors x 4 emotions x 2), 0.6 s cropped to 0.5 s: 4 crops each
+    # 16 training clips (2 actors x 4 emotions x 2) and 2 speed copies of each: 48 clips, one crop
+    # of each an epoch
+    assert len(cli.datamodule.datasets["train"]) == 48
     files = sorted((tmp / "cache" / "teachers").glob("*.pt"))
     entries = [torch.load(p, weights_only=True)["keys"] for p in files]
-    assert len(entries) == 2 and all(0 < len(keys) <= 16 * 4 for keys in entries)
+    assert len(entries) == 2 and all(0 < len(keys) <= 48 * 2 for keys in entries)
     assert cli.model.teacher.misses == 0  # the second run computed nothing anew...
-    assert cli.model.teacher.hits == 2 * 2 * 16  # ...for 2 teachers x 2 epochs x 16 crops
+    assert cli.model.teacher.hits == 2 * 2 * 48  # ...for 2 teachers x 2 epochs x 48 crops
     return tmp / "lightning_logs" / "distill" / "version_0"
 
 
@@ -160,6 +162,7 @@ def test_waveform_augmentation_is_refused(tmp_path: Path, monkeypatch):
     with pytest.raises(SERError, match="waveform augmentation on the fly"):
         fit(root, "--config", DISTILL, "--data.emotions", EMOTIONS,
             "--data", str(REPO / "configs" / "data" / "augment" / "onthefly.yaml"),
+            "--data.augment.offline_copies", "0",  # else its augmentations make distill's copies
             "--data.split.test_speakers", '["19"]', "--data.split.val_speakers", '["15"]',
             "--model.init_args.teachers", f"[{teacher}]")  # fmt: skip
 
