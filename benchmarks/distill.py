@@ -25,18 +25,16 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from benchmarks.data_path import markdown
 from benchmarks.ensemble import datamodule, recording_probabilities
 from ser.baseline import confusion
+from ser.explore import data_arguments
 from ser.inference import clip_probabilities, load_model, load_models
 from ser.report import metrics_from_confusion
 from ser.tasks.teacher import Teacher
@@ -141,15 +139,9 @@ def table(args: argparse.Namespace) -> None:
     print(markdown(["model", "checkpoint", "UAR (crops)", "UAR (recordings)"], per_run))
 
 
-def student_data(config: str) -> list[str]:
-    """``--data`` arguments of the ``data`` section of a student's config (e.g. distill.yaml)."""
-    section = yaml.safe_load(Path(config).read_text()).get("data")
-    return [] if section is None else ["--data", json.dumps(section)]
-
-
 def warm(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    extra = student_data(args.student)
+    extra = data_arguments(args.student)  # the student config's crops and copies
     if args.crop_positions is not None:
         extra += ["--data.crop_positions", str(args.crop_positions)]
     data = datamodule(args.data, args.root, *extra)

@@ -158,20 +158,27 @@ def native_rates(clips: list) -> str:
     return ", ".join(f"{rate} Hz ({n})" for rate, n in sorted(counts.items()))
 
 
-def _run_config_to_data(argv: list[str]) -> list[str]:
-    """Replace ``--config RUN.yaml`` by its ``data`` section, so a run config works as is."""
+def data_arguments(path: str | Path) -> list[str]:
+    """``["--data", JSON]`` of the ``data`` section of run config ``path`` (a whole run's config or
+    a fragment such as ``configs/distill.yaml``); ``[]`` when it has none."""
     import yaml
 
+    config = yaml.safe_load(Path(path).read_text()) or {}
+    return ["--data", json.dumps(config["data"])] if config.get("data") is not None else []
+
+
+def _run_config_to_data(argv: list[str]) -> list[str]:
+    """Replace ``--config RUN.yaml`` by its ``data`` section, so a run config works as is."""
     out, i = [], 0
     while i < len(argv):
         arg = argv[i]
         if arg == "--config" or arg.startswith("--config="):
             path = arg.split("=", 1)[1] if "=" in arg else argv[i + 1]
             i += 1 if "=" in arg else 2
-            config = yaml.safe_load(Path(path).read_text()) or {}
-            if "data" not in config:
+            data = data_arguments(path)
+            if not data:
                 raise SystemExit(f"ser explore: {path} has no data section")
-            out += ["--data", json.dumps(config["data"])]
+            out += data
             continue
         out.append(arg)
         i += 1
