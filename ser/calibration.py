@@ -5,6 +5,9 @@ logits by one scalar ``T`` fitted by LBFGS to minimise the negative log-likeliho
 validation clips. It changes no prediction (the arg max is the same), only how confident each one
 is. ``T`` lives in the checkpoint's spec (``temperature``; absent: 1.0), so ``ser test``,
 ``ser predict`` and exports all apply it.
+
+The same pass over the validation split fits the out-of-distribution statistics and threshold
+(:mod:`ser.inference.ood`, spec key ``ood``) that ``ser predict`` marks recordings with.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ser.errors import SERError
+from ser.inference.ood import OOD_KEY, feature_summary, fit_ood
 from ser.spec import SPEC_KEY
 
 log = logging.getLogger("ser")
@@ -60,11 +64,19 @@ def validation_logits(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Uncalibrated logits ``(N, n_classes)`` and labels ``(N,)`` of every validation clip, as
     validation sees them (centre crops, eval pipeline); with several processes, all of them."""
+    return validation_outputs(trainer, module)[:2]
+
+
+def validation_outputs(
+    trainer: L.Trainer, module: L.LightningModule
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`validation_logits` and each clip's feature summary ``(N, 2 * n_features)``
+    (:func:`ser.inference.ood.feature_summary`)."""
     data = trainer.datamodule
     pipeline = data.pipeline.to(module.device).eval()
     training = module.training
     module.eval()
-    logits, labels = [], []
+    logits, labels, summaries = [], [], []
     try:
         with torch.no_grad(), trainer.precision_plugin.forward_context():
             for batch in data.val_dataloader():  # this process's shard
@@ -72,29 +84,38 @@ def validation_logits(
                 batch = pipeline.process(batch, data.n_classes)
                 logits.append(module(batch["features"], batch["feature_lengths"]).float().cpu())
                 labels.append(batch["label"].cpu())
+                summaries.append(feature_summary(batch["features"], batch["feature_lengths"]).cpu())
     finally:
         module.train(training)
-    shard = (torch.cat(logits), torch.cat(labels))
+    shard = (torch.cat(logits), torch.cat(labels), torch.cat(summaries))
     if trainer.world_size == 1:
         return shard
-    gathered: list[tuple[torch.Tensor, torch.Tensor]] = [None] * trainer.world_size  # type: ignore[list-item]
+    gathered: list[tuple[torch.Tensor, ...]] = [None] * trainer.world_size  # type: ignore[list-item]
     torch.distributed.all_gather_object(gathered, shard)
-    return torch.cat([g[0] for g in gathered]), torch.cat([g[1] for g in gathered])
+    return tuple(torch.cat([g[i] for g in gathered]) for i in range(3))  # type: ignore[return-value]
 
 
 def calibrate_checkpoint(trainer: L.Trainer, module: L.LightningModule, path: str | Path) -> float:
-    """Load ``path``'s weights into ``module``, fit the temperature on the validation split, set it
-    on ``module`` and write it into the checkpoint file's spec; return it."""
+    """Load ``path``'s weights into ``module``, fit the temperature and the OOD statistics on the
+    validation split, set the temperature on ``module`` and write both into the checkpoint file's
+    spec; return the temperature."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     module.load_state_dict(checkpoint["state_dict"])
-    logits, labels = validation_logits(trainer, module)
+    logits, labels, summaries = validation_outputs(trainer, module)
     temperature = fit_temperature(logits, labels)
     module.temperature = temperature
+    ood = fit_ood(summaries) if len(summaries) >= 2 else None
     if trainer.is_global_zero:
         checkpoint[SPEC_KEY]["temperature"] = temperature
+        checkpoint[SPEC_KEY].pop(OOD_KEY, None)  # never the statistics of other weights
+        if ood is not None:
+            checkpoint[SPEC_KEY][OOD_KEY] = ood.to_spec()
         trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, str(path))
         log.info("calibration: temperature %.3f fitted on %d validation clips, written into %s",
                  temperature, len(labels), path)  # fmt: skip
+        if ood is not None:
+            log.info("out-of-distribution threshold %.3f (%.0f %% of the validation clips below "
+                     "it) written into %s", ood.threshold, 100 * ood.accept, path)  # fmt: skip
     trainer.strategy.barrier("calibration")
     return temperature
 

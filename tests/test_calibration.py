@@ -16,6 +16,7 @@ from ser.calibration import fit_temperature
 from ser.cli import main
 from ser.inference import load_model, predict_files
 from ser.inference.export import example_waveform, export
+from ser.inference.ood import OOD_KEY
 from ser.spec import SPEC_KEY
 
 from .helpers import CLASSES, fit, write_ravdess
@@ -73,6 +74,10 @@ def test_fit_calibrates_every_checkpoint_and_reports_ece(trained: Path):
     assert len(checkpoints) == 2  # best and last
     temperatures = [torch.load(c, weights_only=True)[SPEC_KEY]["temperature"] for c in checkpoints]
     assert all(t > 0 and t != 1.0 for t in temperatures)
+    for checkpoint in checkpoints:  # the OOD statistics are fitted in the same pass
+        ood = load_model(checkpoint).ood
+        assert ood.threshold > 0 and ood.accept == 0.95 and ood.n_clips > 1
+        assert len(ood.mean) == 2 * load_model(checkpoint).pipeline.n_features
     metrics = json.loads((trained / "test" / "metrics.json").read_text())
     assert metrics["temperature"] == pytest.approx(temperatures[-1])  # last.ckpt is tested
     assert 0 <= metrics["ece"] <= 1
@@ -137,14 +142,16 @@ def test_recalibrate_writes_the_temperature_into_an_older_checkpoint(
     monkeypatch.chdir(tmp_path)
     fitted = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
     temperature = fitted[SPEC_KEY].pop("temperature")  # as a checkpoint from before calibration
+    ood = fitted[SPEC_KEY].pop(OOD_KEY)
     checkpoint = tmp_path / "old.ckpt"
     torch.save(fitted, checkpoint)
-    assert load_model(checkpoint).temperature == 1.0
+    assert load_model(checkpoint).temperature == 1.0 and load_model(checkpoint).ood is None
     main(["test", "--config", str(trained / "config.yaml"), "--ckpt_path", str(checkpoint),
           "--recalibrate", "true"])  # fmt: skip
     # the validation split and weights of the fit: the temperature the fit found
     written = torch.load(checkpoint, weights_only=True)[SPEC_KEY]["temperature"]
     assert written == pytest.approx(temperature, rel=1e-4)
     assert load_model(checkpoint).temperature == pytest.approx(temperature, rel=1e-4)
+    assert load_model(checkpoint).ood.threshold == pytest.approx(ood["threshold"], rel=1e-4)
     report = tmp_path / "lightning_logs" / "cnn2d" / "version_0" / "test" / "metrics.json"
     assert json.loads(report.read_text())["temperature"] == pytest.approx(temperature, rel=1e-4)

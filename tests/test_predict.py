@@ -156,7 +156,8 @@ def test_cli_folder_to_json_and_csv(checkpoint: Path, tmp_path: Path, capsys):
         ]
     )
     lines = (tmp_path / "out.csv").read_text().splitlines()
-    assert lines[0] == "file,window,start,end,emotion,confidence," + ",".join(CLASSES)
+    columns = ["file", "window", "start", "end", "emotion", "confidence", *CLASSES]
+    assert lines[0] == ",".join([*columns, "ood_score", "unlike_training_data"])
     assert [line.split(",")[1] for line in lines[1:]] == ["all", "0", "1"]  # 6 s: windows 0-4, 2-6
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ser.errors import SERError
+from ser.inference.ood import OOD_KEY, OODStats, feature_summary
 from ser.pretrained import architecture_only
 from ser.spec import SPEC_KEY, build_net, check_finite, is_torchscript, read_checkpoint, read_spec
 from ser.transforms.denoise import Denoise
@@ -39,6 +40,8 @@ class EmotionModel(nn.Module):
         class_names: class names in logit order.
         temperature: the logits are divided by it, so that their softmax is calibrated
             (:mod:`ser.calibration`; 1: as the net gives them). Exports bake it in.
+        ood: the validation clips' feature statistics that score how unlike the training data a
+            clip is (:mod:`ser.inference.ood`); ``None``: no such score.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class EmotionModel(nn.Module):
         net: nn.Module,
         class_names: list[str],
         temperature: float = 1.0,
+        ood: OODStats | None = None,
     ) -> None:
         super().__init__()
         self.pipeline, self.net = pipeline.eval(), net
@@ -55,6 +59,7 @@ class EmotionModel(nn.Module):
         if not temperature > 0:
             raise SERError(f"temperature {temperature} must be positive")
         self.temperature = float(temperature)
+        self.ood = ood
 
     def recording(self, wave: torch.Tensor) -> torch.Tensor:
         """A ``(n_samples,)`` recording at ``sample_rate`` prepared as in training."""
@@ -66,18 +71,38 @@ class EmotionModel(nn.Module):
         return self.pipeline.decode_denoise
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.run(waveform, lengths)[0]
+
+    def run(
+        self, waveform: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits ``(B, n_classes)``, features ``(B, n_features, F)`` and their lengths ``(B,)``."""
         if lengths is None:  # every clip fills the batch: what an exported model assumes
             lengths = torch.full(
                 waveform.shape[:1], waveform.shape[1], dtype=torch.long, device=waveform.device
             )
         features, feature_lengths = self.pipeline(waveform, lengths)  # (B, n_features, F), (B,)
-        return self.net(features, feature_lengths) / self.temperature  # (B, n_classes)
+        logits = self.net(features, feature_lengths) / self.temperature  # (B, n_classes)
+        return logits, features, feature_lengths
+
+    def scored(
+        self, waveform: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``(B, n_classes)`` and each clip's OOD score over the threshold ``(B,)`` (above
+        1: unlike the training data; ``None`` without OOD statistics)."""
+        logits, features, feature_lengths = self.run(waveform, lengths)
+        if self.ood is None:
+            return logits, None
+        summary = feature_summary(features, feature_lengths)  # (B, 2 * n_features)
+        return logits, self.ood.score(summary) / self.ood.threshold  # (B,)
 
 
 class ExportedModel(nn.Module):
     """A TorchScript export (waveform in, logits out) behind :class:`EmotionModel`'s interface.
 
-    The export knows no ``lengths``: every clip of a batch must be full length (unpadded).
+    The export knows no ``lengths``: every clip of a batch must be full length (unpadded). Its
+    OOD statistics (``classes.json``) come with the front-end's spec: the OOD score runs that
+    front-end beside the export.
     """
 
     def __init__(
@@ -86,12 +111,16 @@ class ExportedModel(nn.Module):
         class_names: list[str],
         sample_rate: int,
         denoise: Denoise | None = None,
+        ood: OODStats | None = None,
+        ood_pipeline: FeaturePipeline | None = None,
     ) -> None:
         super().__init__()
         self.module = module
         self.class_names = list(class_names)
         self.sample_rate = int(sample_rate)
         self.decode_denoise = denoise
+        self.ood = ood if ood_pipeline is not None else None  # the score needs both
+        self.ood_pipeline = ood_pipeline
 
     def recording(self, wave: torch.Tensor) -> torch.Tensor:
         """A ``(n_samples,)`` recording prepared as in training (decode-time noise reduction)."""
@@ -103,6 +132,18 @@ class ExportedModel(nn.Module):
         if lengths is not None and not bool((lengths == waveform.shape[1]).all()):
             raise ValueError("an exported model takes unpadded clips: batch clips of equal length")
         return self.module(waveform)  # (B, n_classes)
+
+    def scored(
+        self, waveform: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As :meth:`EmotionModel.scored`."""
+        logits = self(waveform, lengths)
+        if self.ood is None:
+            return logits, None
+        lengths = torch.full(waveform.shape[:1], waveform.shape[1], device=waveform.device)
+        features, feature_lengths = self.ood_pipeline(waveform, lengths)  # (B, n_features, F)
+        summary = feature_summary(features, feature_lengths)  # (B, 2 * n_features)
+        return logits, self.ood.score(summary) / self.ood.threshold  # (B,)
 
 
 class Ensemble(nn.Module):
@@ -140,6 +181,15 @@ class Ensemble(nn.Module):
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.combine([m(waveform, lengths) for m in self.members])
 
+    def scored(
+        self, waveform: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward` and the mean OOD score of the members that have one (``None``: none)."""
+        outputs = [m.scored(waveform, lengths) for m in self.members]
+        scores = [s for _, s in outputs if s is not None]
+        ood = torch.stack(scores).mean(dim=0) if scores else None  # (B,)
+        return self.combine([logits for logits, _ in outputs]), ood
+
     @staticmethod
     def combine(logits: list[torch.Tensor]) -> torch.Tensor:
         """The members' logits (each ``(B, n_classes)``) as one: the log of the mean of their
@@ -166,13 +216,17 @@ def shortest_clip(
 
 def model_info(model: EmotionModel | ExportedModel | Ensemble) -> dict:
     """What an exported model needs beside its weights (written as ``classes.json``): its classes,
-    sample rate and the noise reduction applied to whole recordings (a device gate is inside)."""
+    sample rate, the noise reduction applied to whole recordings (a device gate is inside) and,
+    when it has them, the OOD statistics with the front-end's spec that computes their features."""
     denoise = model.decode_denoise
-    return {
+    info = {
         "class_names": list(model.class_names),
         "sample_rate": int(model.sample_rate),
         "denoise": None if denoise is None else asdict(denoise),
     }
+    if isinstance(model, EmotionModel) and model.ood is not None:
+        info[OOD_KEY] = {**model.ood.to_spec(), "pipeline": model.pipeline.spec}
+    return info
 
 
 def read_weights(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -207,7 +261,8 @@ def build_model(spec: dict, weights: dict[str, torch.Tensor], what: str) -> Emot
         ) from None
     check_finite(weights, what)
     temperature = spec.get("temperature", 1.0)
-    return EmotionModel(pipeline, net, spec["class_names"], temperature).eval()
+    ood = OODStats.from_spec(spec, what)
+    return EmotionModel(pipeline, net, spec["class_names"], temperature, ood).eval()
 
 
 def load_checkpoint(path: Path) -> EmotionModel:
@@ -258,7 +313,14 @@ def load_exported(path: Path) -> ExportedModel:
             f"{path}: no {CLASSES_FILE} inside it or beside it; export it again with `ser export`"
         )
     denoise = None if info.get("denoise") is None else Denoise(**info["denoise"])
-    return ExportedModel(module, info["class_names"], info["sample_rate"], denoise).eval()
+    ood, ood_pipeline = None, None
+    if info.get(OOD_KEY) is not None:
+        entry = dict(info[OOD_KEY])
+        ood_pipeline = FeaturePipeline.from_spec(entry.pop("pipeline"), info["sample_rate"])
+        ood = OODStats.from_spec({OOD_KEY: entry}, str(path))
+    return ExportedModel(
+        module, info["class_names"], info["sample_rate"], denoise, ood, ood_pipeline
+    ).eval()
 
 
 def load_model(path: str | Path) -> EmotionModel | ExportedModel:

@@ -41,6 +41,7 @@ from ser.inference.models import (
     load_models,
     shortest_clip,
 )
+from ser.inference.ood import UNLIKE
 from ser.inference.plot import check_plot_path, plot_predictions
 from ser.inference.vad import load_vad, speech_segments
 from ser.io import ensure_writable, write_text
@@ -58,12 +59,20 @@ class Prediction:
     starts: list[float] = field(default_factory=list)  #: window start times (s)
     ends: list[float] = field(default_factory=list)  #: window end times (s)
     window_probabilities: torch.Tensor | None = None  # (n_windows, n_classes)
+    #: each window's OOD score over the model's threshold (above 1: unlike the training data;
+    #: :mod:`ser.inference.ood`); ``None``: the model holds no OOD statistics
+    window_ood: torch.Tensor | None = None  # (n_windows,)
     #: speech segments (start, end) in s found by the voice-activity detector; empty: not used
     segments: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def probabilities(self) -> torch.Tensor:
         return self.window_probabilities.mean(dim=0)  # (n_classes,)
+
+    @property
+    def ood_score(self) -> float | None:
+        """The recording's OOD score over the threshold: the mean of its windows'."""
+        return None if self.window_ood is None else float(self.window_ood.mean())
 
 
 SEGMENTS = ("windows", "vad")
@@ -133,26 +142,39 @@ def _recording(
     )
 
 
-@torch.inference_mode()
 def clip_probabilities(
     model: nn.Module, clips: list[torch.Tensor], device: torch.device
 ) -> torch.Tensor:
-    """Probabilities of ``clips`` (any lengths): ``(N, n_classes)``.
+    """Probabilities of ``clips`` (any lengths): ``(N, n_classes)``."""
+    return clip_outputs(model, clips, device)[0]
+
+
+@torch.inference_mode()
+def clip_outputs(
+    model: nn.Module, clips: list[torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Probabilities ``(N, n_classes)`` of ``clips`` (any lengths) and, when the model scores
+    them (``scored``, :mod:`ser.inference.ood`), their OOD scores ``(N,)``; else ``None``.
 
     Clips run in groups of equal length, never padded: the nets' convolutions see a little past
     the valid frames, so padding would make a file's result depend on the files batched with it.
     """
-    probabilities = torch.empty(len(clips), 0)
+    probabilities, ood = torch.empty(len(clips), 0), torch.full((len(clips),), torch.nan)
+    scored = getattr(model, "scored", None)
+    has_ood = False
     by_length: dict[int, list[int]] = {}
     for i, clip in enumerate(clips):
         by_length.setdefault(len(clip), []).append(i)
     for rows in by_length.values():
         batch = torch.stack([clips[i] for i in rows]).to(device)  # (n, T)
-        group = model(batch).float().softmax(dim=-1).cpu()  # (n, n_classes)
+        logits, scores = scored(batch) if scored is not None else (model(batch), None)
+        group = logits.float().softmax(dim=-1).cpu()  # (n, n_classes)
         if probabilities.shape[1] == 0:
             probabilities = torch.empty(len(clips), group.shape[1])
         probabilities[rows] = group
-    return probabilities
+        if scores is not None:
+            ood[rows], has_ood = scores.float().cpu(), True
+    return probabilities, ood if has_ood else None
 
 
 def predict_files(
@@ -206,18 +228,22 @@ def predict_files(
     predictions: list[Prediction] = []
     pending: list[tuple[int, int, torch.Tensor]] = []  # (prediction index, window index, clip)
     results: dict[tuple[int, int], torch.Tensor] = {}
+    scores: dict[tuple[int, int], float] = {}  # OOD scores, when the model gives them
 
     def flush() -> None:
-        probabilities = clip_probabilities(model, [clip for *_, clip in pending], device)
+        probabilities, ood = clip_outputs(model, [clip for *_, clip in pending], device)
         results.update(
             {(p, w): probs for (p, w, _), probs in zip(pending, probabilities, strict=True)}
         )
+        if ood is not None:
+            scores.update({(p, w): float(s) for (p, w, _), s in zip(pending, ood, strict=True)})
         pending.clear()
 
     def discard(index: int) -> None:
         pending[:] = [item for item in pending if item[0] != index]
         for key in [k for k in results if k[0] == index]:
             del results[key]
+            scores.pop(key, None)
 
     for path in paths:
         index = len(predictions)
@@ -256,9 +282,10 @@ def predict_files(
     if pending:
         flush()
     for index, prediction in enumerate(predictions):
-        prediction.window_probabilities = torch.stack(
-            [results.pop((index, w)) for w in range(len(prediction.starts))]
-        )
+        keys = [(index, w) for w in range(len(prediction.starts))]
+        prediction.window_probabilities = torch.stack([results.pop(k) for k in keys])
+        if scores:
+            prediction.window_ood = torch.tensor([scores.pop(k) for k in keys])
     return predictions
 
 
@@ -284,20 +311,40 @@ def expand_paths(specs: list[str]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def rows(predictions: list[Prediction], class_names: list[str], per_window: bool) -> list[dict]:
-    """One row per recording (``window`` = ``all``), then one per window if ``per_window``."""
+#: The answer below ``--min-confidence``.
+UNCERTAIN = "uncertain"
+
+
+def rows(
+    predictions: list[Prediction],
+    class_names: list[str],
+    per_window: bool,
+    min_confidence: float = 0.0,
+) -> list[dict]:
+    """One row per recording (``window`` = ``all``), then one per window if ``per_window``.
+
+    Args:
+        min_confidence: a row whose top class is less probable answers :data:`UNCERTAIN`.
+
+    A row's ``ood_score`` is its OOD score over the model's threshold and ``unlike_training_data``
+    whether it is above 1 (both ``None`` for a model without OOD statistics).
+    """
     out = []
     for p in predictions:
-        parts = [("all", 0.0, p.duration, p.probabilities)]
+        n = len(p.starts)
+        ood = p.window_ood.tolist() if p.window_ood is not None else [None] * n
+        parts = [("all", 0.0, p.duration, p.probabilities, p.ood_score)]
         if per_window:
-            parts += list(
-                zip(range(len(p.starts)), p.starts, p.ends, p.window_probabilities, strict=True)
-            )
-        for window, start, end, probs in parts:
+            parts += list(zip(range(n), p.starts, p.ends, p.window_probabilities, ood, strict=True))
+        for window, start, end, probs, score in parts:
             best = int(probs.argmax())
+            confidence = float(probs[best])
             out.append({
                 "file": str(p.path), "window": window, "start": round(start, 3), "end": round(end, 3),
-                "emotion": class_names[best], "confidence": float(probs[best]),
+                "emotion": class_names[best] if confidence >= min_confidence else UNCERTAIN,
+                "confidence": confidence,
+                "ood_score": None if score is None else round(score, 4),
+                "unlike_training_data": None if score is None else score > 1,
                 "probabilities": dict(zip(class_names, probs.tolist(), strict=True)),
             })  # fmt: skip
     return out
@@ -322,7 +369,12 @@ def format_table(table: list[dict], class_names: list[str], k: int) -> str:
     header = ("file", "emotion", "confidence", f"top-{k}")
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(3)]
     w0, w1, w2 = widths
-    return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c:>{w2}}  {d}" for a, b, c, d in [header, *lines])
+    notes = [""] + [f"  <- {UNLIKE} (OOD score {r['ood_score']:.2f})" if r["unlike_training_data"]
+                    else "" for r in table]  # fmt: skip
+    return "\n".join(
+        f"{a:<{w0}}  {b:<{w1}}  {c:>{w2}}  {d}{note}"
+        for (a, b, c, d), note in zip([header, *lines], notes, strict=True)
+    )
 
 
 def write_output(path: Path, table: list[dict], class_names: list[str]) -> None:
@@ -334,10 +386,14 @@ def write_output(path: Path, table: list[dict], class_names: list[str]) -> None:
         raise SERError(f"--output {path}: use a .csv or .json file name")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["file", "window", "start", "end", "emotion", "confidence", *class_names])
+    writer.writerow(["file", "window", "start", "end", "emotion", "confidence", *class_names,
+                     "ood_score", "unlike_training_data"])  # fmt: skip
     for row in table:
+        unlike = row["unlike_training_data"]
         writer.writerow([row["file"], row["window"], row["start"], row["end"], row["emotion"],
-                         f"{row['confidence']:.6f}", *(f"{row['probabilities'][c]:.6f}" for c in class_names)])  # fmt: skip
+                         f"{row['confidence']:.6f}", *(f"{row['probabilities'][c]:.6f}" for c in class_names),
+                         "" if row["ood_score"] is None else f"{row['ood_score']:.4f}",
+                         "" if unlike is None else str(unlike).lower()])  # fmt: skip
     write_text(path, buffer.getvalue())
 
 
@@ -376,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=3, help="classes listed per row (default 3)")
     parser.add_argument("--per-window", action="store_true", help="also list every window")
     parser.add_argument(
+        "--min-confidence", type=float, default=0.0, metavar="P",
+        help=f"answer {UNCERTAIN!r} where the top class's (calibrated) probability is below P "
+        "(0-1; default 0: always answer); see docs/trust.md for the accuracy at each coverage",
+    )  # fmt: skip
+    parser.add_argument(
         "--segments", choices=SEGMENTS, default="windows",
         help="windows: cut the whole recording into windows (default); vad: only the speech "
         "segments a voice-activity detector finds, silence skipped (pip install silero-vad)",
@@ -397,6 +458,8 @@ def run(args: argparse.Namespace) -> None:
         ensure_writable(args.output.parent, f"--output {args.output}")
     if args.plot is not None:
         check_plot_path(args.plot)
+    if not 0 <= args.min_confidence <= 1:
+        raise SERError(f"--min-confidence {args.min_confidence}: give a probability from 0 to 1")
     model = load_models([args.model, *args.ensemble])
     paths = expand_paths(args.paths)
     if not paths:
@@ -406,7 +469,11 @@ def run(args: argparse.Namespace) -> None:
     )
     if not predictions:
         raise SERError(f"none of the {len(paths)} files could be read (see the warnings above)")
-    table = rows(predictions, model.class_names, args.per_window)
+    if predictions[0].window_ood is None:
+        log.info("%s: no OOD statistics in the model, so recordings are not checked for being %s "
+                 "(docs/trust.md: ser test --ckpt_path CKPT --recalibrate true adds them)",
+                 args.model, UNLIKE)  # fmt: skip
+    table = rows(predictions, model.class_names, args.per_window, args.min_confidence)
     print(format_table(table, model.class_names, max(1, args.top_k)))
     if args.output is not None:
         write_output(args.output, table, model.class_names)
