@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("ser.cli", "score a checkpoint on the test split: report, confusion matrix, predictions.csv"),
     "predict": ("ser.inference.predict", "the emotion of audio files, from a checkpoint or an export"),
     "export": ("ser.inference.export", "export a checkpoint's whole chain to TorchScript (and ONNX)"),
+    "serve": ("ser.serve.server", "serve a model over HTTP: an API, a page and a live microphone (ser[serve])"),
     "cv": ("ser.cv", "cross-validate over speaker folds or leave-one-speaker-out: mean +- std, pooled matrix"),
     "baseline": ("ser.baseline", "an SVM on per-clip statistics of hand-crafted features"),
     "explore": ("ser.explore", "figures and a summary of what a corpus holds"),

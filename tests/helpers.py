@@ -329,3 +329,104 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: "), result.stderr[-3000:]
     return line
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``ser serve MODEL ARGS`` in a fresh interpreter on 127.0.0.1 and a free port; ``start``
+    waits (bounded) until ``GET /health`` answers 200."""
+
+    def __init__(self, model: Path, *args: str, key: str | None = None, cwd: Path = REPO) -> None:
+        self.model, self.args, self.key, self.cwd = model, list(args), key, cwd
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait: float = 240.0) -> Server:
+        import os
+        import time
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        key = ["--api-key", self.key] if self.key else []
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        self.log = open(Path(self.cwd) / f"serve-{self.port}.log", "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ser", "serve", str(self.model), "--port", str(self.port), *key,
+             *self.args], cwd=self.cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ser serve exited: {self.output()}")
+            try:
+                if self.get("/health")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"ser serve not ready in {wait} s: {self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()[-3000:]
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None, key: bool = True, timeout: float = 60.0):  # fmt: skip
+        """``(status, headers, body bytes)`` of one request (the key sent unless ``key=False``)."""
+        import urllib.error
+        import urllib.request
+
+        headers = dict(headers or {})
+        if key and self.key:
+            headers["X-API-Key"] = self.key
+        request = urllib.request.Request(self.url + path, body, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def get(self, path: str, **kwargs):
+        status, _, body = self.request("GET", path, **kwargs)
+        return status, body
+
+    def predict(self, data: bytes, query: str = "", **kwargs):
+        """``(status, JSON)`` of ``POST /predict?QUERY`` with ``data`` as the body."""
+        import json
+
+        status, _, body = self.request("POST", f"/predict?{query}", data, **kwargs)
+        return status, json.loads(body)
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM, then wait (bounded); the exit status."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
+
+def multipart(fields: dict[str, str], name: str, data: bytes) -> tuple[bytes, dict]:
+    """A ``multipart/form-data`` body with ``fields`` and the file ``data`` as ``file``."""
+    boundary = "ser-test-boundary-7c1f"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]  # fmt: skip
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}

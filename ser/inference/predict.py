@@ -185,6 +185,7 @@ def predict_files(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     segments: str = "windows",
+    skipped: dict[Path, str] | None = None,
 ) -> list[Prediction]:
     """Predict the emotion of each recording, window by window.
 
@@ -202,6 +203,7 @@ def predict_files(
         device: ``cpu`` or ``cuda``.
         segments: ``windows``: the whole recording is cut into windows; ``vad``: only the speech
             segments a voice-activity detector finds (silero-vad), each cut into windows.
+        skipped: filled with ``{path: why}`` for each file skipped (a server answers with it).
 
     Returns:
         One :class:`Prediction` per readable file, in the order given.
@@ -239,6 +241,11 @@ def predict_files(
             scores.update({(p, w): float(s) for (p, w, _), s in zip(pending, ood, strict=True)})
         pending.clear()
 
+    def skip(path: str | Path, why: str) -> None:
+        log.warning("skipping %s", why)
+        if skipped is not None:
+            skipped[Path(path)] = why
+
     def discard(index: int) -> None:
         pending[:] = [item for item in pending if item[0] != index]
         for key in [k for k in results if k[0] == index]:
@@ -252,8 +259,8 @@ def predict_files(
                 path, model, window_seconds, hop_seconds, segments
             )
             if max(stream.seconds, MIN_SECONDS) < shortest:
-                log.warning("skipping %s: %.3g s of audio, the model needs at least %.3g s", path,
-                            stream.seconds, shortest)  # fmt: skip
+                skip(path, f"{path}: {stream.seconds:.3g} s of audio, the model needs at least "
+                           f"{shortest:.3g} s")  # fmt: skip
                 continue
             for w, (start, end, clip) in enumerate(windows):
                 prediction.starts.append(start / sample_rate)
@@ -262,14 +269,14 @@ def predict_files(
                 if len(pending) == batch_size:
                     flush()
         except AudioError as err:
-            log.warning("skipping %s", err)
+            skip(path, str(err))
             discard(index)
             continue
         duration = stream.n_samples / sample_rate
         if stream.silent:
-            log.warning("skipping %s: %s, no speech to classify", path, SILENT)
+            skip(path, f"{path}: {SILENT}, no speech to classify")
         elif not prediction.starts:
-            log.warning("skipping %s: the voice-activity detector found no speech", path)
+            skip(path, f"{path}: the voice-activity detector found no speech")
         else:
             if duration < MIN_SECONDS:
                 log.warning("%s: only %.3g s of audio, padded with silence to %g s: too little to "
