@@ -32,6 +32,7 @@ from torch import nn
 from torchaudio.models.wav2vec2.wavlm_attention import WavLMSelfAttention
 
 from ser.errors import SERError
+from ser.safe import first_line, load_tensors
 
 #: The bundles of ``torchaudio.pipelines`` that ``ser`` accepts (self-supervised, no ASR head).
 BUNDLES = (
@@ -207,11 +208,18 @@ def load_hf_encoder(name: str) -> nn.Module:
     import transformers
     from torchaudio.models.wav2vec2.utils import import_huggingface_model
 
-    folder = weights_file(name).parent  # the folder, with its weights there
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # a bar per load in `ser predict`'s output
+    # never code from the folder (trust_remote_code), tensors only from its weights file
+    safe = {"local_files_only": True, "trust_remote_code": False}
+    # the weights are in the checkpoint (architecture only): the folder's config is enough
+    folder = hf_folder(name) if _ARCHITECTURE_ONLY else weights_file(name).parent
     try:
-        model = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
+        if _ARCHITECTURE_ONLY:
+            config = transformers.AutoConfig.from_pretrained(folder, **safe)
+            model = transformers.AutoModel.from_config(config, trust_remote_code=False)
+        else:
+            model = transformers.AutoModel.from_pretrained(folder, weights_only=True, **safe)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SERError(f"{folder}: transformers cannot load it ({first[:200]})") from None
@@ -233,32 +241,44 @@ def load_hf_encoder(name: str) -> nn.Module:
         quiet.setLevel(level)
 
 
+def bundle_architecture(name: str) -> nn.Module:
+    """Bundle ``name``'s ``Wav2Vec2Model`` with random weights, built from the bundle's
+    parameters as ``bundle.get_model()`` builds it."""
+    bundle = bundle_of(name)
+    factories = {
+        "Wav2Vec2": torchaudio.models.wav2vec2_model,
+        "WavLM": torchaudio.models.wavlm_model,
+    }
+    return factories[bundle._model_type](**bundle._params)
+
+
 def load_encoder(name: str, weights: str | Path | None = None) -> nn.Module:
     """Encoder ``name``'s ``torchaudio.models.Wav2Vec2Model`` with its pretrained weights, in eval
     mode, without the waveform normalisation torchaudio wraps some bundles in (the callers
     normalise each clip over its valid samples: :func:`normalize_waveform`).
 
-    A bundle loads by ``bundle.get_model()``, what a connected user runs (an explicit file is
-    read by the same call from its folder); a Hugging Face model by :func:`load_hf_encoder`.
+    A bundle is built as ``bundle.get_model()`` builds it, from the file torch.hub keeps (or the
+    given one), read with ``weights_only=True`` (:func:`ser.safe.load_tensors`; torchaudio's own
+    loader would unpickle anything); a Hugging Face model by :func:`load_hf_encoder`.
     """
     if is_hugging_face(name):
         return load_hf_encoder(name)
-    bundle = bundle_of(name)
+    model = bundle_architecture(name)
     if _ARCHITECTURE_ONLY:
-        from torchaudio.pipelines._wav2vec2.utils import _get_model
-
-        return _get_model(bundle._model_type, bundle._params).eval()
+        return model.eval()
     path = weights_file(name, weights)
-    kwargs = {"model_dir": str(path.parent), "file_name": path.name, "progress": False}
+    fetch = f"fetch {URL.format(file_name(name))} again"
     try:
-        model = bundle.get_model(dl_kwargs=kwargs)
-    except Exception as err:  # unpickling and load_state_dict report damage with many classes
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SERError(
-            f"{path}: not {name}'s weights ({first[:200]}); fetch {URL.format(file_name(name))} "
-            "again"
-        ) from None
-    return getattr(model, "model", model).eval()  # the normalising wrapper holds it as .model
+        state = load_tensors(path, f"{path}: not {name}'s weights")
+    except SERError as err:
+        raise SERError(f"{err}; {fetch}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SERError(f"{path}: not {name}'s weights (not a state dict of tensors); {fetch}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise SERError(f"{path}: not {name}'s weights ({first_line(err)}); {fetch}") from None
+    return model.eval()
 
 
 def layer_count(encoder: nn.Module, name: str, layers: int | None) -> int:

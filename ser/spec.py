@@ -17,9 +17,13 @@ the task) and :func:`read_spec` is the one function that reads it.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
-import pickle
+import inspect
+import logging
+import math
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,9 @@ import torch
 from torch import nn
 
 from ser.errors import SERError
+from ser.safe import load_tensors, stored_path
+
+log = logging.getLogger("ser")
 
 #: Key of the inference spec inside a checkpoint dict.
 SPEC_KEY = "ser"
@@ -59,20 +66,33 @@ def factory_spec(factory: Any) -> dict:
     raise TypeError(f"cannot describe factory {factory!r}")
 
 
-def build_module(spec: dict, package: str, *args: Any) -> nn.Module:
-    """Instantiate ``spec`` (see :func:`factory_spec`) with ``args`` first; only classes of
-    ``package`` (``ser.models``, ``ser.transforms``): a checkpoint never names code to import."""
-    module_name, _, name = spec["class_path"].rpartition(".")
-    if not module_name.startswith(package):
-        raise SERError(f"refusing to build {spec['class_path']!r}: it must come from {package}")
+def resolve_class(class_path_: str, package: str, what: str = "") -> type:
+    """The class ``class_path_`` names, only from ``package`` (``ser.models``, ``ser.transforms``,
+    ``ser.data``): a model file never names code to import.
+
+    Raises:
+        SERError: another package, or no such class in this version of ser.
+    """
+    prefix = f"{what}: " if what else ""
+    module_name, _, name = str(class_path_).rpartition(".")
+    if not (module_name == package or module_name.startswith(package + ".")):
+        raise SERError(f"{prefix}refusing to build {class_path_!r}: it must come from {package}")
     try:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError):
+        cls = None
+    if not isinstance(cls, type):
         raise SERError(
-            f"{spec['class_path']!r} does not exist in this version of ser; use the ser the "
+            f"{prefix}{class_path_!r} does not exist in this version of ser; use the ser the "
             "model was trained with"
-        ) from None
-    return cls(*args, **spec["init_args"])
+        )
+    return cls
+
+
+def build_module(spec: dict, package: str, *args: Any) -> nn.Module:
+    """Instantiate ``spec`` (see :func:`factory_spec`) with ``args`` first; only classes of
+    ``package`` (``ser.models``, ``ser.transforms``): a checkpoint never names code to import."""
+    return resolve_class(spec["class_path"], package)(*args, **spec["init_args"])
 
 
 def build_net(spec: dict, n_classes: int, n_features: int, sample_rate: int) -> nn.Module:
@@ -102,30 +122,12 @@ def read_checkpoint(path: Path, what: str) -> Any:
     """
     if path.is_file() and path.stat().st_size == 0:
         raise SERError(f"{what}: an empty file (0 bytes), not a checkpoint; a copy or a save died")
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise SERError(
-            f"{what}: not a ser checkpoint or exported model: not the zip archive torch.save "
-            "writes (a truncated or damaged copy, or another kind of file)"
-        )
     if is_torchscript(path):
         raise SERError(
             f"{what}: a TorchScript export (ser export), not a training checkpoint; give the "
             "run's .ckpt (lightning_logs/<name>/version_N/checkpoints/), or ser predict the export"
         )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
-            raise SERError(f"{what}: not a ser checkpoint or exported model ({err})") from None
-        raise SERError(  # torch's own text tells how to load it anyway: not what a user should do
-            f"{what}: not a ser checkpoint or exported model: it holds pickled Python objects, "
-            "which could run code when loaded; ser loads tensors and plain data only"
-        ) from None
-    except Exception as err:  # unpickling reports every kind of damage with a different class
-        raise SERError(
-            f"{what}: not a ser checkpoint or exported model ({type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0]}); ser loads checkpoints with weights_only=True"
-        ) from None
+    return load_tensors(path, f"{what}: not a ser checkpoint or exported model", mmap=True)
 
 
 def check_finite(weights: dict[str, torch.Tensor], what: str) -> None:
@@ -171,11 +173,18 @@ def check_fits(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tenso
     )
 
 
-def read_spec(checkpoint: Any, what: str) -> dict:
-    """The spec of a loaded checkpoint, checked; one clear error for anything else.
+def read_spec(checkpoint: Any, what: str, folder: Path | None = None) -> dict:
+    """The spec of a loaded checkpoint, checked by :func:`check_spec`; one clear error for
+    anything else.
+
+    Args:
+        checkpoint: the loaded file.
+        what: how errors name the file.
+        folder: the model's own folder (where a path it stores may point).
 
     Raises:
-        SERError: not a checkpoint of ``ser fit``, or one from a ser older than this spec layout.
+        SERError: not a checkpoint of ``ser fit``, one from a ser older than this spec layout, or
+            one whose spec says something this ser cannot use.
     """
     spec = checkpoint.get(SPEC_KEY) if isinstance(checkpoint, dict) else None
     if not isinstance(spec, dict):
@@ -183,6 +192,69 @@ def read_spec(checkpoint: Any, what: str) -> dict:
             f"{what}: a checkpoint without the {SPEC_KEY!r} entry (class names, sample rate, "
             "feature pipeline); it was not saved by `ser fit`"
         )
+    return check_spec(spec, what, folder)
+
+
+#: A torchaudio bundle name (``WAVLM_BASE_PLUS``) and a Hugging Face Hub id (``org/model``).
+BUNDLE_NAME = re.compile(r"[A-Z0-9_]+")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+#: Settings of a model file that name a file or folder (read only inside the model's folder).
+PATH_SETTINGS = ("weights", "bundle")
+#: Settings of a model file that name the exact weights it was trained with.
+HASH_SETTING = "weights_sha256"
+
+
+def check_number(value: Any, what: str, field: str, minimum: float | None = None,
+                 maximum: float | None = None, positive: bool = False,
+                 whole: bool = False) -> float:  # fmt: skip
+    """``value`` of a model file's ``field`` as a number, refused unless it is finite, a whole
+    number when ``whole``, ``> 0`` when ``positive`` and within ``[minimum, maximum]``.
+
+    Raises:
+        SERError: naming ``what`` (the file), the field and the value.
+    """
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (not whole or float(value).is_integer())
+    ok = ok and (not positive or value > 0)
+    ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+    if not ok:
+        rules = [r for r, on in (("positive", positive), ("whole", whole)) if on]
+        if minimum is not None or maximum is not None:
+            rules.append(f"in [{minimum if minimum is not None else '-inf'}, "
+                         f"{maximum if maximum is not None else 'inf'}]")  # fmt: skip
+        raise SERError(
+            f"{what}: {field} is {value!r}; it must be a finite{' ' if rules else ''}"
+            f"{', '.join(rules)} number: the file is damaged or was edited by hand"
+        )
+    return int(value) if whole else float(value)
+
+
+def check_spec(spec: dict, what: str, folder: Path | None = None) -> dict:
+    """What a model file (a checkpoint's spec, a model folder's ``config.json``) says, checked
+    before anything is built from it: the one validation ``ser test``, ``ser predict``,
+    ``ser export``, teachers, the server and every loader share.
+
+    Checked: the layout version; ``class_names`` (two or more distinct names);
+    ``sample_rate`` (whole Hz, 1000 to 768000); ``n_features``; ``temperature`` (finite,
+    positive); the front-end and net (classes of ``ser.transforms`` / ``ser.models`` only, their
+    settings by name); ``denoise``; ``corpus`` (classes of ``ser.data`` only). A path a setting
+    names (``weights``, a Hugging Face ``bundle`` folder) is kept only inside the model's own
+    ``folder``; a weights file's hash (``weights_sha256``) must be there when the front-end
+    records one.
+
+    Args:
+        spec: the spec as read from the file (not changed).
+        what: how errors name the file (and the ensemble member).
+        folder: the model's own folder; ``None``: no stored path is read.
+
+    Returns:
+        A copy of ``spec`` with stored paths made absolute (inside ``folder``) or dropped.
+
+    Raises:
+        SERError: naming ``what`` and the field.
+    """
+    if not isinstance(spec, dict):
+        raise SERError(f"{what}: the spec is a {type(spec).__name__}, not a mapping")
     if spec.get("version") != SPEC_VERSION:
         raise SERError(
             f"{what}: written by an older ser (checkpoint layout {spec.get('version', 1)}, this ser "
@@ -194,4 +266,123 @@ def read_spec(checkpoint: Any, what: str) -> dict:
             f"{what}: its {SPEC_KEY!r} entry lacks {', '.join(missing)} (a task trained outside "
             "`ser fit` must be given the data's pipeline_spec as its pipeline)"
         )
+    spec = copy.deepcopy(spec)
+    check_class_names(spec["class_names"], what)
+    check_number(spec["sample_rate"], what, "sample_rate", 1000, 768000, whole=True)
+    check_number(spec["n_features"], what, "n_features", 1, whole=True)
+    if spec.get("temperature") is not None:
+        check_number(spec["temperature"], what, "temperature", positive=True)
+    spec["pipeline"] = check_pipeline(spec["pipeline"], what, "pipeline", folder)
+    check_factory(spec["net"], "ser.models", what, "net", folder)
+    corpus = spec.get("corpus")
+    if corpus is not None and not (
+        isinstance(corpus, str) and all(p.startswith("ser.") for p in corpus.split("+"))
+    ):
+        raise SERError(f"{what}: corpus {corpus!r} must name ser's own corpus classes (ser.data.*)")
     return spec
+
+
+def check_pipeline(pipeline: Any, what: str, field: str, folder: Path | None) -> dict:
+    """A feature pipeline's spec (``{"frontend", "denoise"}``) of a model file, checked as
+    :func:`check_spec` checks the model's own (in place; returned).
+
+    Raises:
+        SERError: naming ``what`` and ``field``.
+    """
+    if not isinstance(pipeline, dict) or not isinstance(pipeline.get("frontend"), dict):
+        raise SERError(f"{what}: {field} must be a mapping with a frontend entry")
+    check_factory(pipeline["frontend"], "ser.transforms", what, f"{field}.frontend", folder)
+    denoise = pipeline.get("denoise")
+    plain = str | int | float | bool | type(None)
+    if denoise is not None and not (
+        isinstance(denoise, dict) and all(isinstance(v, plain) for v in denoise.values())
+    ):
+        raise SERError(f"{what}: {field}.denoise must be null or a mapping of plain settings")
+    return pipeline
+
+
+def check_class_names(names: Any, what: str) -> list[str]:
+    """Two or more distinct, non-empty class names.
+
+    Raises:
+        SERError: naming ``what`` and ``class_names``.
+    """
+    if not (isinstance(names, list) and all(isinstance(n, str) and n.strip() for n in names)):
+        raise SERError(f"{what}: class_names must be a list of non-empty names, not {names!r}")
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise SERError(
+            f"{what}: class_names {names} must hold two or more distinct names (a classifier "
+            "of fewer classes gives every clip the same answer)"
+        )
+    return names
+
+
+def check_factory(factory: Any, package: str, what: str, field: str,
+                  folder: Path | None) -> None:  # fmt: skip
+    """A ``{"class_path", "init_args"}`` of a model file, in place: the class from ``package``,
+    settings it takes by name, stored paths resolved (:func:`ser.safe.stored_path`), the weights'
+    hash present where the class records one."""
+    if not (isinstance(factory, dict) and isinstance(factory.get("class_path"), str)):
+        raise SERError(f"{what}: {field} must be a mapping with a class_path")
+    args = factory.setdefault("init_args", {})
+    if not isinstance(args, dict):
+        raise SERError(f"{what}: {field}.init_args must be a mapping")
+    cls = resolve_class(factory["class_path"], package, f"{what}: {field}.class_path")
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in args if not takes_any and (k not in params or k == "self")]
+    if unknown:
+        raise SERError(
+            f"{what}: {field}.init_args.{unknown[0]}: {cls.__name__} takes no such setting; "
+            "use the ser the model was trained with"
+        )
+    for key in PATH_SETTINGS:
+        value = args.get(key)
+        if value is None or key not in params:
+            continue
+        name = f"{field}.init_args.{key}"
+        if not isinstance(value, str) or not value:
+            raise SERError(f"{what}: {name} must be a name or a path, not {value!r}")
+        if key == "bundle" and (BUNDLE_NAME.fullmatch(value) or HUB_ID.fullmatch(value)):
+            inside = stored_path(value, folder) if folder is not None else None
+            if inside is not None and inside.exists():
+                args[key] = str(inside)  # a folder the model ships with
+            continue  # a bundle name, or a Hub id read from the local Hugging Face cache
+        inside = stored_path(value, folder) if folder is not None else None
+        if inside is not None and (inside.is_file() if key == "weights" else inside.is_dir()):
+            args[key] = str(inside)
+        elif key == "weights":  # torch.hub's file of the bundle is read instead, hash-checked
+            log.warning("%s: %s %s is not in the model's folder: not read (a model file names "
+                        "files inside its own folder only); the encoder's weights are looked for "
+                        "in torch.hub's folder ($TORCH_HOME/hub/checkpoints)", what, name, value)  # fmt: skip
+            args[key] = None
+        else:
+            raise SERError(
+                f"{what}: {name} {value!r} is outside the model's folder; a model file may name "
+                "files inside its own folder only: copy the encoder folder into it"
+            )
+    if HASH_SETTING in params:
+        digest = args.get(HASH_SETTING)
+        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{16}", digest)):
+            raise SERError(
+                f"{what}: {field}.init_args.{HASH_SETTING} is {digest!r}, not the 16 hex digits "
+                "that identify the encoder weights the model was trained with; a model file must "
+                "say which weights it needs (export it again with this ser)"
+            )
+
+
+def check_info(info: Any, what: str) -> dict:
+    """What an export carries beside its weights (``classes.json``: class names, sample rate,
+    noise reduction), checked as :func:`check_spec` checks a spec.
+
+    Raises:
+        SERError: naming ``what`` and the field.
+    """
+    if not isinstance(info, dict):
+        raise SERError(f"{what}: must be a mapping with class_names and sample_rate")
+    check_class_names(info.get("class_names"), what)
+    check_number(info.get("sample_rate"), what, "sample_rate", 1000, 768000, whole=True)
+    denoise = info.get("denoise")
+    if denoise is not None and not isinstance(denoise, dict):
+        raise SERError(f"{what}: denoise must be null or a mapping of plain settings")
+    return info

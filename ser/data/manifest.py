@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import logging
 from pathlib import Path
 
@@ -24,7 +26,32 @@ def read_manifest(manifest: Path) -> list[Clip]:
     """The clips a manifest lists; a clear error naming the row for a bad label or split."""
     if not manifest.is_file():
         raise CorpusNotFoundError(f"manifest {manifest} not found. Expected {LAYOUT}")
-    with open(manifest, newline="", encoding="utf-8-sig") as f:
+    try:
+        return parse_manifest(manifest, manifest_text(manifest))
+    except csv.Error as err:  # e.g. a NUL byte: a binary file
+        raise SERError(
+            f"manifest {manifest}: not a CSV text file ({err}). Expected {LAYOUT}"
+        ) from None
+
+
+def manifest_text(manifest: Path) -> str:
+    """The manifest's text: UTF-8 (with or without a byte-order mark) or UTF-16 with its BOM
+    (what spreadsheet programs save as "Unicode text")."""
+    data = manifest.read_bytes()
+    encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise SERError(
+            f"manifest {manifest}: not {encoding.split('-sig')[0].upper()} text (byte "
+            f"{data[err.start]:#04x} at position {err.start}); save it as UTF-8 (or UTF-16 with a "
+            "byte-order mark)"
+        ) from None
+
+
+def parse_manifest(manifest: Path, text: str) -> list[Clip]:
+    """The clips of a manifest's text (see :func:`read_manifest`)."""
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         columns = [c.strip().lower() for c in reader.fieldnames or []]
         if "path" not in columns or "label" not in columns:

@@ -18,7 +18,17 @@ from torch import nn
 from ser.errors import SERError
 from ser.inference.ood import OOD_KEY, OODStats, feature_summary
 from ser.pretrained import architecture_only
-from ser.spec import SPEC_KEY, build_net, check_finite, is_torchscript, read_checkpoint, read_spec
+from ser.safe import first_line, load_tensors
+from ser.spec import (
+    SPEC_KEY,
+    build_net,
+    check_finite,
+    check_info,
+    check_pipeline,
+    is_torchscript,
+    read_checkpoint,
+    read_spec,
+)
 from ser.transforms.denoise import Denoise
 from ser.transforms.pipeline import FeaturePipeline
 
@@ -229,10 +239,14 @@ def model_info(model: EmotionModel | ExportedModel | Ensemble) -> dict:
     return info
 
 
-def read_weights(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """A training checkpoint's spec and its net's weights (keys without the ``net.`` prefix)."""
-    checkpoint = read_checkpoint(path, str(path))
-    spec = read_spec(checkpoint, str(path))
+def read_weights(path: Path, what: str = "") -> tuple[dict, dict[str, torch.Tensor]]:
+    """A training checkpoint's spec and its net's weights (keys without the ``net.`` prefix).
+
+    Args:
+        what: how errors name the file (default: its path).
+    """
+    checkpoint = read_checkpoint(path, what or str(path))
+    spec = read_spec(checkpoint, what or str(path), path.parent)
     prefix = "net."
     weights = {
         k[len(prefix) :]: v
@@ -243,16 +257,22 @@ def read_weights(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def build_model(spec: dict, weights: dict[str, torch.Tensor], what: str) -> EmotionModel:
-    """:class:`EmotionModel` from a spec (:func:`ser.spec.read_spec`) and the net's weights.
+    """:class:`EmotionModel` from a checked spec (:func:`ser.spec.read_spec`) and the net's weights.
 
     Args:
         what: how errors name the source (the checkpoint or model folder).
     """
-    pipeline = FeaturePipeline.from_spec(spec["pipeline"], spec["sample_rate"])
-    with architecture_only():  # a net's pretrained parts are in `weights`, not read from files
-        net = build_net(
-            spec["net"], len(spec["class_names"]), spec["n_features"], spec["sample_rate"]
-        )
+    try:
+        pipeline = FeaturePipeline.from_spec(spec["pipeline"], spec["sample_rate"])
+    except (SERError, TypeError, ValueError) as err:  # the front-end's or denoise's own check
+        raise SERError(f"{what}: pipeline: {first_line(err)}") from None
+    try:
+        with architecture_only():  # a net's pretrained parts are in `weights`, not read from files
+            net = build_net(
+                spec["net"], len(spec["class_names"]), spec["n_features"], spec["sample_rate"]
+            )
+    except SERError as err:
+        raise SERError(f"{what}: net: {err}") from None
     try:
         net.load_state_dict(weights)
     except RuntimeError as err:
@@ -265,82 +285,121 @@ def build_model(spec: dict, weights: dict[str, torch.Tensor], what: str) -> Emot
     return EmotionModel(pipeline, net, spec["class_names"], temperature, ood).eval()
 
 
-def load_checkpoint(path: Path) -> EmotionModel:
+def load_checkpoint(path: Path, what: str = "") -> EmotionModel:
     """Rebuild :class:`EmotionModel` from a training checkpoint's spec and weights, with its
-    temperature (1.0 when it has none: trained before calibration or with ``--calibrate false``)."""
-    return build_model(*read_weights(path), str(path))
+    temperature (1.0 when it has none: trained before calibration or with ``--calibrate false``).
+
+    Args:
+        what: how errors name the file (default: its path).
+    """
+    return build_model(*read_weights(path, what), what or str(path))
 
 
-def load_folder(folder: Path) -> EmotionModel:
+def load_folder(folder: Path, what: str = "") -> EmotionModel:
     """Rebuild :class:`EmotionModel` from a model folder (``ser export --format hub``): the spec
     from ``config.json``, the weights from ``model.safetensors``; neither pickle nor Lightning."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    what = what or str(folder)
     config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for path in (config, weights):
         if not path.is_file():
             raise SERError(
-                f"{folder}: a folder without {path.name}; give a checkpoint, a model.ts or a "
+                f"{what}: a folder without {path.name}; give a checkpoint, a model.ts or a "
                 "folder written by `ser export --format hub`"
             )
+    spec = read_spec({SPEC_KEY: read_json(config, f"{what}: {CONFIG_FILE}")}, what, folder)
+    tensors = load_tensors(weights, f"{what}: {WEIGHTS_FILE}")
+    return build_model(spec, tensors, what)
+
+
+def read_json(path: Path, what: str) -> object:
+    """A JSON file a model came with (UTF-8); one clear error when it is not."""
     try:
-        spec = json.loads(config.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SERError(f"{config}: not valid JSON ({err}); export the model folder again") from None
-    spec = read_spec({SPEC_KEY: spec}, str(config))
-    try:
-        tensors = load_file(weights)
-    except (SafetensorError, OSError) as err:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise SERError(
-            f"{weights}: not a readable safetensors file ({err}); export the model folder again"
+            f"{what}: not valid UTF-8 JSON ({first_line(err)}); export it again"
         ) from None
-    return build_model(spec, tensors, str(folder))
 
 
-def load_exported(path: Path) -> ExportedModel:
-    """Load a TorchScript export and its class names (inside it, or ``classes.json`` beside it)."""
+def load_exported(path: Path, what: str = "") -> ExportedModel:
+    """Load a TorchScript export and its class names (inside it, or ``classes.json`` beside it),
+    checked as a model file's spec is (:func:`ser.spec.check_info`).
+
+    TorchScript holds compiled TorchScript code (not Python), run by torch's interpreter; its
+    archive is read by torch's own unpickler, which builds no Python object it is not made for.
+    """
+    what = what or str(path)
     extra = {CLASSES_FILE: ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still supported
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecated, still supported
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as err:  # a damaged or foreign archive
+        raise SERError(
+            f"{what}: not a TorchScript export torch can read ({type(err).__name__}: "
+            f"{first_line(err)}); export it again with `ser export`"
+        ) from None
     if extra[CLASSES_FILE]:
-        info = json.loads(extra[CLASSES_FILE])
+        try:
+            info = json.loads(extra[CLASSES_FILE])
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise SERError(f"{what}: its {CLASSES_FILE} is not valid JSON ({err})") from None
+        where = f"{what}: {CLASSES_FILE}"
     elif (path.parent / CLASSES_FILE).is_file():
-        info = json.loads((path.parent / CLASSES_FILE).read_text())
+        where = f"{path.parent / CLASSES_FILE} (beside {what})"
+        info = read_json(path.parent / CLASSES_FILE, where)
     else:
         raise SERError(
-            f"{path}: no {CLASSES_FILE} inside it or beside it; export it again with `ser export`"
+            f"{what}: no {CLASSES_FILE} inside it or beside it; export it again with `ser export`"
         )
-    denoise = None if info.get("denoise") is None else Denoise(**info["denoise"])
+    info = check_info(info, where)
+    try:
+        denoise = None if info.get("denoise") is None else Denoise(**info["denoise"])
+    except (SERError, TypeError, ValueError) as err:
+        raise SERError(f"{where}: denoise: {first_line(err)}") from None
     ood, ood_pipeline = None, None
     if info.get(OOD_KEY) is not None:
         entry = dict(info[OOD_KEY])
-        ood_pipeline = FeaturePipeline.from_spec(entry.pop("pipeline"), info["sample_rate"])
-        ood = OODStats.from_spec({OOD_KEY: entry}, str(path))
+        pipeline = check_pipeline(
+            entry.pop("pipeline", None), where, f"{OOD_KEY}.pipeline", path.parent
+        )
+        ood_pipeline = FeaturePipeline.from_spec(pipeline, info["sample_rate"])
+        ood = OODStats.from_spec({OOD_KEY: entry}, where)
     return ExportedModel(
         module, info["class_names"], info["sample_rate"], denoise, ood, ood_pipeline
     ).eval()
 
 
-def load_model(path: str | Path) -> EmotionModel | ExportedModel:
+def load_model(path: str | Path, what: str = "") -> EmotionModel | ExportedModel:
     """Load a training checkpoint (``.ckpt``), a TorchScript export (``model.ts``) or a model
     folder (``ser export --format hub``) for inference.
 
+    Args:
+        path: the file or folder (as the user gave it: ``~`` is expanded).
+        what: how errors name it (default: its path), e.g. with its place in an ensemble.
+
     Raises:
-        SERError: the path is missing, is none of these, or is a checkpoint without the ``ser`` entry.
+        SERError: the path is missing, is none of these, or says something this ser refuses
+            (:func:`ser.spec.check_spec`).
     """
     path = Path(path).expanduser()
+    what = what or str(path)
     if path.is_dir():
-        return load_folder(path)
+        return load_folder(path, what)
     if not path.is_file():
-        raise SERError(f"{path}: no such checkpoint or exported model")
+        raise SERError(f"{what}: no such checkpoint or exported model")
     if is_torchscript(path):
-        return load_exported(path)
-    return load_checkpoint(path)
+        return load_exported(path, what)
+    return load_checkpoint(path, what)
+
+
+def member_name(path: str | Path, index: int, count: int) -> str:
+    """How errors name model ``index`` (from 1) of ``count`` given together."""
+    return str(path) if count == 1 else f"{path} (ensemble model {index} of {count})"
 
 
 def load_models(paths: list[str | Path]) -> EmotionModel | ExportedModel | Ensemble:
-    """:func:`load_model` of one path, or the :class:`Ensemble` of several."""
-    models = [load_model(p) for p in paths]
+    """:func:`load_model` of one path, or the :class:`Ensemble` of several (errors name the
+    member)."""
+    models = [load_model(p, member_name(p, i, len(paths))) for i, p in enumerate(paths, start=1)]
     return models[0] if len(models) == 1 else Ensemble(models)

@@ -20,7 +20,7 @@ import torch
 
 from ser.data.cache import cache_root, file_lock
 from ser.errors import SERError
-from ser.inference.models import Ensemble, load_model, model_info
+from ser.inference.models import Ensemble, load_model, member_name, model_info
 from ser.inference.predict import clip_probabilities
 from ser.io import atomic_path
 from ser.transforms import FeaturePipeline
@@ -148,7 +148,10 @@ class Teacher:
         if not paths:
             raise SERError("--model.teachers: give one or more teacher checkpoints")
         paths = [Path(p).expanduser() for p in paths]
-        self.members = [load_model(p) for p in paths]
+        self.members = [
+            load_model(p, f"--model.teachers: {member_name(p, i, len(paths))}")
+            for i, p in enumerate(paths, start=1)
+        ]
         if len(self.members) > 1:
             Ensemble(self.members)  # checks that the members agree with each other
         info = model_info(self.members[0])
