@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from .helpers import (
     fit,
     multipart,
     noise,
+    speech_like,
+    tone,
     write_ravdess,
 )
 
@@ -201,6 +204,79 @@ def test_live_refuses_a_wrong_key_or_rate(server):
         with websockets.connect(url, open_timeout=30) as ws:
             ws.send(json.dumps(start))
             assert fragment in json.loads(ws.recv(30))["error"]
+    assert server.get("/health")[0] == 200
+
+
+def chromium() -> str:
+    """Debian's Chromium and Playwright to drive it, or skip saying what is missing."""
+    import shutil
+
+    pytest.importorskip("playwright.sync_api", reason="the page test needs playwright (ser[dev])")
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.skip("the page test needs Chromium: apt-get install chromium")
+    return found
+
+
+def test_the_page_scores_a_file_a_recording_and_the_live_microphone(server, tmp_path):
+    executable = chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    microphone = tmp_path / "microphone.wav"  # Chromium's fake capture device plays it in a loop
+    sf.write(microphone, speech_like(4.0, 48000, seed=4), 48000, subtype="PCM_16")
+    clip = tmp_path / "clip.wav"  # the toy corpus's neutral, sad then angry tones
+    rng = np.random.default_rng(6)
+    sf.write(
+        clip, np.concatenate([tone(f, 5 / 3, RATE, rng) for f in (220.0, 880.0, 1760.0)]), RATE
+    )
+    _, expected = server.predict(clip.read_bytes(), "window=2&hop=1&per_window=true")
+    flags = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+             f"--use-file-for-fake-audio-capture={microphone}",
+             "--autoplay-policy=no-user-gesture-required"]  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=flags, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 640})
+            page.set_default_timeout(30_000)
+            page.goto(server.url + "/")
+            expect(page.locator("#keybox")).to_be_visible()  # /info answered 401
+            page.fill("#key", KEY)
+            page.click("#usekey")
+            expect(page.locator("#model")).to_contain_text(", ".join(CLASSES))
+
+            page.set_input_files("#file", str(clip))  # a file
+            expect(page.locator("#source")).to_contain_text("file: clip.wav, 5 s")
+            assert page.text_content("#emotion") == expected["emotion"]
+            bars = page.locator(".bar")
+            shown = {
+                bars.nth(i).get_attribute("data-cls"): float(
+                    bars.nth(i).get_attribute("data-probability")
+                )
+                for i in range(bars.count())
+            }
+            assert shown == pytest.approx(expected["probabilities"], abs=1e-6)
+            windows = page.get_attribute("#result", "data-windows")
+            assert windows == str(len(expected["windows"])) == "4"
+
+            page.click("#record")  # the microphone, recorded then sent as WAV
+            expect(page.locator("#record")).to_have_text("Stop")
+            page.wait_for_timeout(1500)
+            page.click("#record")
+            expect(page.locator("#source")).to_contain_text("microphone: recording.wav")
+            seconds = float(page.text_content("#source").split(", ")[-1].split()[0])
+            assert 1.0 < seconds < 4.0
+
+            page.click("#live")  # the microphone, live: an answer every hop
+            expect(page.locator("#source")).to_contain_text("live, 2 windows", timeout=30_000)
+            latency = float(page.get_attribute("#status", "data-latency"))
+            assert 0 < latency < 5000
+            page.click("#live")
+            expect(page.locator("#status")).to_contain_text("Live stopped after")
+            page.set_input_files("#file", str(clip))  # the last view: a file's timeline
+            expect(page.locator("#source")).to_contain_text("file: clip.wav")
+            page.screenshot(path=os.environ.get("SER_PAGE_SCREENSHOT", tmp_path / "page.png"))
+        finally:
+            browser.close()
     assert server.get("/health")[0] == 200
 
 

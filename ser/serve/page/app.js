@@ -245,6 +245,7 @@ async function toggleLive() {
 
 $("file").addEventListener("change", () => {
   const file = $("file").files[0];
+  $("file").value = "";  // so that choosing the same file again scores it again
   if (file) predict(file, file.name, "file");
 });
 $("record").addEventListener("click", toggleRecord);
