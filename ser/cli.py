@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import signal
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
+from unittest import mock
 
 import numpy as np
 import torch
@@ -30,6 +33,7 @@ from ser.io import ensure_writable
 from ser.report import format_table, metrics_from_confusion, per_corpus_metrics, write_report
 from ser.spec import check_finite, check_fits, class_path, read_checkpoint, read_spec
 from ser.tasks.classification import EmotionClassifier
+from ser.transforms.conditions import perturbation
 
 log = logging.getLogger("ser")
 
@@ -108,6 +112,12 @@ class SERCLI(LightningCLI):
             "--recalibrate", type=bool, default=False,
             help="ser test/validate --ckpt_path: first fit that checkpoint's temperature on the "
             "validation split and write it into the file (e.g. one trained before calibration).",
+        )  # fmt: skip
+        parser.add_argument(
+            "--perturb", type=str | None, default=None,
+            help="Test under a recording condition, applied to every test clip: 'noise DB' "
+            "(white noise at DB dB SNR), 'pink DB', 'babble DB', 'reverb RT60' (s), 'telephone', "
+            "'clip FRACTION' (of the peak). The robustness benchmark runs a series of them.",
         )  # fmt: skip
         for name, default, what in (
             ("window", WINDOW_SECONDS, "window length"),
@@ -222,6 +232,8 @@ class SERCLI(LightningCLI):
                 )
             log.warning("--trainer.max_epochs -1: training runs until early stopping or "
                         "--trainer.max_time stops it")  # fmt: skip
+        if self.config[self.subcommand].get("perturb"):  # refused now, not after training
+            perturbation(self.config[self.subcommand].perturb)
         self._check_checkpoint()
         self._check_clips()
         self._check_run_folder()
@@ -237,6 +249,9 @@ class SERCLI(LightningCLI):
         config = self.config[self.subcommand]
         if config.get("score", "crops") == "recordings":
             self.datamodule.score_recordings(config.window, config.hop)
+        if config.get("perturb"):
+            augment, rate = perturbation(config.perturb), self.datamodule.sample_rate
+            self.datamodule.perturb_test(lambda wave, lengths: augment(wave, lengths, rate))
 
     def after_fit(self) -> None:
         if (
@@ -280,6 +295,7 @@ class SERCLI(LightningCLI):
             print(f"compared on the classes the model and the data share: {', '.join(compared)}",
                   flush=True)  # fmt: skip
         extra["score"] = self.config[self.subcommand].get("score", "crops")
+        extra["perturb"] = self.config[self.subcommand].get("perturb")
         per_corpus = per_corpus_metrics(self.model.test_predictions, class_names)
         if per_corpus:
             extra["per_corpus"] = per_corpus
@@ -349,6 +365,8 @@ def adapt_data_to_checkpoint(data, spec: dict) -> None:
         class_path=frontend["class_path"], init_args=Namespace(**frontend["init_args"])
     )
     args.denoise = None if denoise is None else Namespace(**denoise)
+    normalization = spec["pipeline"].get("normalization")
+    args.normalization = None if normalization is None else normalization["level"]
     trained_on = spec.get("corpus")
     if not trained_on:
         return
@@ -377,6 +395,15 @@ def canonical_class_path(name: str) -> str:
 def build_cli(args: ArgsType = None, run: bool = True) -> SERCLI:
     """The ``ser`` LightningCLI on ``args``: with ``run=False`` (no subcommand), the linked data and
     model of a config without training, for tools that need them (``ser cv``, benchmarks)."""
+    # LightningCLI warns when given ``args`` while the process has command-line arguments (ser cv
+    # runs its folds in-process): those arguments were already read, by whoever called this.
+    with contextlib.ExitStack() as stack:
+        if args is not None:
+            stack.enter_context(mock.patch.object(sys, "argv", sys.argv[:1]))
+        return _build_cli(args, run)
+
+
+def _build_cli(args: ArgsType, run: bool) -> SERCLI:
     return SERCLI(
         EmotionClassifier,
         SERDataModule,

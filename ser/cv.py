@@ -57,13 +57,14 @@ def count_folds(
     from ser.cli import build_cli
     from ser.data import Pooled
 
-    first = [] if protocol == "corpus" else fold_data(protocol, 0, max(n_folds, 2), [])
+    first = [] if protocol in ("corpus", "matrix") else fold_data(protocol, 0, max(n_folds, 2), [])
     data = build_cli([*fit_args, *first], run=False).datamodule
     corpora = data.corpus_names or []
-    if protocol == "corpus":
+    if protocol in ("corpus", "matrix"):
         if not isinstance(data, Pooled):
             raise SERError(
-                "--protocol corpus needs pooled corpora: --data configs/data/pooled.yaml"
+                f"--protocol {protocol} needs pooled corpora: --data configs/data/pooled.yaml "
+                "(or configs/data/cross_corpus.yaml)"
             )
         return len(corpora), list(data.class_names), corpora
     speakers = {c.speaker for c in data.clips()}
@@ -100,6 +101,21 @@ def run_fold(
     }
 
 
+def run_jobs(function, jobs_args: list[tuple], jobs: int, record) -> None:
+    """``record(function(*args))`` for each of ``jobs_args``, ``jobs`` at a time in spawned
+    processes of cores / ``jobs`` torch threads each (in this process when ``jobs`` is 1)."""
+    if jobs == 1:
+        for job in jobs_args:
+            record(function(*job))
+        return
+    with ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_set_threads, initargs=(threads_per_job(jobs),),
+    ) as pool:  # fmt: skip
+        for future in as_completed([pool.submit(function, *job) for job in jobs_args]):
+            record(future.result())
+
+
 def _set_threads(threads: int) -> None:
     import torch
 
@@ -130,9 +146,14 @@ def main(argv: list[str] | None = None) -> dict:
         "confusion matrix. Options it does "
         "not know (--config, --data, --data.root, --trainer.*...) go to every `ser fit`.",
     )
-    parser.add_argument("--protocol", choices=("speaker", "loso", "corpus"), default="speaker",
-                        help="speaker folds, leave one speaker out, or leave one corpus out "
-                        "(pooled corpora)")  # fmt: skip
+    parser.add_argument("--protocol", choices=("speaker", "loso", "corpus", "matrix"),
+                        default="speaker",
+                        help="speaker folds, leave one speaker out, leave one corpus out (pooled "
+                        "corpora), or the cross-corpus train -> test matrix of pooled corpora "
+                        "(each corpus alone and, with 3 or more, all but one; default classes "
+                        "neutral, happy, sad, angry)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="--protocol matrix: one run per train set and seed")  # fmt: skip
     parser.add_argument("--n_folds", type=int, default=6, help="speaker folds (--protocol speaker)")
     parser.add_argument("--folds", type=int, nargs="*", help="run only these folds (default all)")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once")
@@ -144,6 +165,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise SERError("ser cv needs a run config: --config configs/cnn2d.yaml (and --data ...)")
     n_folds, class_names, corpora = count_folds(fit_args, args.protocol, args.n_folds)
     out = Path(args.out)
+    if args.protocol == "matrix":
+        from ser.matrix import run_matrix
+
+        return {"matrix": run_matrix(fit_args, corpora, args.seeds, args.jobs, out, run_jobs)}
     results_path = out / "results.json"
     results = (
         {r["fold"]: r for r in json.loads(results_path.read_text())}
@@ -160,16 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(fold_table([result]), flush=True)
 
     work = (fit_args, args.protocol, n_folds, corpora)
-    if args.jobs == 1:
-        for fold in todo:
-            record(run_fold(*work, fold, str(out)))
-    else:
-        with ProcessPoolExecutor(
-            args.jobs, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_set_threads, initargs=(threads_per_job(args.jobs),),
-        ) as pool:  # fmt: skip
-            for future in as_completed([pool.submit(run_fold, *work, f, str(out)) for f in todo]):
-                record(future.result())
+    run_jobs(run_fold, [(*work, fold, str(out)) for fold in todo], args.jobs, record)
     done = sorted(results.values(), key=lambda r: r["fold"])
     pooled = np.sum([r["confusion_matrix"] for r in done], axis=0)
     extra = {"protocol": args.protocol, "folds": [r["fold"] for r in done],

@@ -52,10 +52,14 @@ def per_corpus_metrics(predictions: list[dict], class_names: list[str]) -> dict[
         if row.get("corpus"):
             confusion = confusions.setdefault(row["corpus"], np.zeros((n, n), dtype=np.int64))
             confusion[row["label"], int(np.argmax(row["probabilities"]))] += 1
-    return {
-        name: {k: v for k, v in metrics_from_confusion(c, class_names).items() if k != "per_class"}
-        for name, c in sorted(confusions.items())
-    }
+    result = {}
+    for name, confusion in sorted(confusions.items()):
+        metrics = metrics_from_confusion(confusion, class_names)
+        support = [m["support"] for m in metrics.pop("per_class").values()]
+        # what always answering the corpus's largest class scores (UAR's chance: 1 / classes)
+        metrics["chance_accuracy"] = max(support) / max(1, sum(support))
+        result[name] = metrics
+    return result
 
 
 def format_table(metrics: dict) -> str:

@@ -31,6 +31,7 @@ from ser.errors import AudioError, CorpusNotFoundError, SERError
 from ser.spec import class_path
 from ser.transforms.denoise import Denoise
 from ser.transforms.frontends import LogMel
+from ser.transforms.normalize import Level, Normalization
 from ser.transforms.pipeline import Augmentation, FeaturePipeline, FrontendFactory
 
 log = logging.getLogger("ser")
@@ -76,6 +77,9 @@ class SERDataModule(L.LightningDataModule):
         crop_positions: training crops start at one of this many evenly spaced offsets of their
             clip (a fixed set of crops per clip, whose teacher outputs distillation caches);
             ``None``: at any sample.
+        normalization: normalise each feature bin per ``recording``, ``speaker`` or ``corpus``
+            (:mod:`ser.transforms.normalize`; speaker and corpus statistics are computed at
+            setup over every clip of the group); ``None``: only the front-end's own.
     """
 
     EMOTIONS: tuple[str, ...] = ()
@@ -110,6 +114,7 @@ class SERDataModule(L.LightningDataModule):
         denoise: Denoise | None = None,
         balance_classes: bool = False,
         crop_positions: int | None = None,
+        normalization: Level | None = None,
     ) -> None:
         super().__init__()
         if not (sample_rate >= MIN_SAMPLE_RATE and 0 < max_seconds < math.inf):
@@ -139,7 +144,10 @@ class SERDataModule(L.LightningDataModule):
             )
             self.class_names = list(target_classes)
         #: Every step from waveform to features (train and eval behaviour).
-        self.pipeline = FeaturePipeline(frontend or LogMel, self.sample_rate, denoise, augment)
+        self.pipeline = FeaturePipeline(
+            frontend or LogMel, self.sample_rate, denoise, augment,
+            None if normalization is None else Normalization(normalization),
+        )  # fmt: skip
         if cache and getattr(self.pipeline.frontend, "frozen", False):
             # Whole clips are encoded once and cached; their features are cropped, not the audio.
             self.pipeline.feature_cache = FeatureCache(self.pipeline.frontend.identity)
@@ -148,6 +156,8 @@ class SERDataModule(L.LightningDataModule):
         self.datasets: dict[str, ClipDataset] = {}
         #: ``(window, hop)`` in seconds when the test split scores whole recordings.
         self.test_windows: tuple[float, float] | None = None
+        #: What changes every test clip (:meth:`perturb_test`); ``None``: the clips as they are.
+        self.test_perturbation: Callable | None = None
 
     # What the CLI links into the model.
     @property
@@ -350,6 +360,7 @@ class SERDataModule(L.LightningDataModule):
                 max_samples, train=name == "train", crop_positions=self.crop_positions,
             )  # fmt: skip
         self.log_feature_cache()
+        self.fit_normalization()
         self.add_offline_copies()
         log.info("%s: %d clips, %d classes %s; split %s: %s", type(self).__name__, len(kept),
                  len(self.compared_classes), self.compared_classes, self.split.protocol,
@@ -366,6 +377,20 @@ class SERDataModule(L.LightningDataModule):
         if self.pipeline.wave_augment and self.pipeline.offline_copies == 0:
             log.info("waveform augmentation changes every training clip: the encoder runs on each "
                      "training batch, the feature cache serves validation and test only")  # fmt: skip
+
+    def fit_normalization(self) -> None:
+        """The speaker or corpus statistics of the feature normalisation, over every clip of each
+        group in any stage (a test speaker's own recordings, without their labels)."""
+        normalization = self.pipeline.normalization
+        if normalization is None or normalization.level == "recording":
+            return
+        clips = [c for data in self.datasets.values() for c in data.clips]
+        waves = [w for data in self.datasets.values() for w in data.waves]
+        by_speaker = normalization.level == "speaker"
+        groups = [c.speaker if by_speaker else (c.corpus or "") for c in clips]
+        self.pipeline.fit_normalization(waves, groups)
+        log.info("feature normalisation per %s: statistics of %d %ss", normalization.level,
+                 len(normalization.stats), normalization.level)  # fmt: skip
 
     def describe_split(self) -> str:
         """Each stage's clip count, and its speakers when the split holds speakers out."""
@@ -384,23 +409,18 @@ class SERDataModule(L.LightningDataModule):
         n_copies, train = self.pipeline.offline_copies, self.datasets.get("train")
         if n_copies == 0 or train is None or len(train) == 0:
             return
-        waves, chunk = train.waves, 64
-        copies: list[torch.Tensor] = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.split.seed)
-            for _ in range(n_copies):
-                for start in range(0, len(waves), chunk):
-                    batch = collate([{"waveform": w, "label": 0, "speaker": "", "path": ""}
-                                     for w in waves[start : start + chunk]])  # fmt: skip
-                    wave, lengths = self.pipeline.augment_waveform(
-                        batch["waveform"], batch["lengths"]
-                    )
-                    copies += [w[:n].clone() for w, n in zip(wave, lengths.tolist(), strict=True)]
+        waves = train.waves
+        copies = augmented(waves * n_copies, self.pipeline.augment_waveform, self.split.seed)
         n = len(waves)
         train.waves = waves + copies
         train.labels = train.labels + train.labels[:n] * n_copies
         train.clips = train.clips + train.clips[:n] * n_copies
         log.info("offline augmentation: %d training clips + %d copies", n, len(copies))
+
+    def perturb_test(self, augment: Callable | None) -> None:
+        """Test on every test clip changed by ``augment`` (``(wave, lengths) -> (wave,
+        lengths)``, e.g. noise at a fixed SNR: ``ser test --perturb``), the same in every run."""
+        self.test_perturbation = augment
 
     def score_recordings(self, window_seconds: float, hop_seconds: float) -> None:
         """Make the test split serve whole recordings, each as one batch of windows (as
@@ -418,6 +438,10 @@ class SERDataModule(L.LightningDataModule):
         # The run's seed (seed_everything); the loaders draw from their own generators only.
         seed = torch.initial_seed() % 2**32
         batch_size, collate_fn = self.batch_size, collate
+        if stage == "test" and self.test_perturbation is not None:
+            waves = augmented(dataset.waves, self.test_perturbation, seed=0)
+            dataset = ClipDataset(waves, dataset.labels, dataset.clips, dataset.max_samples,
+                                  train=False)  # fmt: skip
         if stage == "test" and self.test_windows is not None:
             dataset = ClipDataset(dataset.waves, dataset.labels, dataset.clips, None, train=False)
             batch_size = 1
@@ -455,6 +479,22 @@ class SERDataModule(L.LightningDataModule):
         training = self.trainer is not None and self.trainer.training
         self.pipeline.to(batch["waveform"].device).train(training)
         return self.pipeline.process(batch, self.n_classes)
+
+
+def augmented(
+    waves: list[torch.Tensor], augment: Callable, seed: int, chunk: int = 64
+) -> list[torch.Tensor]:
+    """Each of ``waves`` changed by ``augment`` (``(wave (B, T), lengths (B,)) -> same``), in
+    padded batches of ``chunk``, with torch's generator seeded by ``seed`` (restored after)."""
+    out: list[torch.Tensor] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(waves), chunk):
+            batch = collate([{"waveform": w, "label": 0, "speaker": "", "path": ""}
+                             for w in waves[start : start + chunk]])  # fmt: skip
+            wave, lengths = augment(batch["waveform"], batch["lengths"])
+            out += [w[:n].clone() for w, n in zip(wave, lengths.tolist(), strict=True)]
+    return out
 
 
 def collate_windows(

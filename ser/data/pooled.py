@@ -12,6 +12,7 @@
         merge: {calm: neutral}    # applied to every corpus's classes first
         weights: {ravdess: 1, cremad: 1}   # each corpus's share of a training epoch
         test_corpus: null         # a name: leave that corpus out of training, test on all of it
+        train_corpora: null       # names: train on these alone, test on all clips of the others
 
 A clip's speaker becomes ``<corpus>/<speaker>`` (speakers of two corpora never merge) and batches
 carry the corpus name, so validation and test log UAR, accuracy and F1 per corpus beside the pooled
@@ -71,6 +72,11 @@ class Pooled(SERDataModule):
             epoch, so corpora weigh by their size.
         test_corpus: leave-one-corpus-out: this corpus is not trained or validated on and all of
             its clips are the test split; the other corpora's test splits are not used.
+        train_corpora: cross-corpus testing: train and validate on these corpora only; every clip
+            of each other corpus is test data, beside the trained corpora's own test splits, so
+            one run gives a row of the train -> test matrix (``ser cv --protocol matrix``).
+        roots: each named corpus's folder, replacing the ``root`` of its entry in ``corpora``
+            (``--data.roots '{ravdess: PATH, emodb: PATH}'`` with a committed pool config).
         All other arguments are those of :class:`SERDataModule` (``emotions`` and ``merge`` apply
         to the pooled classes).
     """
@@ -85,6 +91,8 @@ class Pooled(SERDataModule):
         classes: Literal["intersection", "union"] = "intersection",
         weights: dict[str, float] | None = None,
         test_corpus: str | None = None,
+        train_corpora: list[str] | None = None,
+        roots: dict[str, str] | None = None,
         emotions: list[str] | None = None,
         merge: dict[str, str] | None = None,
         **kwargs,
@@ -100,9 +108,26 @@ class Pooled(SERDataModule):
                 "class" if len(set(names)) != len(names) else "")
             )  # fmt: skip
         self.corpora = dict(zip(names, corpora, strict=True))
+        unknown = sorted(set(roots or {}) - set(names))
+        if unknown:
+            raise SERError(f"--data.roots names {unknown}, not corpora of the pool {names}")
+        for name, root in (roots or {}).items():
+            self.corpora[name].root = Path(root).expanduser()
         if test_corpus is not None and test_corpus not in self.corpora:
             raise SERError(f"--data.test_corpus {test_corpus!r} is not one of {names}")
         self.test_corpus = test_corpus
+        if train_corpora is not None:
+            unknown = [n for n in train_corpora if n not in self.corpora]
+            if not train_corpora or unknown or test_corpus is not None:
+                raise SERError(
+                    f"--data.train_corpora {list(train_corpora)}: a non-empty list of corpora "
+                    f"among {names}" + (", without --data.test_corpus" if test_corpus else "")
+                )
+        #: The corpora trained on (all of them unless ``train_corpora`` or ``test_corpus``).
+        self.train_corpora = (
+            list(train_corpora) if train_corpora is not None
+            else [n for n in names if n != test_corpus]
+        )  # fmt: skip
         if weights is not None and (set(weights) - set(names) or min(weights.values()) <= 0):
             raise SERError(
                 f"--data.weights {weights}: positive weights of corpora among {names} (a corpus "
@@ -178,7 +203,7 @@ class Pooled(SERDataModule):
                 corpus.verify(scanned)
             kept, waves = corpus.usable(self.corpus_clips(name, scanned))
             labels = [self.label(c) for c in kept]
-            if name == self.test_corpus:
+            if name not in self.train_corpora:  # a corpus only tested on: all of its clips
                 split = {"train": [], "val": [], "test": list(range(len(kept)))}
             else:
                 split = corpus.make_split(kept, labels)
@@ -194,6 +219,7 @@ class Pooled(SERDataModule):
             self.datasets[name] = ClipDataset(
                 waves, labels, clips, max_samples, train=name == "train"
             )
+        self.fit_normalization()
         self.add_offline_copies()
         log_split = "; ".join(
             f"{s} " + ", ".join(f"{n} {sum(c.corpus == n for c in d.clips)}" for n in self.corpora)

@@ -193,13 +193,26 @@ class EmotionClassifier(L.LightningModule):
 
     def log_per_corpus(self, probabilities: torch.Tensor, batch: dict, stage: str) -> None:
         """Update and log each pooled corpus's metrics on its clips of the batch. Every corpus on
-        every step, if only with no clip: with several processes each must log the same metrics."""
+        every step, if only with no clip: with several processes each must log the same metrics.
+        A corpus without clips in the stage's split (left out of testing) is not logged at all: a
+        metric of no clip is absent, not 0."""
+        present = self.stage_corpora(stage)
         for name in self.corpora:
+            if name not in present:
+                continue
             mask = torch.tensor([c == name for c in batch["corpus"]], device=probabilities.device)
             metrics = self.corpus_metrics[f"{stage}_{name}"]
             if mask.any():
                 metrics.update(probabilities[mask], batch["label"][mask])
             self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=max(1, int(mask.sum())))
+
+    def stage_corpora(self, stage: str) -> set[str]:
+        """The corpora with clips in the data's ``stage`` split (every corpus when unknown)."""
+        data = getattr(self._trainer, "datamodule", None)
+        dataset = getattr(data, "datasets", {}).get(stage)
+        if dataset is None:
+            return set(self.corpora)
+        return {clip.corpus for clip in dataset.clips}
 
     def collect_predictions(self, batch: dict, logits: torch.Tensor) -> None:
         """Keep each test clip's path, speaker, corpus, label and class probabilities."""

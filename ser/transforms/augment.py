@@ -119,24 +119,33 @@ def merge(
 class AddNoise(WaveAugment):
     """Add noise at a signal-to-noise ratio drawn per example from ``snr_db``.
 
-    White Gaussian noise, or segments of the recordings in ``noise_dir`` (any format
-    :func:`ser.audio.read_audio` reads; resampled to the batch's rate, looped to length). The SNR
-    is measured over each clip's valid samples (``torchaudio.functional.add_noise``).
+    Generated noise of a colour (``white``; ``pink`` and ``brown``, whose power falls by 3 and 6 dB
+    an octave like most room and street noise), ``babble`` (three other examples of the batch,
+    i.e. other speakers, talking at once), or segments of the recordings in ``noise_dir`` (any
+    format :func:`ser.audio.read_audio` reads; resampled to the batch's rate, looped to length).
+    The SNR is measured over each clip's valid samples (``torchaudio.functional.add_noise``).
 
     Args:
         p: probability per example.
         snr_db: range of the signal-to-noise ratio in dB.
-        noise_dir: folder of noise recordings (searched recursively); ``None``: white noise.
+        noise_dir: folder of noise recordings (searched recursively), used instead of ``kind``.
+        kind: the generated noise: ``white``, ``pink``, ``brown`` or ``babble``.
     """
+
+    KINDS = ("white", "pink", "brown", "babble")
 
     def __init__(
         self,
         p: float = 0.5,
         snr_db: tuple[float, float] = (10.0, 30.0),
         noise_dir: str | None = None,
+        kind: str = "white",
     ) -> None:
         super().__init__(p)
         self.snr_db = check_range("AddNoise", "snr_db", snr_db)
+        if kind not in self.KINDS:
+            raise SERError(f"AddNoise: kind={kind!r} must be one of {', '.join(self.KINDS)}")
+        self.kind = kind
         self.noise_files: list[Path] = []
         if noise_dir is not None:
             folder = Path(noise_dir).expanduser()
@@ -160,18 +169,53 @@ class AddNoise(WaveAugment):
 
     def noise(self, shape: torch.Size, sample_rate: int, device: torch.device) -> torch.Tensor:
         if not self.noise_files:
-            return torch.randn(shape, device=device)
+            return coloured_noise(shape, self.kind, device)
         bank = self.noise_bank(sample_rate, device)
         start = torch.randint(len(bank), (shape[0], 1)).to(device)
         index = (start + torch.arange(shape[1], device=device)) % len(bank)  # (b, T)
         return bank[index]
 
     def apply(self, wave, lengths, sample_rate):
-        noise = self.noise(wave.shape, sample_rate, wave.device) * valid_mask(
-            lengths, wave.shape[1]
-        )
+        if self.kind == "babble" and not self.noise_files:
+            noise = babble(wave, lengths)
+        else:
+            noise = self.noise(wave.shape, sample_rate, wave.device)
+        noise = noise * valid_mask(lengths, wave.shape[1])
         snr = uniform(*self.snr_db, len(wave), wave.device)
         return AF.add_noise(wave, noise, snr, lengths), lengths
+
+
+def coloured_noise(shape: torch.Size, kind: str, device: torch.device) -> torch.Tensor:
+    """``(b, T)`` Gaussian noise of unit variance whose power falls as ``1 / f`` (``pink``) or
+    ``1 / f^2`` (``brown``), or is flat (``white``)."""
+    white = torch.randn(shape, device=device)
+    if kind not in ("pink", "brown"):
+        return white
+    spectrum = torch.fft.rfft(white, dim=-1)  # (b, T // 2 + 1)
+    freqs = torch.arange(spectrum.shape[-1], device=device).clamp(min=1).float()
+    shaped = torch.fft.irfft(spectrum / freqs ** (0.5 if kind == "pink" else 1.0), n=shape[-1])
+    return shaped / shaped.std(dim=-1, keepdim=True).clamp(min=1e-8)
+
+
+def babble(wave: torch.Tensor, lengths: torch.Tensor, talkers: int = 3) -> torch.Tensor:
+    """Other examples of the batch talking at once: the sum of ``talkers`` others, each from a
+    random point of its own speech (looped), at equal level. ``(b, T) -> (b, T)``."""
+    b, size = wave.shape
+    t = torch.arange(size, device=wave.device)
+    out = torch.zeros_like(wave)
+    for k in range(1, talkers + 1):
+        other = (torch.arange(b, device=wave.device) + k) % b
+        n = lengths[other].clamp(min=1)[:, None]  # (b, 1)
+        start = (torch.rand(b).to(wave.device)[:, None] * n).long()
+        voice = wave[other].gather(1, (start + t) % n)  # (b, T)
+        out = out + voice / rms(voice, lengths[other].clamp(max=size))[:, None]
+    return out
+
+
+def rms(wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(b, T), (b,) -> (b,)`` root mean square over the valid samples (at least 1e-8)."""
+    energy = (wave.square() * valid_mask(lengths, wave.shape[1])).sum(1)
+    return (energy / lengths.clamp(min=1)).sqrt().clamp(min=1e-8)
 
 
 class Gain(WaveAugment):

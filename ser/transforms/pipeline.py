@@ -17,6 +17,7 @@ from ser.errors import SERError
 from ser.spec import build_module, factory_spec
 from ser.transforms.augment import FeatureAugment, Mixup, WaveAugment
 from ser.transforms.denoise import Denoise
+from ser.transforms.normalize import Normalization
 
 #: A front-end class (or a partial of one) called with the sample rate, as the CLI builds it from
 #: ``--data.frontend CLASS --data.frontend.ARG VALUE``.
@@ -51,7 +52,8 @@ class Augmentation:
 
 
 class FeaturePipeline(nn.Module):
-    """Noise gate -> waveform augmentation -> front-end -> feature augmentation -> mixup.
+    """Noise gate -> waveform augmentation -> front-end -> normalisation -> feature augmentation
+    -> mixup.
 
     In ``train()`` mode every step runs; in ``eval()`` mode only the noise gate and the front-end
     (what validation, test and inference see). Noise reduction at decode time is not a batch step:
@@ -63,6 +65,8 @@ class FeaturePipeline(nn.Module):
         sample_rate: audio rate (Hz).
         denoise: noise reduction, or ``None``.
         augmentation: what to augment while training, or ``None``.
+        normalization: feature normalisation by recording, speaker or corpus
+            (:class:`ser.transforms.normalize.Normalization`), or ``None``.
 
     Shapes: ``(B, T), (B,) -> (B, n_features, F), (B,)``.
     """
@@ -73,15 +77,19 @@ class FeaturePipeline(nn.Module):
         sample_rate: int,
         denoise: Denoise | None = None,
         augmentation: Augmentation | None = None,
+        normalization: Normalization | None = None,
     ) -> None:
         super().__init__()
         self.sample_rate = int(sample_rate)
         self.denoise = denoise
+        self.normalization = normalization
         #: Plain data that rebuilds the eval part: :meth:`from_spec`.
         self.spec = {
             "frontend": factory_spec(frontend),
             "denoise": None if denoise is None else asdict(denoise),
-        }
+            "normalization": None if normalization is None else {
+                "level": normalization.level, "scale": normalization.scale},
+        }  # fmt: skip
         self.frontend = (
             build_module(frontend, "ser.transforms", self.sample_rate)
             if isinstance(frontend, dict)
@@ -106,11 +114,15 @@ class FeaturePipeline(nn.Module):
     def from_spec(cls, spec: dict, sample_rate: int) -> FeaturePipeline:
         """The eval pipeline of a checkpoint's ``spec["pipeline"]``."""
         denoise = None if spec.get("denoise") is None else Denoise(**spec["denoise"])
-        return cls(spec["frontend"], sample_rate, denoise).eval()
+        normalization = spec.get("normalization")  # absent from older checkpoints: none
+        normalization = None if normalization is None else Normalization(**normalization)
+        return cls(spec["frontend"], sample_rate, denoise, normalization=normalization).eval()
 
     def with_frontend(self, frontend: FrontendFactory | dict) -> FeaturePipeline:
         """This pipeline's eval part with another front-end (``ser baseline`` compares several)."""
-        return FeaturePipeline(frontend, self.sample_rate, self.denoise).eval()
+        return FeaturePipeline(
+            frontend, self.sample_rate, self.denoise, normalization=self.normalization
+        ).eval()
 
     @property
     def n_features(self) -> int:
@@ -182,19 +194,52 @@ class FeaturePipeline(nn.Module):
             wave, lengths = augmentation(wave, lengths, self.sample_rate)
         return wave, lengths
 
-    def forward(
-        self, wave: torch.Tensor, lengths: torch.Tensor
+    @torch.no_grad()
+    def fit_normalization(self, waves: list[torch.Tensor], groups: list[str]) -> None:
+        """Compute the normalisation's statistics per group (speaker or corpus) from whole
+        recordings ``waves`` (eval features, no augmentation), ``groups`` naming each one's."""
+        normalization = self.normalization
+        if normalization is None or normalization.level == "recording":
+            return
+        device = next(iter(self.frontend.buffers()), torch.empty(0)).device
+        order = sorted(range(len(waves)), key=lambda i: len(waves[i]))  # little padding per batch
+
+        def batches(size: int = 32):
+            for start in range(0, len(order), size):
+                chosen = order[start : start + size]
+                lengths = torch.tensor([len(waves[i]) for i in chosen])
+                wave = torch.zeros(len(chosen), int(lengths.max()))
+                for row, i in enumerate(chosen):
+                    wave[row, : len(waves[i])] = waves[i]
+                features, feature_lengths = self.features(wave.to(device), lengths.to(device))
+                yield features, feature_lengths, [groups[i] for i in chosen]
+
+        training = self.training
+        self.eval()
+        normalization.fit(batches())
+        self.train(training)
+
+    def features(
+        self, wave: torch.Tensor, lengths: torch.Tensor, augmenting: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features ``(B, n_features, F)`` and their valid lengths ``(B,)`` of a padded batch."""
+        """The noise gate and the front-end (from the feature cache where it serves)."""
         if self.gate is not None:
             wave = self.gate(wave, lengths)
-        augmenting = self.training and self.offline_copies == 0 and len(self.wave_augment) > 0
         if augmenting:
             wave, lengths = self.augment_waveform(wave, lengths)
         if self.feature_cache is not None and not augmenting:
-            features, feature_lengths = self.feature_cache(self.frontend, wave, lengths)
-        else:
-            features, feature_lengths = self.frontend(wave, lengths)
+            return self.feature_cache(self.frontend, wave, lengths)
+        return self.frontend(wave, lengths)
+
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor, groups: list[str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(B, n_features, F)`` and their valid lengths ``(B,)`` of a padded batch;
+        ``groups``: each clip's speaker or corpus, for normalisation by those."""
+        augmenting = self.training and self.offline_copies == 0 and len(self.wave_augment) > 0
+        features, feature_lengths = self.features(wave, lengths, augmenting)
+        if self.normalization is not None:
+            features = self.normalization(features, feature_lengths, groups)
         if self.training:
             for augmentation in self.feature_augment:
                 features, feature_lengths = augmentation(features, feature_lengths)
@@ -205,7 +250,10 @@ class FeaturePipeline(nn.Module):
         batch on its device, in float32 outside autocast."""
         wave = batch["waveform"].float()
         with torch.autocast(wave.device.type, enabled=False):
-            features, feature_lengths = self(wave, batch["lengths"])
+            groups = None if self.normalization is None else self.normalization.groups(batch)
+            if groups is not None and len(groups) != len(wave):  # one recording's windows
+                groups = groups * len(wave)
+            features, feature_lengths = self(wave, batch["lengths"], groups)
             if self.max_frames is not None and not batch.get("windows"):
                 features, feature_lengths = crop_frames(
                     features, feature_lengths, self.max_frames, self.training

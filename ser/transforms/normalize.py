@@ -1,0 +1,102 @@
+"""Feature normalisation by recording, speaker or corpus: each feature bin shifted to mean 0 and
+scaled to standard deviation 1 over a group's valid frames (cepstral mean and variance
+normalisation, CMVN), which removes what a microphone, a room or a voice adds to every frame
+alike - the classic cross-corpus remedy (Schuller et al. 2010; Kaya & Karpov 2018).
+
+- ``recording``: over each clip's (or window's) own frames; needs nothing but the clip.
+- ``speaker``: over all of a speaker's clips (the data computes the statistics at setup, from
+  every stage: a test speaker's own recordings, without their labels); an emotion then shows as
+  a departure from that speaker's usual voice.
+- ``corpus``: over all of a corpus's clips (each corpus of a pool on its own).
+
+A clip whose group has no statistics (``ser predict`` on recordings not grouped by speaker) is
+normalised by its own frames, as ``recording`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ser.errors import SERError
+
+Level = Literal["recording", "speaker", "corpus"]
+LEVELS = ("recording", "speaker", "corpus")
+#: Added to the variance before the square root: a bin without variation is left at 0.
+EPS = 1e-5
+
+
+def frame_moments(
+    x: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per clip, the sum and sum of squares of each feature bin over the valid frames, and the
+    frame count: ``(B, ..., C, F), (B,) -> (B, ..., C), (B, ..., C), (B,)``."""
+    valid = torch.arange(x.shape[-1], device=x.device) < lengths[:, None]  # (B, F)
+    valid = valid.view(len(x), *[1] * (x.dim() - 2), x.shape[-1]).to(x.dtype)
+    x = x * valid
+    return x.sum(-1), x.square().sum(-1), lengths.clamp(min=1).to(x.dtype)
+
+
+class Normalization(nn.Module):
+    """Normalise each feature bin by its mean and standard deviation over a group of frames.
+
+    Args:
+        level: whose frames give the statistics: ``recording``, ``speaker`` or ``corpus``.
+        scale: divide by the standard deviation too (``False``: subtract the mean only).
+
+    Shapes: ``(B, ..., C, F), (B,) -> (B, ..., C, F)`` (padding stays zero).
+    """
+
+    def __init__(self, level: Level = "recording", scale: bool = True) -> None:
+        super().__init__()
+        if level not in LEVELS:
+            raise SERError(f"Normalization: level={level!r} must be one of {', '.join(LEVELS)}")
+        self.level, self.scale = level, bool(scale)
+        #: group (a speaker or corpus name) -> (mean, std), each ``(..., C)``: :meth:`fit`.
+        self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def groups(self, batch: dict) -> list[str] | None:
+        """Each example's group in ``batch`` (its speaker or corpus); ``None`` per recording."""
+        if self.level == "recording":
+            return None
+        return list(batch["speaker" if self.level == "speaker" else "corpus"])
+
+    @torch.no_grad()
+    def fit(self, batches) -> None:
+        """The statistics of each group from ``(features, lengths, groups)`` batches of whole
+        clips, replacing any before."""
+        sums: dict[str, list] = {}
+        for features, lengths, groups in batches:
+            total, squares, count = frame_moments(features.double(), lengths)
+            for i, group in enumerate(groups):
+                acc = sums.setdefault(group, [0.0, 0.0, 0.0])
+                acc[0], acc[1], acc[2] = acc[0] + total[i], acc[1] + squares[i], acc[2] + count[i]
+        self.stats = {}
+        for group, (total, squares, count) in sums.items():
+            mean = total / count
+            var = (squares / count - mean.square()).clamp(min=0)
+            self.stats[group] = (mean.float().cpu(), (var + EPS).sqrt().float().cpu())
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, groups: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        total, squares, count = frame_moments(x, lengths)  # (B, ..., C), (B, ..., C), (B,)
+        count = count.view(len(x), *[1] * (x.dim() - 2))
+        mean = total / count  # (B, ..., C)
+        std = ((squares / count - mean.square()).clamp(min=0) + EPS).sqrt()
+        if groups is not None and self.stats:
+            known = [i for i, g in enumerate(groups) if g in self.stats]
+            if known:
+                index = torch.tensor(known, device=x.device)
+                mean = mean.index_copy(0, index, torch.stack(
+                    [self.stats[groups[i]][0] for i in known]).to(x.device, x.dtype))  # fmt: skip
+                std = std.index_copy(0, index, torch.stack(
+                    [self.stats[groups[i]][1] for i in known]).to(x.device, x.dtype))  # fmt: skip
+        out = x - mean[..., None]
+        if self.scale:
+            out = out / std[..., None]
+        valid = torch.arange(x.shape[-1], device=x.device) < lengths[:, None]  # (B, F)
+        return out * valid.view(len(x), *[1] * (x.dim() - 2), x.shape[-1])

@@ -1,0 +1,118 @@
+"""Feature normalisation by recording, speaker or corpus (ser.transforms.normalize)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ser.__main__ import main as ser_main
+from ser.cli import main
+from ser.data import RAVDESS
+from ser.data.splits import SplitSpec
+from ser.errors import SERError
+from ser.spec import SPEC_KEY
+from ser.transforms import LogMel
+from ser.transforms.normalize import Normalization
+
+from .helpers import fit, write_ravdess
+
+CLASSES = ["neutral", "happy", "sad", "angry"]
+
+
+def padded(lengths: list[int], bins: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(len(lengths), bins, max(lengths), generator=torch.Generator().manual_seed(seed))
+    x = x * torch.linspace(1, 4, bins)[:, None] + torch.arange(bins)[:, None]  # unequal bins
+    lengths_t = torch.tensor(lengths)
+    return x * (torch.arange(x.shape[-1]) < lengths_t[:, None])[:, None, :], lengths_t
+
+
+def test_recording_level_gives_each_bin_mean_0_std_1_over_valid_frames_only():
+    x, lengths = padded([30, 17])
+    out = Normalization("recording")(x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        valid = out[i, :, :n].numpy()
+        np.testing.assert_allclose(valid.mean(axis=1), 0.0, atol=1e-5)
+        np.testing.assert_allclose(valid.std(axis=1), 1.0, atol=1e-3)  # population std, as CMVN
+        assert torch.all(out[i, :, n:] == 0)  # padding stays zero
+    alone = Normalization("recording")(x[1:, :, :17], lengths[1:])
+    torch.testing.assert_close(alone[0], out[1, :, :17])  # a clip alone = in a padded batch
+
+
+def test_recording_level_removes_a_fixed_channel():
+    """A recording channel that scales each frequency band (a microphone's response, a gain) adds
+    a constant per band to a log-mel spectrogram: normalised per recording, it is gone."""
+    wave = torch.randn(1, 16000, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([16000])
+    frontend = LogMel(16000, n_mels=32, top_db=None, normalize=False)
+    plain, frames = frontend(wave, lengths)
+    louder, _ = frontend(3.0 * wave, lengths)
+    assert (louder - plain).abs().mean() > 5  # +9.5 dB in every bin
+    norm = Normalization("recording")
+    torch.testing.assert_close(norm(louder, frames), norm(plain, frames), atol=1e-3, rtol=1e-3)
+
+
+def test_speaker_level_uses_the_speakers_statistics_over_all_their_frames():
+    x, lengths = padded([30, 17, 25], seed=2)
+    norm = Normalization("speaker")
+    norm.fit([(x[:2], lengths[:2], ["a", "a"]), (x[2:], lengths[2:], ["b"])])
+    frames_a = torch.cat([x[0, :, :30], x[1, :, :17]], dim=1).double()  # (C, 47)
+    mean_a, std_a = frames_a.mean(1), frames_a.std(1, unbiased=False)
+    torch.testing.assert_close(norm.stats["a"][0], mean_a.float())
+    torch.testing.assert_close(norm.stats["a"][1], std_a.float(), atol=1e-4, rtol=1e-4)
+    out = norm(x, lengths, ["a", "a", "unknown"])
+    expected = (x[1, :, :17] - mean_a[:, None].float()) / std_a[:, None].float()
+    torch.testing.assert_close(out[1, :, :17], expected, atol=1e-4, rtol=1e-4)
+    # speaker a's clips keep what sets them apart from each other; an unknown group falls back
+    # to its own frames (as a recording)
+    assert out[1, :, :17].mean(1).abs().max() > 0.05
+    torch.testing.assert_close(out[2], Normalization("recording")(x[2:], lengths[2:])[0])
+
+
+def test_bad_level_is_one_line():
+    with pytest.raises(SERError, match="level='utterance' must be one of recording, speaker"):
+        Normalization("utterance")
+
+
+def test_data_fits_speaker_statistics_over_every_stage(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 2, 15, 19))
+    data = RAVDESS(root=str(root), split=SplitSpec(test_speakers=["19"], val_speakers=["15"]),
+                   normalization="speaker", verify=False)  # fmt: skip
+    data.setup("fit")
+    stats = data.pipeline.normalization.stats
+    assert sorted(stats) == ["01", "02", "15", "19"]  # the test speaker's own too
+    assert data.pipeline_spec["normalization"] == {"level": "speaker", "scale": True}
+    corpus = RAVDESS(root=str(root), split=SplitSpec(test_speakers=["19"], val_speakers=["15"]),
+                     normalization="corpus", verify=False)  # fmt: skip
+    corpus.setup("fit")
+    assert list(corpus.pipeline.normalization.stats) == [""]  # one corpus: one group
+
+
+def test_normalised_model_tests_and_predicts_alike(tmp_path: Path, monkeypatch):
+    """The checkpoint carries the normalisation; ``ser test --score recordings`` and
+    ``ser predict`` normalise each recording's windows alike."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    root = write_ravdess(tmp_path / "ravdess", clips_per_emotion=1, seconds=1.3)
+    fit(root, "--trainer.max_epochs", "1", "--data.emotions", f"[{', '.join(CLASSES)}]",
+        "--data.normalization", "recording")  # fmt: skip
+    run = tmp_path / "lightning_logs" / "cnn2d" / "version_0"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    spec = torch.load(checkpoint, weights_only=True)[SPEC_KEY]
+    assert spec["pipeline"]["normalization"] == {"level": "recording", "scale": True}
+    main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(checkpoint),
+          "--score", "recordings", "--window", "1.0", "--hop", "0.5"])  # fmt: skip
+    report = tmp_path / "lightning_logs" / "cnn2d" / "version_1" / "test" / "predictions.csv"
+    tested = {r["path"]: r for r in csv.DictReader(report.open())}
+    ser_main(["predict", str(checkpoint), *tested, "--window", "1.0", "--hop", "0.5",
+              "--output", str(tmp_path / "p.csv")])  # fmt: skip
+    predicted = {r["file"]: r for r in csv.DictReader((tmp_path / "p.csv").open())
+                 if r["window"] == "all"}  # fmt: skip
+    assert predicted.keys() == tested.keys() and len(tested) == 8
+    for path, row in tested.items():
+        for c in CLASSES:
+            assert float(row[c]) == pytest.approx(float(predicted[path][c]), abs=1e-4), path
