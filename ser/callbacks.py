@@ -126,3 +126,49 @@ def average_across_processes(norm: nn.modules.batchnorm._BatchNorm, strategy) ->
     for stat in (norm.running_mean, norm.running_var):
         stat.copy_(strategy.reduce(stat * count, reduce_op="sum") / total)
     norm.num_batches_tracked.copy_(total.to(norm.num_batches_tracked.dtype))
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stop training at the first NaN or infinite loss, before its backward pass changes the
+    weights, with one error naming the step, the batch's files and the likely cause: a run that
+    went on would train on NaN to the end and report a number computed from nothing."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._batch, self._batch_idx = batch, batch_idx
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        batch = getattr(self, "_batch", None) or {}
+        files = list(batch.get("path", []) if isinstance(batch, dict) else [])
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise SERError(
+            f"training stopped: the loss is {float(loss.detach().float().mean())} at step "
+            f"{trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx}"
+            f"{'; files ' + shown if shown else ''}); likely cause: {likely_cause(pl_module, batch)}"
+        )
+
+
+def likely_cause(pl_module: L.LightningModule, batch: dict) -> str:
+    """Why a loss went NaN, from what can be seen: the batch's audio or features, the class
+    weights of its labels, the learning rate."""
+    for key in ("waveform", "features"):
+        value = batch.get(key) if isinstance(batch, dict) else None
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                return f"the batch's {key} hold NaN or infinite values (check those files)"
+    weights = getattr(pl_module, "loss_weights", None)
+    labels = batch.get("label") if isinstance(batch, dict) else None
+    if isinstance(weights, torch.Tensor) and isinstance(labels, torch.Tensor) and labels.ndim == 1:
+        if float(weights[labels.long()].sum()) == 0:
+            return (
+                "the class weights of the batch's classes sum to 0 (--model.class_weights; "
+                "a class with weight 0 contributes nothing, a batch of only such classes is 0/0)"
+            )
+    optimizers = pl_module.trainer.optimizers if pl_module._trainer is not None else []
+    rates = [g.get("lr") for o in optimizers for g in o.param_groups if g.get("lr") is not None]
+    lr = f" ({max(rates):g})" if rates else ""
+    return (
+        f"the learning rate{lr} is too high for this net or data: lower it "
+        "(--model.optimizer.init_args.lr) or clip gradients (--trainer.gradient_clip_val 1.0)"
+    )

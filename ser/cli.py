@@ -23,14 +23,20 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ser.audio import HOP_SECONDS, WINDOW_SECONDS
 from ser.calibration import TemperatureScaling
-from ser.callbacks import DropEmptyRun, EpochSummary
+from ser.callbacks import DropEmptyRun, EpochSummary, StopOnNonFiniteLoss
 from ser.checkpointing import AtomicCheckpointIO, best_checkpoint, last_checkpoint
 from ser.data.base import SERDataModule
 from ser.data.pooled import CORPUS_SEPARATOR, Pooled
 from ser.data.splits import SplitSpec
 from ser.errors import SERError
 from ser.io import ensure_writable
-from ser.report import format_table, metrics_from_confusion, per_corpus_metrics, write_report
+from ser.report import (
+    figure,
+    format_table,
+    metrics_from_confusion,
+    per_corpus_metrics,
+    write_report,
+)
 from ser.spec import check_finite, check_fits, class_path, read_checkpoint, read_spec
 from ser.tasks.classification import EmotionClassifier
 from ser.transforms.conditions import perturbation
@@ -144,7 +150,7 @@ class SERCLI(LightningCLI):
                 "lightning_logs/<model>/version_N/checkpoints/"
             )
         checkpoint = read_checkpoint(path, what)  # weights_only: a pickle's code is never run
-        self._checkpoint = (what, checkpoint, read_spec(checkpoint, what))
+        self._checkpoint = (what, checkpoint, read_spec(checkpoint, what, path.parent))
 
     def before_instantiate_classes(self) -> None:
         """``ser test --ckpt_path``: fit the test data to the checkpoint."""
@@ -179,6 +185,7 @@ class SERCLI(LightningCLI):
             TemperatureScaling(config.get("calibrate", True), config.get("recalibrate", False))
         )
         trainer.callbacks.append(DropEmptyRun())
+        trainer.callbacks.append(StopOnNonFiniteLoss())
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the config chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
@@ -300,23 +307,27 @@ class SERCLI(LightningCLI):
         if per_corpus:
             extra["per_corpus"] = per_corpus
             for name, m in per_corpus.items():
-                print(f"{name}: UAR {m['uar']:.4f}  accuracy {m['accuracy']:.4f}  macro F1 "
-                      f"{m['macro_f1']:.4f}  ({m['n_clips']} clips)", flush=True)  # fmt: skip
-        extra["temperature"] = self.model.temperature
+                print(f"{name}: UAR {figure(m['uar'])}  accuracy {figure(m['accuracy'])}  "
+                      f"macro F1 {figure(m['macro_f1'])}  ({m['n_clips']} clips)", flush=True)  # fmt: skip
+        temperature = float(self.model.temperature)
+        extra["temperature"] = temperature
+        extra["calibration"] = (
+            "none (temperature 1)" if temperature == 1.0 else "temperature scaling (validation)"
+        )
         paths = write_report(
             confusion, class_names, out_dir, extra=extra, add_figure=add_figure,
             predictions=self.model.test_predictions,
         )  # fmt: skip
-        if "ece" in paths.metrics:
-            print(f"ECE {paths.metrics['ece']:.4f} (temperature {self.model.temperature:.3f})",
-                  flush=True)  # fmt: skip
+        ece = f"ECE {paths.metrics['ece']:.4f}, " if "ece" in paths.metrics else ""
+        print(f"{ece}temperature {temperature:.3f} (calibration: {extra['calibration']})",
+              flush=True)  # fmt: skip
         for kind, path in paths.files.items():
             print(f"wrote {kind}: {path}", flush=True)
         self.log_hparams(
             {
                 f"hp/test_{k}": paths.metrics[k]
                 for k in ("uar", "accuracy", "ece")
-                if k in paths.metrics
+                if paths.metrics.get(k) is not None
             }
         )
 
@@ -361,9 +372,13 @@ def adapt_data_to_checkpoint(data, spec: dict) -> None:
     args.target_classes = list(spec["class_names"])
     args.sample_rate = spec["sample_rate"]
     frontend, denoise = spec["pipeline"]["frontend"], spec["pipeline"]["denoise"]
-    args.frontend = Namespace(
-        class_path=frontend["class_path"], init_args=Namespace(**frontend["init_args"])
-    )
+    init_args = dict(frontend["init_args"])
+    given = args.get("frontend")  # a weights file the user names is read, wherever it is
+    given_args = getattr(given, "init_args", None) or {}
+    if init_args.get("weights") is None and given_args.get("weights") is not None:
+        if canonical_class_path(given.class_path) == canonical_class_path(frontend["class_path"]):
+            init_args["weights"] = given_args["weights"]
+    args.frontend = Namespace(class_path=frontend["class_path"], init_args=Namespace(**init_args))
     args.denoise = None if denoise is None else Namespace(**denoise)
     normalization = spec["pipeline"].get("normalization")
     args.normalization = None if normalization is None else normalization["level"]

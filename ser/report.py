@@ -18,6 +18,9 @@ from ser.io import atomic_path, write_text
 def metrics_from_confusion(confusion: np.ndarray, class_names: list[str]) -> dict:
     """Per-class recall, precision, F1 and support, and UAR / accuracy / macro F1, from counts.
 
+    A figure of nothing is absent (``None``), never 0: recall and F1 of a class without clips,
+    precision of a class never predicted, and every overall figure of an empty set.
+
     Args:
         confusion: ``(n_classes, n_classes)`` counts, rows = true class, columns = predicted.
     """
@@ -31,16 +34,27 @@ def metrics_from_confusion(confusion: np.ndarray, class_names: list[str]) -> dic
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     present = support > 0
     total = int(confusion.sum())
+
+    def defined(values: np.ndarray, where: np.ndarray) -> list[float | None]:
+        return [float(v) if ok else None for v, ok in zip(values, where, strict=True)]
+
+    per_class = zip(class_names, defined(recall, present), defined(precision, predicted > 0),
+                    defined(f1, present), support, strict=True)  # fmt: skip
     return {
-        "uar": float(recall[present].mean()) if present.any() else 0.0,
-        "accuracy": float(tp.sum() / total) if total else 0.0,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "uar": float(recall[present].mean()) if present.any() else None,
+        "accuracy": float(tp.sum() / total) if total else None,
+        "macro_f1": float(f1[present].mean()) if present.any() else None,
         "n_clips": total,
         "per_class": {
-            name: {"recall": float(r), "precision": float(p), "f1": float(f), "support": int(s)}
-            for name, r, p, f, s in zip(class_names, recall, precision, f1, support, strict=True)
+            name: {"recall": r, "precision": p, "f1": f, "support": int(s)}
+            for name, r, p, f, s in per_class
         },
     }
+
+
+def figure(value: float | None, spec: str = ".4f") -> str:
+    """A metric as text; ``-`` for one that is absent (computed on nothing)."""
+    return "-" if value is None else format(value, spec)
 
 
 def per_corpus_metrics(predictions: list[dict], class_names: list[str]) -> dict[str, dict]:
@@ -69,11 +83,12 @@ def format_table(metrics: dict) -> str:
     lines = [f"{'class':<{width}}  recall  precision      f1  support"]
     for name, m in metrics["per_class"].items():
         lines.append(
-            f"{name:<{width}}  {m['recall']:6.3f}  {m['precision']:9.3f}  {m['f1']:6.3f}  {m['support']:7d}"
+            f"{name:<{width}}  {figure(m['recall'], '.3f'):>6}  "
+            f"{figure(m['precision'], '.3f'):>9}  {figure(m['f1'], '.3f'):>6}  {m['support']:7d}"
         )
     lines.append(
-        f"UAR {metrics['uar']:.4f}  accuracy {metrics['accuracy']:.4f}  "
-        f"macro F1 {metrics['macro_f1']:.4f}  ({metrics['n_clips']} clips)"
+        f"UAR {figure(metrics['uar'])}  accuracy {figure(metrics['accuracy'])}  "
+        f"macro F1 {figure(metrics['macro_f1'])}  ({metrics['n_clips']} clips)"
     )
     return "\n".join(lines)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from ser.report import figure
+
 #: The licence entry of a corpus that records none (see ``SERDataModule.LICENCE``).
 UNKNOWN_LICENCE = (
     "other",
@@ -96,8 +98,9 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def _results(metrics: dict) -> list[str]:
     lines = [
-        f"UAR (unweighted average recall) **{metrics['uar']:.3f}**, accuracy "
-        f"{metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f} on {metrics['n_clips']} "
+        f"UAR (unweighted average recall) **{figure(metrics['uar'], '.3f')}**, accuracy "
+        f"{figure(metrics['accuracy'], '.3f')}, macro F1 {figure(metrics['macro_f1'], '.3f')} on "
+        f"{metrics['n_clips']} "
         f"test clips (scored as {metrics.get('score', 'crops')}).",
         "",
     ]
@@ -105,7 +108,7 @@ def _results(metrics: dict) -> list[str]:
     lines += _table(
         ["class", "recall", "precision", "F1", "support"],
         [
-            [c, f"{m['recall']:.3f}", f"{m['precision']:.3f}", f"{m['f1']:.3f}", m["support"]]
+            [c, *(figure(m[k], ".3f") for k in ("recall", "precision", "f1")), m["support"]]
             for c, m in per_class.items()
         ],
     )

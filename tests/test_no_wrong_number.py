@@ -1,0 +1,151 @@
+"""No command exits 0 with a number computed from an invalid model file or a NaN run: what a
+model file says is checked once (:func:`ser.spec.check_spec`) for every command, a NaN loss stops
+training, a metric of nothing is absent, and a test report states its temperature."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ser.__main__ import main as ser_main
+from ser.report import format_table, metrics_from_confusion
+from ser.spec import SPEC_KEY
+
+from .helpers import CONFIG, FAST, RATE, RAVDESS_YAML, fit, noise, write_checkpoint, write_ravdess
+
+
+def error_line(capsys, *argv: str) -> str:
+    """Run ``ser ARGV``: exit status 2 and one ``error:`` line, no traceback; return the line."""
+    with pytest.raises(SystemExit) as exit_info:
+        ser_main(list(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def edit_spec(path: Path, **changes) -> Path:
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint[SPEC_KEY].update(changes)
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, Path, str]:
+    """A one-epoch run on toy RAVDESS: its root, its best checkpoint and what fit printed."""
+    tmp = tmp_path_factory.mktemp("run")
+    root = write_ravdess(tmp / "ravdess")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp)
+        cli = fit(root, "--trainer.max_epochs", "1")
+    return root, tmp / cli.trainer.checkpoint_callback.best_model_path, str(tmp)
+
+
+def test_test_report_states_its_temperature(run, capsys):
+    root, checkpoint, cwd = run
+    metrics = json.loads((checkpoint.parents[1] / "test" / "metrics.json").read_text())
+    temperature = torch.load(checkpoint, weights_only=True)[SPEC_KEY]["temperature"]
+    assert metrics["temperature"] == pytest.approx(temperature)
+    assert metrics["calibration"] in ("temperature scaling (validation)", "none (temperature 1)")
+
+
+@pytest.mark.parametrize("temperature", [-1.0, 0.0, float("nan"), float("inf")])
+def test_ser_test_refuses_a_bad_temperature_as_predict_does(
+    run, tmp_path, capsys, monkeypatch, temperature
+):
+    root, checkpoint, _ = run
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(checkpoint.read_bytes())
+    edit_spec(bad, temperature=temperature)
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root), *FAST]
+    line = error_line(capsys, "test", *args, "--ckpt_path", str(bad))
+    assert f"--ckpt_path {bad}: temperature is {temperature!r}" in line
+    sf.write(tmp_path / "clip.wav", noise(1.0), RATE)
+    line = error_line(capsys, "predict", str(bad), str(tmp_path / "clip.wav"))
+    assert f"{bad}: temperature is {temperature!r}" in line
+
+
+def test_errors_name_the_ensemble_member_and_the_field(tmp_path, capsys):
+    sf.write(tmp_path / "clip.wav", noise(1.0), RATE)
+    good = write_checkpoint(tmp_path / "good.ckpt")
+    bad = edit_spec(write_checkpoint(tmp_path / "bad.ckpt", seed=1), temperature=0)
+    line = error_line(
+        capsys, "predict", str(good), str(tmp_path / "clip.wav"), "--ensemble", str(bad)
+    )
+    assert f"{bad} (ensemble model 2 of 2): temperature is 0" in line
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("sample_rate", 0, "sample_rate is 0"),
+        ("sample_rate", 16000.5, "sample_rate is 16000.5"),
+        ("class_names", ["happy"], "class_names ['happy'] must hold two or more distinct"),
+        ("class_names", ["a", "a"], "class_names ['a', 'a'] must hold two or more distinct"),
+        ("n_features", -3, "n_features is -3"),
+        ("corpus", "evil.Corpus", "corpus 'evil.Corpus' must name ser's own corpus classes"),
+    ],
+)
+def test_model_folder_fields_are_blamed_by_name(tmp_path, capsys, field, value, expected):
+    sf.write(tmp_path / "clip.wav", noise(1.0), RATE)
+    folder = tmp_path / "folder"
+    ser_main(["export", str(write_checkpoint(tmp_path / "m.ckpt")), "-o", str(folder), "--format", "hub"])  # fmt: skip
+    config = json.loads((folder / "config.json").read_text())
+    config[field] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    line = error_line(capsys, "predict", str(folder), str(tmp_path / "clip.wav"))
+    assert f"{folder}: {expected}" in line
+
+
+def test_front_end_settings_are_blamed_on_the_front_end(tmp_path, capsys):
+    sf.write(tmp_path / "clip.wav", noise(1.0), RATE)
+    folder = tmp_path / "folder"
+    ser_main(["export", str(write_checkpoint(tmp_path / "m.ckpt")), "-o", str(folder), "--format", "hub"])  # fmt: skip
+    config = json.loads((folder / "config.json").read_text())
+    config["pipeline"]["frontend"]["init_args"]["n_mles"] = 32
+    (folder / "config.json").write_text(json.dumps(config))
+    line = error_line(capsys, "predict", str(folder), str(tmp_path / "clip.wav"))
+    assert "pipeline.frontend.init_args.n_mles: LogMel takes no such setting" in line
+
+
+def test_class_weights_all_zero_are_refused_at_start(tmp_path, capsys, monkeypatch):
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 15, 19), clips_per_emotion=1)
+    monkeypatch.chdir(tmp_path)
+    for weights in ("[0, 0, 0, 0]", "[1, .nan, 1, 1]"):
+        line = error_line(capsys, "fit", "--config", CONFIG, "--data", RAVDESS_YAML,
+                          "--data.root", str(root), *FAST, "--model.class_weights", weights)  # fmt: skip
+        assert "--model.class_weights" in line and "not all 0" in line
+
+
+def test_a_nan_loss_stops_training_naming_step_files_and_cause(tmp_path, capsys, monkeypatch):
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 2, 15, 16, 19, 20))
+    monkeypatch.chdir(tmp_path)
+    line = error_line(capsys, "fit", "--config", CONFIG, "--data", RAVDESS_YAML,
+                      "--data.root", str(root), *FAST, "--model.optimizer.init_args.lr", "1e30",
+                      "--trainer.max_epochs", "3")  # fmt: skip
+    assert "training stopped: the loss is nan at step" in line
+    assert "; files " in line and ".wav" in line
+    assert "likely cause: the learning rate (1e+30) is too high" in line
+    assert not list(tmp_path.rglob("metrics.json"))  # no report of a NaN run
+
+
+def test_a_metric_of_nothing_is_absent_not_zero():
+    names = ["a", "b", "c"]
+    empty = metrics_from_confusion(np.zeros((3, 3), dtype=int), names)
+    assert (empty["uar"], empty["accuracy"], empty["macro_f1"]) == (None, None, None)
+    assert "UAR -  accuracy -  macro F1 -  (0 clips)" in format_table(empty)
+    # class c has no clips and is never predicted: its recall, precision and F1 are absent
+    some = metrics_from_confusion(np.array([[2, 1, 0], [0, 3, 0], [0, 0, 0]]), names)
+    assert some["per_class"]["c"] == {"recall": None, "precision": None, "f1": None, "support": 0}
+    assert some["uar"] == pytest.approx((2 / 3 + 1) / 2)
+    # class b never predicted: recall 0 is a figure, precision is absent
+    never = metrics_from_confusion(np.array([[2, 0, 0], [3, 0, 0], [0, 0, 1]]), names)
+    assert never["per_class"]["b"]["recall"] == 0.0 and never["per_class"]["b"]["precision"] is None
