@@ -103,6 +103,7 @@ def test_predictions_equal_ser_predicts(server, trained, tmp_path: Path):
         assert status == 200, got
         rows = [r for r in expected if r["file"] == str(tmp_path / name)]
         assert got["file"] == name and got["emotion"] == rows[0]["emotion"]
+        assert got["ood_score"] == rows[0]["ood_score"] is not None  # fitted after training
         want = [[r["probabilities"][c] for c in CLASSES] for r in rows]
         have = [[got["probabilities"][c] for c in CLASSES]] + [
             [w["probabilities"][c] for c in CLASSES] for w in got["windows"]

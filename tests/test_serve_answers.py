@@ -64,13 +64,13 @@ def test_an_upload_gets_ser_predicts_result(model, tmp_path: Path):
 
 def test_windows_of_several_uploads_share_forward_passes(model, monkeypatch):
     calls = []
-    forward = type(model).forward
+    forward = type(model.net).forward
 
-    def counting(self, waveform, lengths=None):
-        calls.append(waveform.shape[0])
-        return forward(self, waveform, lengths)
+    def counting(self, features, *args, **kwargs):
+        calls.append(features.shape[0])
+        return forward(self, features, *args, **kwargs)
 
-    monkeypatch.setattr(type(model), "forward", counting)
+    monkeypatch.setattr(type(model.net), "forward", counting)
     options = Options(window=1.0, hop=1.0)
     payloads = [upload(wav(noise(3.0, seed=s)), f"{s}.wav", options) for s in range(3)]
     results = answer_files(model, payloads, Limits(), batch_size=16)

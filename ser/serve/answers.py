@@ -198,13 +198,25 @@ def _result(prediction, class_names: list[str], payload: dict) -> dict:
     body = {
         "file": payload["name"], "duration": round(prediction.duration, 3),
         "emotion": whole["emotion"], "confidence": whole["confidence"],
-        "probabilities": whole["probabilities"],
+        "probabilities": whole["probabilities"], "ood_score": whole["ood_score"],
+        "unlike_training_data": whole["unlike_training_data"],
         "top_k": [{"emotion": c, "probability": p} for c, p in ranked[: payload["top_k"]]],
         "classes": list(class_names), "window": payload["window"], "hop": payload["hop"],
     }  # fmt: skip
     if payload["per_window"]:
         body["windows"] = [
-            {k: w[k] for k in ("start", "end", "emotion", "confidence", "probabilities")}
+            {
+                k: w[k]
+                for k in (
+                    "start",
+                    "end",
+                    "emotion",
+                    "confidence",
+                    "probabilities",
+                    "ood_score",
+                    "unlike_training_data",
+                )
+            }  # fmt: skip
             for w in windows
         ]
     if payload["segments"] == "vad":
