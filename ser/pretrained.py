@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,10 +159,17 @@ def weights_file(name: str, weights: str | Path | None = None) -> Path:
             )
         return path
     path = hub_file(name)
+    home = os.environ.get("TORCH_HOME")
+    if home and not Path(home).expanduser().is_dir():
+        raise SERError(
+            f"TORCH_HOME {home}: not a folder; set it to the folder that holds "
+            f"hub/checkpoints/{path.name}, or unset it (then ~/.cache/torch is used)"
+        )
     if not path.is_file():
+        setting = f"TORCH_HOME={home}" if home else "TORCH_HOME unset: ~/.cache/torch"
         raise SERError(
             f"no weights for encoder {name}: expected {path.name} in {path.parent} (torch.hub's "
-            f"folder: $TORCH_HOME/hub/checkpoints). On a connected machine fetch "
+            f"folder: $TORCH_HOME/hub/checkpoints, {setting}). On a connected machine fetch "
             f'{URL.format(file_name(name))} (or run python -c "import torchaudio; '
             f'torchaudio.pipelines.{name}.get_model()") and copy the file into that folder, or '
             "pass its path as the encoder's weights (e.g. --data.frontend.weights PATH)"

@@ -15,6 +15,7 @@ file copy-on-write, so N processes on one machine share one copy of the audio in
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ser.errors import AudioError
-from ser.io import atomic_path
+from ser.io import atomic_path, ensure_writable
 
 log = logging.getLogger("ser")
 
@@ -40,8 +41,16 @@ Decoded = torch.Tensor | AudioError  # a waveform, or why the file could not be 
 
 
 def cache_root() -> Path:
-    """The folder of everything ``ser`` caches: ``$SER_CACHE_DIR``, else ``~/.cache/ser``."""
-    return Path(os.environ.get("SER_CACHE_DIR") or Path.home() / ".cache" / "ser").expanduser()
+    """The folder of everything ``ser`` caches: ``$SER_CACHE_DIR``, else ``~/.cache/ser``;
+    checked once per process that it can be written (one error naming the setting)."""
+    return _writable(os.environ.get("SER_CACHE_DIR") or "")
+
+
+@functools.cache
+def _writable(setting: str) -> Path:
+    folder = Path(setting or Path.home() / ".cache" / "ser").expanduser()
+    what = "SER_CACHE_DIR (ser's cache folder)" if setting else "~/.cache/ser (set SER_CACHE_DIR)"
+    return ensure_writable(folder, what)
 
 
 def file_identity(path: Path) -> tuple[int, int]:

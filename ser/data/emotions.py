@@ -95,6 +95,11 @@ def resolve_classes(
             )
         if len(set(classes)) != len(classes):
             raise SERError(f"emotions lists a class twice: {emotions}")
+        if len(emotions) < 2:  # else a net of 0 or 1 outputs fails with its own words
+            raise SERError(
+                f"--data.emotions {list(emotions)}: give two or more emotions to tell apart, or "
+                "leave it out for every emotion of the corpus"
+            )
     kept = {e: c for e, c in mapping.items() if c in classes}
     return classes, kept
 

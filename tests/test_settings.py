@@ -1,0 +1,87 @@
+"""Settings errors name the setting: environment variables, a manifest's encoding, empty lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ser.__main__ import main as ser_main
+from ser.data.manifest import read_manifest
+
+from .helpers import CONFIG, FAST, RAVDESS_YAML, REPO, write_encoder, write_ravdess, write_tone
+
+MANIFEST_YAML = str(REPO / "configs" / "data" / "manifest.yaml")
+
+
+def error_line(capsys, *argv: str) -> str:
+    """Run ``ser ARGV``: exit status 2 and one ``error:`` line, no traceback; return the line."""
+    with pytest.raises(SystemExit) as exit_info:
+        ser_main(list(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def test_an_unwritable_cache_folder_names_ser_cache_dir(tmp_path, capsys, monkeypatch):
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 15, 19), clips_per_emotion=1)
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    monkeypatch.chdir(tmp_path)
+    line = error_line(capsys, "fit", "--config", CONFIG, "--data", RAVDESS_YAML,
+                      "--data.root", str(root), *FAST)  # fmt: skip
+    assert f"SER_CACHE_DIR (ser's cache folder): cannot write to {tmp_path / 'a-file'}" in line
+
+
+def test_torch_home_that_is_not_a_folder_is_named(tmp_path, capsys, monkeypatch):
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 15, 19), clips_per_emotion=1)
+    write_encoder(monkeypatch, tmp_path / "torch", "WAVLM_BASE_PLUS")
+    (tmp_path / "torch-file").write_text("")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-file"))
+    monkeypatch.chdir(tmp_path)
+    line = error_line(capsys, "fit", "--config", str(REPO / "configs" / "wavlm_base_plus.yaml"),
+                      "--data", RAVDESS_YAML, "--data.root", str(root))  # fmt: skip
+    assert f"TORCH_HOME {tmp_path / 'torch-file'}: not a folder" in line
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    line = error_line(capsys, "fit", "--config", str(REPO / "configs" / "wavlm_base_plus.yaml"),
+                      "--data", RAVDESS_YAML, "--data.root", str(root))  # fmt: skip
+    assert f"TORCH_HOME={tmp_path / 'empty'}" in line and "no weights for encoder" in line
+
+
+def write_manifest(folder: Path, encoding: str, bom: bytes = b"") -> Path:
+    rows = ["path,label,speaker"]
+    for i, label in enumerate(["happy", "sad", "angry", "neutral"] * 2):
+        name = f"clip-é{i}.wav"  # a non-ASCII name: the encoding matters
+        write_tone(folder / name, 200.0 + 50 * i, seed=i)
+        rows.append(f"{name},{label},s{i % 2}")
+    path = folder / f"m-{encoding}.csv"
+    path.write_bytes(bom + ("\n".join(rows) + "\n").encode(encoding))
+    return path
+
+
+def test_manifests_in_utf8_with_a_bom_and_utf16_are_read(tmp_path):
+    plain = read_manifest(write_manifest(tmp_path, "utf-8"))
+    assert read_manifest(write_manifest(tmp_path, "utf-8", b"\xef\xbb\xbf")) == plain
+    assert read_manifest(write_manifest(tmp_path, "utf-16")) == plain  # Python writes its BOM
+    assert plain[0].path.name == "clip-é0.wav"
+
+
+def test_a_manifest_in_another_encoding_says_which_to_use(tmp_path, capsys, monkeypatch):
+    manifest = write_manifest(tmp_path, "latin-1")
+    monkeypatch.chdir(tmp_path)
+    line = error_line(capsys, "fit", "--config", CONFIG, "--data", MANIFEST_YAML,
+                      "--data.manifest", str(manifest))  # fmt: skip
+    assert f"manifest {manifest}: not UTF-8 text (byte 0xe9 at position" in line
+    assert "save it as UTF-8" in line
+
+
+@pytest.mark.parametrize("emotions", ["[]", "[happy]"])
+def test_an_empty_emotion_list_says_so(tmp_path, capsys, monkeypatch, emotions):
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 15, 19), clips_per_emotion=1)
+    monkeypatch.chdir(tmp_path)
+    line = error_line(capsys, "fit", "--config", CONFIG, "--data", RAVDESS_YAML,
+                      "--data.root", str(root), *FAST, "--data.emotions", emotions)  # fmt: skip
+    assert "--data.emotions" in line and "give two or more emotions" in line
