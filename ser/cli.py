@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ser.abstention import format_risk_coverage
 from ser.audio import HOP_SECONDS, WINDOW_SECONDS
 from ser.calibration import TemperatureScaling
 from ser.callbacks import DropEmptyRun, EpochSummary, StopOnNonFiniteLoss
@@ -29,6 +30,7 @@ from ser.data.base import SERDataModule
 from ser.data.pooled import CORPUS_SEPARATOR, Pooled
 from ser.data.splits import SplitSpec
 from ser.errors import SERError
+from ser.fairness import fairness_scalars, format_fairness
 from ser.io import ensure_writable
 from ser.report import (
     figure,
@@ -314,13 +316,23 @@ class SERCLI(LightningCLI):
         extra["calibration"] = (
             "none (temperature 1)" if temperature == 1.0 else "temperature scaling (validation)"
         )
+        gender_of = getattr(self.datamodule, "speaker_gender", lambda speaker: None)
+        speakers = {row["speaker"] for row in self.model.test_predictions}
+        genders = {s: g for s in speakers if (g := gender_of(s)) is not None}
         paths = write_report(
             confusion, class_names, out_dir, extra=extra, add_figure=add_figure,
-            predictions=self.model.test_predictions,
+            predictions=self.model.test_predictions, genders=genders,
         )  # fmt: skip
         ece = f"ECE {paths.metrics['ece']:.4f}, " if "ece" in paths.metrics else ""
         print(f"{ece}temperature {temperature:.3f} (calibration: {extra['calibration']})",
               flush=True)  # fmt: skip
+        if "risk_coverage" in paths.metrics:  # what --min-confidence buys
+            print(format_risk_coverage(paths.metrics["risk_coverage"]), flush=True)
+        if "fairness" in paths.metrics:
+            print(format_fairness(paths.metrics["fairness"]), flush=True)
+            if logger is not None:
+                logger.log_metrics(fairness_scalars(paths.metrics["fairness"]),
+                                   step=self.trainer.global_step)  # fmt: skip
         for kind, path in paths.files.items():
             print(f"wrote {kind}: {path}", flush=True)
         self.log_hparams(

@@ -198,6 +198,7 @@ def write_report(
     extra: dict | None = None,
     add_figure: Callable | None = None,
     predictions: list[dict] | None = None,
+    genders: dict[str, str] | None = None,
 ) -> Report:
     """Write ``confusion_matrix.csv``, ``confusion_matrix.png`` and ``metrics.json`` to ``out_dir``.
 
@@ -211,7 +212,11 @@ def write_report(
         add_figure: also hand the figure to this, e.g. TensorBoard's ``SummaryWriter.add_figure``.
         predictions: one row per clip (``path``, ``speaker``, ``label`` index, ``probabilities``),
             written as ``predictions.csv``; they also give the expected calibration error
-            (``ece`` in ``metrics.json``) and ``reliability_diagram.png``.
+            (``ece`` in ``metrics.json``) and ``reliability_diagram.png``, and the accuracy and
+            UAR of the most confident clips (``risk_coverage``, :mod:`ser.abstention`) and
+            ``risk_coverage.png``, and UAR and accuracy per speaker and per gender (``fairness``,
+            :mod:`ser.fairness`).
+        genders: speaker id -> gender from the corpus's metadata (unknown speakers left out).
     """
     out_dir = Path(out_dir)
     confusion = np.asarray(confusion, dtype=np.int64)
@@ -240,6 +245,15 @@ def write_report(
         paths["reliability"] = out_dir / "reliability_diagram.png"
         figure = reliability_figure(probabilities, labels, ECE_BINS, metrics["ece"])
         save_figure(figure, paths["reliability"], "test/reliability_diagram", add_figure)
+        from ser.abstention import risk_coverage, risk_coverage_figure
+
+        metrics["risk_coverage"] = risk_coverage(probabilities, labels, class_names)
+        paths["risk_coverage"] = out_dir / "risk_coverage.png"
+        figure = risk_coverage_figure(probabilities, labels, class_names)
+        save_figure(figure, paths["risk_coverage"], "test/risk_coverage", add_figure)
+        from ser.fairness import fairness
+
+        metrics["fairness"] = fairness(predictions, class_names, genders)
     payload = {
         **metrics,
         "class_names": class_names,

@@ -82,6 +82,15 @@ def test_fit_calibrates_every_checkpoint_and_reports_ece(trained: Path):
     assert metrics["temperature"] == pytest.approx(temperatures[-1])  # last.ckpt is tested
     assert 0 <= metrics["ece"] <= 1
     assert (trained / "test" / "reliability_diagram.png").stat().st_size > 0
+    # what --min-confidence buys, and the figures per gender (RAVDESS: odd actor male) and speaker
+    assert [r["n_clips"] for r in metrics["risk_coverage"]][0] == metrics["n_clips"]
+    assert (trained / "test" / "risk_coverage.png").stat().st_size > 0
+    fairness = metrics["fairness"]
+    assert set(fairness["gender"]["groups"]) == {"female", "male"}  # test actors 19 and 20
+    assert set(fairness["speaker"]["groups"]) == {"19", "20"}
+    assert fairness["gender"]["uar_gap"] == pytest.approx(
+        abs(fairness["speaker"]["groups"]["19"]["uar"] - fairness["speaker"]["groups"]["20"]["uar"])
+    )
 
 
 def test_temperature_travels_from_checkpoint_to_test_predict_and_export(
@@ -133,6 +142,7 @@ def test_tensorboard_has_hparams_and_per_class_recall_not_hp_metric(trained: Pat
     assert "hp_metric" not in tags
     assert {"hp/val_uar_best", "hp/test_uar", "hp/test_ece", "val/ece", "test/ece"} <= tags
     assert {f"val_recall/{c}" for c in CLASSES} <= tags
+    assert {"test_gender/uar/female", "test_gender/uar_gap", "test_speaker/accuracy/19"} <= tags
     assert "_hparams_/session_start_info" in plugins
 
 

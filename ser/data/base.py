@@ -236,6 +236,11 @@ class SERDataModule(L.LightningDataModule):
         return self.pipeline.recording(read_audio(path, self.sample_rate))
 
     # Building the datasets.
+    def speaker_gender(self, speaker: str) -> str | None:
+        """The speaker's gender from the corpus's own metadata (``male``/``female``), for the
+        test report's per-gender figures; ``None``: not recorded."""
+        return None
+
     def scan_files(
         self, root: Path, parse: Callable[[Path], Clip | None], pattern: str = "**/*"
     ) -> list[Clip]:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from ser.data.base import Clip, SERDataModule
+from ser.data.gender import read_genders
 from ser.data.verify import Official
 
 # actor_sentence_emotion_intensity, e.g. 1001_DFA_ANG_XX
@@ -56,6 +57,14 @@ class CREMAD(SERDataModule):
         speakers=tuple(str(a) for a in range(1001, 1092)),
         note="clips per actor vary (a few recordings are missing from the release)",
     )
+
+    #: The actors' table released with the corpus (ActorID, Age, Sex, Race, Ethnicity).
+    DEMOGRAPHICS = "VideoDemographics.csv"
+
+    def speaker_gender(self, speaker: str) -> str | None:
+        if not hasattr(self, "_genders"):
+            self._genders = read_genders(self.check_root() / self.DEMOGRAPHICS, "ActorID", "Sex")
+        return self._genders.get(speaker)
 
     def scan(self, root: Path) -> list[Clip]:
         return self.scan_files(root, parse_name)

@@ -60,6 +60,12 @@ class EmoDB(SERDataModule):
         },  # fmt: skip
     )
     ARCHIVE = "emodb"
+    #: The speaker table of EmoDB's documentation.
+    GENDERS = {"03": "male", "08": "female", "09": "female", "10": "male", "11": "male",
+               "12": "male", "13": "female", "14": "female", "15": "male", "16": "female"}  # fmt: skip
+
+    def speaker_gender(self, speaker: str) -> str | None:
+        return self.GENDERS.get(speaker)
 
     def scan(self, root: Path) -> list[Clip]:
         return self.scan_files(root, parse_name)

@@ -1,4 +1,4 @@
-"""Any other corpus through a CSV manifest: ``path,label[,speaker][,split]``."""
+"""Any other corpus through a CSV manifest: ``path,label[,speaker][,split][,gender]``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ser.data.base import Clip, SERDataModule
 from ser.data.emotions import EMOTIONS, canonical
+from ser.data.gender import read_genders
 from ser.errors import CorpusNotFoundError, SERError
 
 log = logging.getLogger("ser")
@@ -120,3 +121,9 @@ class ManifestCorpus(SERDataModule):
 
     def scan(self, root: Path) -> list[Clip]:
         return list(self._clips)
+
+    def speaker_gender(self, speaker: str) -> str | None:
+        """From the manifest's optional ``gender`` column (m/f, male/female, or any value)."""
+        if not hasattr(self, "_genders"):
+            self._genders = read_genders(self.manifest, "speaker", "gender")
+        return self._genders.get(speaker)

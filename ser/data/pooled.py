@@ -175,6 +175,12 @@ class Pooled(SERDataModule):
         """Every corpus's clips of the pooled classes, speakers and corpus named."""
         return [named(c) for name in self.corpora for c in self.corpus_clips(name)]
 
+    def speaker_gender(self, speaker: str) -> str | None:
+        """The gender of a pooled speaker (``<corpus>/<speaker>``) from its corpus's metadata."""
+        name, _, own = speaker.partition("/")
+        corpus = self.corpora.get(name)
+        return None if corpus is None else corpus.speaker_gender(own)
+
     def corpus_clips(self, name: str, scanned: list[Clip] | None = None) -> list[Clip]:
         """Corpus ``name``'s clips of the pooled classes, with its own speaker ids (its split rules
         name them), scanned again if ``scanned`` is not given."""

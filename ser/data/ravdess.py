@@ -55,6 +55,9 @@ class RAVDESS(SERDataModule):
     )
     ARCHIVE = "ravdess"
 
+    def speaker_gender(self, speaker: str) -> str | None:
+        return ("male" if int(speaker) % 2 else "female") if speaker.isdigit() else None
+
     def scan(self, root: Path) -> list[Clip]:
         clips, foreign = [], 0
         for path in sorted(root.glob("Actor_*/*")):

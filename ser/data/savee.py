@@ -46,5 +46,8 @@ class SAVEE(SERDataModule):
         per_speaker=120,
     )
 
+    def speaker_gender(self, speaker: str) -> str | None:
+        return "male"  # four male speakers
+
     def scan(self, root: Path) -> list[Clip]:
         return self.scan_files(root, parse_name)

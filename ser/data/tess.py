@@ -57,5 +57,8 @@ class TESS(SERDataModule):
         per_speaker=1400,
     )
 
+    def speaker_gender(self, speaker: str) -> str | None:
+        return "female"  # two female speakers
+
     def scan(self, root: Path) -> list[Clip]:
         return self.scan_files(root, parse_name)
