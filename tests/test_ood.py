@@ -89,6 +89,17 @@ def test_predict_marks_a_recording_unlike_the_training_data(tmp_path: Path, caps
     assert values["unlike_training_data"] == "true" and float(values["ood_score"]) > 1
 
 
+def test_the_server_marks_it_too(tmp_path: Path):
+    from ser.serve.answers import Limits, Options, answer_files, upload
+
+    checkpoint, inside, outside = fitted_checkpoint(tmp_path)
+    options = Options(per_window=True)
+    payloads = [upload(p.read_bytes(), p.name, options) for p in (inside[-1], outside)]
+    speech, noise = [r["body"] for r in answer_files(load_model(checkpoint), payloads, Limits())]
+    assert noise["unlike_training_data"] is True and speech["unlike_training_data"] is False
+    assert noise["ood_score"] > 1 and noise["windows"][0]["unlike_training_data"] is True
+
+
 def test_a_checkpoint_without_statistics_still_predicts_with_one_info_line(
     tmp_path: Path, capsys, caplog
 ):

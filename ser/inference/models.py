@@ -208,6 +208,14 @@ class Ensemble(nn.Module):
         return probabilities.mean(dim=0).log()  # (B, n_classes)
 
 
+def has_ood(model: nn.Module) -> bool:
+    """Whether ``model`` (or a member of an ensemble) holds OOD statistics, so that its
+    ``scored`` gives OOD scores (:mod:`ser.inference.ood`)."""
+    if isinstance(model, Ensemble):
+        return any(has_ood(m) for m in model.members)
+    return getattr(model, "ood", None) is not None
+
+
 def shortest_clip(
     model: EmotionModel | ExportedModel | Ensemble, seconds: float, what: str
 ) -> float:

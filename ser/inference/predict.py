@@ -38,6 +38,7 @@ from ser.inference.models import (
     EmotionModel,
     Ensemble,
     ExportedModel,
+    has_ood,
     load_models,
     shortest_clip,
 )
@@ -153,28 +154,27 @@ def clip_probabilities(
 def clip_outputs(
     model: nn.Module, clips: list[torch.Tensor], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Probabilities ``(N, n_classes)`` of ``clips`` (any lengths) and, when the model scores
-    them (``scored``, :mod:`ser.inference.ood`), their OOD scores ``(N,)``; else ``None``.
+    """Probabilities ``(N, n_classes)`` of ``clips`` (any lengths) and, when the model holds OOD
+    statistics (:mod:`ser.inference.ood`), their OOD scores ``(N,)``; else ``None``.
 
     Clips run in groups of equal length, never padded: the nets' convolutions see a little past
     the valid frames, so padding would make a file's result depend on the files batched with it.
     """
     probabilities, ood = torch.empty(len(clips), 0), torch.full((len(clips),), torch.nan)
-    scored = getattr(model, "scored", None)
-    has_ood = False
+    scoring = has_ood(model)
     by_length: dict[int, list[int]] = {}
     for i, clip in enumerate(clips):
         by_length.setdefault(len(clip), []).append(i)
     for rows in by_length.values():
         batch = torch.stack([clips[i] for i in rows]).to(device)  # (n, T)
-        logits, scores = scored(batch) if scored is not None else (model(batch), None)
+        logits, scores = model.scored(batch) if scoring else (model(batch), None)
         group = logits.float().softmax(dim=-1).cpu()  # (n, n_classes)
         if probabilities.shape[1] == 0:
             probabilities = torch.empty(len(clips), group.shape[1])
         probabilities[rows] = group
         if scores is not None:
-            ood[rows], has_ood = scores.float().cpu(), True
-    return probabilities, ood if has_ood else None
+            ood[rows] = scores.float().cpu()
+    return probabilities, ood if scoring else None
 
 
 def predict_files(
