@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from ser import rng
 from ser.errors import SERError, check_fraction
 from ser.spec import SPEC_KEY, SPEC_VERSION, factory_spec
+from ser.tasks.adversary import DomainAdversary, last_linear
 from ser.tasks.metrics import ClassRecall, classification_metrics
 
 STAGES = ("train", "val", "test")
@@ -57,6 +58,8 @@ class EmotionClassifier(L.LightningModule):
         corpus: the data's corpus class (linked from the data).
         corpora: the names of the corpora of a pool (linked from the data): validation and test
             metrics are also logged per corpus (``val/uar/<name>``); ``None``: one corpus.
+        adversary: domain-adversarial training (:class:`ser.tasks.adversary.DomainAdversary`):
+            the net's embedding is pushed to hide each training clip's speaker or corpus.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class EmotionClassifier(L.LightningModule):
         corpus: str | None = None,
         corpora: list[str] | None = None,
         class_weights: Literal["balanced"] | list[float] | None = None,
+        adversary: DomainAdversary | None = None,
     ) -> None:
         super().__init__()
         check_fraction("EmotionClassifier", "label_smoothing", label_smoothing)
@@ -82,7 +86,7 @@ class EmotionClassifier(L.LightningModule):
         # with weights_only=True.
         self.save_hyperparameters(ignore=[
             "net", "optimizer", "lr_scheduler", "n_classes", "n_features", "sample_rate",
-            "class_names", "pipeline", "corpus", "corpora",
+            "class_names", "pipeline", "corpus", "corpora", "adversary",
         ])  # fmt: skip
         self.n_classes, self.n_features, self.sample_rate = n_classes, n_features, sample_rate
         self.pipeline_spec, self.corpus = pipeline, corpus
@@ -93,6 +97,12 @@ class EmotionClassifier(L.LightningModule):
             lr_scheduler=None if lr_scheduler is None else factory_spec(lr_scheduler),
         )
         self.net = net(n_classes, n_features, sample_rate)
+        #: Domain-adversarial training on the net's embedding (training only; not exported).
+        self.adversary = adversary
+        if adversary is not None:
+            self.hparams["adversary"] = {"domain": adversary.domain, "weight": adversary.weight}
+            self._embedding_layer = last_linear(self.net)
+            adversary.build(self._embedding_layer.in_features)
         self.class_names = list(class_names or [str(i) for i in range(n_classes)])
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         if isinstance(class_weights, list) and (
@@ -133,6 +143,12 @@ class EmotionClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.loss_weights = self.class_weight_tensor()
+        train = getattr(getattr(self._trainer, "datamodule", None), "datasets", {}).get("train")
+        if self.adversary is not None and stage == "fit" and train is not None:
+            by_speaker = self.adversary.domain == "speaker"
+            self.adversary.set_domains(
+                [c.speaker if by_speaker else (c.corpus or "") for c in train.clips]
+            )
 
     def class_weight_tensor(self) -> torch.Tensor | None:
         """``(n_classes,)`` cross-entropy weights of ``class_weights`` (``None``: unweighted)."""
@@ -233,7 +249,24 @@ class EmotionClassifier(L.LightningModule):
         A task with more loss terms (e.g. a VAE's reconstruction and KL) overrides this and logs
         its terms; the classification loss and the metrics stay in :meth:`shared_step`.
         """
-        return self(batch["features"], batch["feature_lengths"]), 0.0
+        if self.adversary is None or stage != "train":
+            return self(batch["features"], batch["feature_lengths"]), 0.0
+        captured: list[torch.Tensor] = []
+        hook = self._embedding_layer.register_forward_pre_hook(
+            lambda module, args: captured.append(args[0])
+        )
+        try:
+            logits = self(batch["features"], batch["feature_lengths"])
+        finally:
+            hook.remove()
+        steps = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        progress = self.global_step / max(1, steps)
+        domain_loss, accuracy = self.adversary.loss(captured[-1], batch, progress)
+        self.log_dict(
+            {"train/domain_loss": domain_loss, "train/domain_accuracy": accuracy},
+            on_step=False, on_epoch=True, batch_size=len(logits),
+        )  # fmt: skip
+        return logits, domain_loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train")
