@@ -227,6 +227,7 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=16, help="batching on: requests "
                         "answered together")  # fmt: skip
     parser.add_argument("--batch-timeout", type=float, default=0.005)
+    parser.add_argument("--workers", type=int, default=1, help="inference workers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -237,7 +238,8 @@ def main() -> None:
         for batching in ("on", "off"):
             size = args.max_batch_size if batching == "on" else 1
             server = Server(model, "--max-batch-size", str(size), "--batch-timeout",
-                            str(args.batch_timeout), cwd=tmp).start()  # fmt: skip
+                            str(args.batch_timeout), "--workers", str(args.workers),
+                            cwd=tmp).start()  # fmt: skip
             try:
                 asyncio.run(load(server.port, bodies, 16, 4))  # warm-up
                 for concurrency in (1, 8, 32):
@@ -261,7 +263,8 @@ def main() -> None:
                "?")  # fmt: skip
     print(f"ser serve load test: {model.name}, {os.cpu_count()} CPUs ({cpu}), "
           f"batching on = --max-batch-size {args.max_batch_size} --batch-timeout "
-          f"{args.batch_timeout}, {len(bodies)} distinct {CLIP_SECONDS:g}-s clips")  # fmt: skip
+          f"{args.batch_timeout}, --workers {args.workers} (OMP_NUM_THREADS=1 each), "
+          f"{len(bodies)} distinct {CLIP_SECONDS:g}-s clips")  # fmt: skip
     table(f"{CLIP_SECONDS:g}-s clips (latency in ms)",
           ["batching", "concurrency", "requests", "req/s", "p50", "p95", "p99", "errors"],
           load_rows)  # fmt: skip

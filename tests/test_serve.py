@@ -76,7 +76,10 @@ def test_health_info_and_page(server):
     assert status == 200 and b'<script src="/page/app.js">' in page
     assert server.get("/page/app.js", key=False)[0] == 200
     assert server.get("/page/../server.py", key=False)[0] == 404
-    assert server.get("/openapi.json")[0] == 200
+    status, body = server.get("/openapi.json")
+    predict = json.loads(body)["paths"]["/predict"]["post"]
+    assert status == 200 and "multipart/form-data" in predict["requestBody"]["content"]
+    assert {"window", "hop", "per_window"} <= {p["name"] for p in predict["parameters"]}
 
 
 def test_predictions_equal_ser_predicts(server, trained, tmp_path: Path):

@@ -178,3 +178,28 @@ def test_serve_refuses_unsafe_or_impossible_settings(tmp_path, capsys, monkeypat
         ser_main(["serve", str(checkpoint), *args])
     assert caught.value.code == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_an_export_and_an_ensemble_are_answered_and_described(model, tmp_path: Path):
+    from ser.inference import load_models
+    from ser.inference.export import export_torchscript
+    from ser.serve.server import describe
+
+    exported = export_torchscript(model, tmp_path / "model.ts")
+    other = write_checkpoint(tmp_path / "other.ckpt", seed=1)
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, noise(3.0, seed=2), RATE)
+    for paths, kinds in (
+        ([exported], ["torchscript"]),
+        ([exported, other], ["torchscript", "checkpoint"]),
+    ):
+        served = load_models(paths)
+        info = describe(served, [str(p) for p in paths])
+        assert [m["kind"] for m in info["members"]] == kinds
+        assert info["models"] == [p.name for p in paths] and info["class_names"] == CLASSES
+        [result] = answer_files(
+            served, [upload(clip.read_bytes(), "clip.wav", Options())], Limits()
+        )
+        [expected] = predict_files(served, [clip])
+        got = [result["body"]["probabilities"][c] for c in CLASSES]
+        assert got == pytest.approx(expected.probabilities.tolist(), abs=1e-6)

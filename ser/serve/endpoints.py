@@ -227,6 +227,28 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str | No
     return data, files[0].filename, fields
 
 
+#: ``POST /predict`` in the OpenAPI schema (``/docs``): the body and the options.
+PREDICT_OPENAPI = {
+    "parameters": [
+        {"name": name, "in": "query", "required": False, "schema": {"type": kind},
+         "description": what}
+        for name, kind, what in (
+            ("name", "string", "the file's name, for the answer (raw body)"),
+            ("window", "number", f"window length in s (default {WINDOW_SECONDS:g})"),
+            ("hop", "number", f"step between windows in s (default {HOP_SECONDS:g})"),
+            ("per_window", "boolean", "also answer every window"),
+            ("top_k", "integer", "classes listed in top_k (default 3)"),
+            ("segments", "string", "windows (default) or vad"),
+        )
+    ],
+    "requestBody": {"required": True, "content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary"}}}},
+    }},
+}  # fmt: skip
+
+
 def page_file(name: str) -> Response:
     """A file of the page (package data), or 404."""
     if name not in PAGE_FILES:

@@ -58,7 +58,7 @@ def build_server(args: argparse.Namespace):
     from starlette.exceptions import HTTPException
 
     from ser.serve.answers import Limits
-    from ser.serve.endpoints import AudioSpec, page_file
+    from ser.serve.endpoints import PREDICT_OPENAPI, AudioSpec, page_file
     from ser.serve.worker import EmotionAPI
 
     paths = [args.model, *args.ensemble]
@@ -73,6 +73,9 @@ def build_server(args: argparse.Namespace):
         timeout=args.timeout, model_metadata=info,
     )  # fmt: skip
     app = server.app
+    for route in app.router.routes:
+        if getattr(route, "path", None) == "/predict":
+            route.openapi_extra = PREDICT_OPENAPI
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/"]
     app.add_api_route(
         "/", lambda: page_file("index.html"), methods=["GET"], include_in_schema=False
