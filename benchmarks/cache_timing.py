@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     from ser.cli import SERCLI  # noqa: F401  (import cost outside the timings)
     from ser.data import RAVDESS
-    from ser.data.cache import cache_root
+    from ser.io import cache_root
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="ser-cache-bench-") as tmp:

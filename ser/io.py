@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import tempfile
@@ -87,3 +88,33 @@ def ensure_writable(folder: str | Path, what: str) -> Path:
             f"{what}: cannot write to {folder} ({err.strerror or err}); choose a writable folder"
         ) from None
     return folder
+
+
+def cache_root() -> Path:
+    """The folder of everything ``ser`` caches: ``$SER_CACHE_DIR``, else ``~/.cache/ser``;
+    checked once per process that it can be written (one error naming the setting)."""
+    return _writable(os.environ.get("SER_CACHE_DIR") or "")
+
+
+@functools.cache
+def _writable(setting: str) -> Path:
+    folder = Path(setting or Path.home() / ".cache" / "ser").expanduser()
+    what = "SER_CACHE_DIR (ser's cache folder)" if setting else "~/.cache/ser (set SER_CACHE_DIR)"
+    return ensure_writable(folder, what)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created) for the block; other processes wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): atomic renames alone keep the file whole
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

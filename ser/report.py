@@ -11,8 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 from ser.io import atomic_path, write_text
+
+#: Confidence bins of the expected calibration error (and of the reliability diagram).
+ECE_BINS = 15
+
+
+def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
+    """ECE (L1, :data:`ECE_BINS` confidence bins) of ``(N, n_classes)`` probabilities, as the
+    logged ``ece`` metric computes it."""
+    return float(
+        multiclass_calibration_error(probabilities, labels, probabilities.shape[1], n_bins=ECE_BINS)
+    )
 
 
 def metrics_from_confusion(confusion: np.ndarray, class_names: list[str]) -> dict:
@@ -234,8 +246,6 @@ def write_report(
     save_figure(confusion_figure(confusion, class_names), paths["png"], "test/confusion_matrix",
                 add_figure)  # fmt: skip
     if predictions:
-        from ser.tasks.metrics import ECE_BINS, expected_calibration_error
-
         probabilities = np.array([r["probabilities"] for r in predictions], dtype=np.float64)
         labels = np.array([r["label"] for r in predictions])
         # torchmetrics' ECE, the figure logged as test/ece (the diagram's bins give the same)

@@ -10,8 +10,9 @@ import torch
 
 from ser.audio import read_audio
 from ser.data import RAVDESS
-from ser.data.cache import AudioCache, cache_root
+from ser.data.cache import AudioCache
 from ser.data.splits import SplitSpec
+from ser.io import cache_root
 
 SPLIT = {"split": SplitSpec(test_speakers=["19", "20"], val_speakers=["15", "16"])}
 

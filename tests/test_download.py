@@ -11,9 +11,9 @@ import pytest
 
 from ser.__main__ import main as ser_main
 from ser.data import RAVDESS
-from ser.data.cache import cache_root
 from ser.data.download import ARCHIVES, Archive, DownloadError, download_corpus
 from ser.data.splits import SplitSpec
+from ser.io import cache_root
 
 from .helpers import write_ravdess
 

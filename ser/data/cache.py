@@ -14,13 +14,11 @@ file copy-on-write, so N processes on one machine share one copy of the audio in
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ser.errors import AudioError
-from ser.io import atomic_path, ensure_writable
+from ser.io import atomic_path, cache_root, file_lock
 
 log = logging.getLogger("ser")
 
@@ -40,19 +38,6 @@ MAGIC = b"SERAUDIO"
 Decoded = torch.Tensor | AudioError  # a waveform, or why the file could not be used
 
 
-def cache_root() -> Path:
-    """The folder of everything ``ser`` caches: ``$SER_CACHE_DIR``, else ``~/.cache/ser``;
-    checked once per process that it can be written (one error naming the setting)."""
-    return _writable(os.environ.get("SER_CACHE_DIR") or "")
-
-
-@functools.cache
-def _writable(setting: str) -> Path:
-    folder = Path(setting or Path.home() / ".cache" / "ser").expanduser()
-    what = "SER_CACHE_DIR (ser's cache folder)" if setting else "~/.cache/ser (set SER_CACHE_DIR)"
-    return ensure_writable(folder, what)
-
-
 def file_identity(path: Path) -> tuple[int, int]:
     """``(size, mtime_ns)`` of ``path``: a changed file gets a new identity; ``(-1, -1)`` if absent."""
     try:
@@ -60,23 +45,6 @@ def file_identity(path: Path) -> tuple[int, int]:
     except OSError:
         return (-1, -1)
     return (st.st_size, st.st_mtime_ns)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created) for the block; other processes wait."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            import fcntl
-        except ImportError:  # no flock (Windows): atomic renames alone keep the file whole
-            yield
-            return
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class AudioCache:

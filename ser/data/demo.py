@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ser.data.cache import cache_root
 from ser.data.ravdess import RAVDESS
 from ser.data.verify import Official
 from ser.errors import SERError
+from ser.io import cache_root
 
 log = logging.getLogger("ser")
 

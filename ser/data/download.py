@@ -23,8 +23,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ser.data.cache import cache_root, file_lock
 from ser.errors import SERError
+from ser.io import cache_root, file_lock
 
 log = logging.getLogger("ser")
 CHUNK = 1 << 20

@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ser.data.cache import cache_root
-from ser.io import atomic_path
+from ser.io import atomic_path, cache_root
 
 
 class FeatureCache:

@@ -11,10 +11,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
     MulticlassRecall,
 )
-from torchmetrics.functional.classification import multiclass_calibration_error
 
-#: Confidence bins of the expected calibration error (and of the reliability diagram).
-ECE_BINS = 15
+from ser.report import ECE_BINS
 
 
 class ClassRecall(MulticlassRecall):
@@ -41,14 +39,6 @@ class UnweightedAverageRecall(ClassRecall):
         recall = super().compute()
         present = ~recall.isnan()
         return recall[present].mean() if present.any() else torch.zeros((), device=recall.device)
-
-
-def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
-    """ECE (L1, :data:`ECE_BINS` confidence bins) of ``(N, n_classes)`` probabilities, as the
-    logged ``ece`` metric computes it."""
-    return float(
-        multiclass_calibration_error(probabilities, labels, probabilities.shape[1], n_bins=ECE_BINS)
-    )
 
 
 def classification_metrics(n_classes: int, calibration: bool = True) -> MetricCollection:

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-from ser.data.cache import cache_root, file_lock
 from ser.errors import SERError
 from ser.inference.models import Ensemble, load_model, member_name, model_info
 from ser.inference.predict import clip_probabilities
-from ser.io import atomic_path
+from ser.io import atomic_path, cache_root, file_lock
 from ser.transforms import FeaturePipeline
 
 log = logging.getLogger("ser")
