@@ -73,7 +73,9 @@ def test_speaker_level_uses_the_speakers_statistics_over_all_their_frames():
 
 
 def test_bad_level_is_one_line():
-    with pytest.raises(SERError, match="level='utterance' must be one of recording, speaker"):
+    with pytest.raises(
+        SERError, match="--data.normalization 'utterance': one of recording, speaker, corpus"
+    ):
         Normalization("utterance")
 
 
@@ -116,3 +118,41 @@ def test_normalised_model_tests_and_predicts_alike(tmp_path: Path, monkeypatch):
     for path, row in tested.items():
         for c in CLASSES:
             assert float(row[c]) == pytest.approx(float(predicted[path][c]), abs=1e-4), path
+
+
+def test_speaker_normalised_model_predicts_a_folder_as_ser_test_scores_its_speaker(
+    tmp_path: Path, monkeypatch
+):
+    """``ser predict --group-by folder`` on one speaker's folder normalises by the statistics
+    ``ser test`` computes for that speaker: the same probabilities; without grouping they differ."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    root = write_ravdess(tmp_path / "ravdess", clips_per_emotion=1, seconds=1.3)
+    fit(root, "--trainer.max_epochs", "1", "--data.emotions", f"[{', '.join(CLASSES)}]",
+        "--data.normalization", "speaker", "--test_after_fit", "false")  # fmt: skip
+    run = tmp_path / "lightning_logs" / "cnn2d" / "version_0"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(checkpoint),
+          "--score", "recordings", "--window", "1.0", "--hop", "0.5"])  # fmt: skip
+    report = tmp_path / "lightning_logs" / "cnn2d" / "version_1" / "test" / "predictions.csv"
+    tested = {r["path"]: r for r in csv.DictReader(report.open())}
+    assert {Path(p).parent.name for p in tested} == {"Actor_19", "Actor_20"}
+    for grouping, same in (("folder", True), ("none", False)):
+        out = tmp_path / f"{grouping}.csv"
+        ser_main(["predict", str(checkpoint), str(root / "Actor_19"), str(root / "Actor_20"),
+                  "--window", "1.0", "--hop", "0.5", "--group-by", grouping,
+                  "--output", str(out)])  # fmt: skip
+        predicted = {r["file"]: r for r in csv.DictReader(out.open()) if r["window"] == "all"}
+        assert predicted.keys() == tested.keys()
+        gaps = [abs(float(tested[p][c]) - float(predicted[p][c])) for p in tested for c in CLASSES]
+        assert (max(gaps) < 1e-4) == same, grouping
+
+
+def test_group_by_folder_needs_a_speaker_normalised_model(tmp_path: Path, monkeypatch):
+    from .helpers import write_checkpoint
+
+    checkpoint = write_checkpoint(tmp_path / "m.ckpt")
+    with pytest.raises(SERError, match="--group-by folder: the model normalises each recording"):
+        from ser.inference.predict import main as predict_main
+
+        predict_main([str(checkpoint), str(write_ravdess(tmp_path / "r")), "--group-by", "folder"])

@@ -31,7 +31,7 @@ from ser.errors import AudioError, CorpusNotFoundError, SERError
 from ser.spec import class_path
 from ser.transforms.denoise import Denoise
 from ser.transforms.frontends import LogMel
-from ser.transforms.normalize import Level, Normalization
+from ser.transforms.normalize import Normalization
 from ser.transforms.pipeline import Augmentation, FeaturePipeline, FrontendFactory
 
 log = logging.getLogger("ser")
@@ -114,7 +114,7 @@ class SERDataModule(L.LightningDataModule):
         denoise: Denoise | None = None,
         balance_classes: bool = False,
         crop_positions: int | None = None,
-        normalization: Level | None = None,
+        normalization: str | None = None,
     ) -> None:
         super().__init__()
         if not (sample_rate >= MIN_SAMPLE_RATE and 0 < max_seconds < math.inf):

@@ -34,6 +34,7 @@ from ser.audio import (
     audio_files,
 )
 from ser.errors import AudioError, SERError
+from ser.inference.grouping import GROUPINGS, predict_grouped
 from ser.inference.models import (
     EmotionModel,
     Ensemble,
@@ -449,6 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
         "segments a voice-activity detector finds, silence skipped (pip install silero-vad)",
     )  # fmt: skip
     parser.add_argument(
+        "--group-by", choices=GROUPINGS, default="none",
+        help="folder: take each folder's files as one speaker's, normalised by their statistics "
+        "(models trained with --data.normalization speaker); none: each recording on its own",
+    )  # fmt: skip
+    parser.add_argument(
         "--plot", type=Path, metavar="FILE.png",
         help="also draw each recording's class probabilities over time (segments marked)",
     )  # fmt: skip
@@ -471,8 +477,14 @@ def run(args: argparse.Namespace) -> None:
     paths = expand_paths(args.paths)
     if not paths:
         raise SERError(f"no audio files found in {' '.join(args.paths)}")
-    predictions = predict_files(
-        model, paths, args.window, args.hop, args.batch_size, args.device, args.segments
+
+    def predict(files: list[Path]) -> list[Prediction]:
+        return predict_files(
+            model, files, args.window, args.hop, args.batch_size, args.device, args.segments
+        )
+
+    predictions = (
+        predict(paths) if args.group_by == "none" else predict_grouped(model, paths, predict)
     )
     if not predictions:
         raise SERError(f"none of the {len(paths)} files could be read (see the warnings above)")

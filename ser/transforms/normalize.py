@@ -53,10 +53,13 @@ class Normalization(nn.Module):
     def __init__(self, level: Level = "recording", scale: bool = True) -> None:
         super().__init__()
         if level not in LEVELS:
-            raise SERError(f"Normalization: level={level!r} must be one of {', '.join(LEVELS)}")
+            raise SERError(f"--data.normalization {level!r}: one of {', '.join(LEVELS)}, or null")
         self.level, self.scale = level, bool(scale)
         #: group (a speaker or corpus name) -> (mean, std), each ``(..., C)``: :meth:`fit`.
         self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        #: The group of every clip given without groups (``ser predict --group-by folder`` sets
+        #: it to a folder's statistics, in ``stats``); ``None``: each clip on its own.
+        self.shared_group: str | None = None
 
     def groups(self, batch: dict) -> list[str] | None:
         """Each example's group in ``batch`` (its speaker or corpus); ``None`` per recording."""
@@ -87,6 +90,8 @@ class Normalization(nn.Module):
         count = count.view(len(x), *[1] * (x.dim() - 2))
         mean = total / count  # (B, ..., C)
         std = ((squares / count - mean.square()).clamp(min=0) + EPS).sqrt()
+        if groups is None and self.shared_group is not None:
+            groups = [self.shared_group] * len(x)
         if groups is not None and self.stats:
             known = [i for i, g in enumerate(groups) if g in self.stats]
             if known:
