@@ -375,7 +375,8 @@ class Server:
         raise RuntimeError(f"ser serve not ready in {wait} s: {self.output()}")
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log.name).read_text()[-3000:]
 
     def request(self, method: str, path: str, body: bytes | None = None,
@@ -407,14 +408,17 @@ class Server:
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM, then wait (bounded); the exit status."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.terminate()
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(10)
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.log.close()
+        return self.process.returncode
 
 
 def multipart(fields: dict[str, str], name: str, data: bytes) -> tuple[bytes, dict]:

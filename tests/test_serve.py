@@ -198,7 +198,7 @@ def test_live_answers_every_hop_with_the_windows_probabilities(server):
     np.testing.assert_allclose(answers[-1]["running"], expected.mean(0), atol=1e-5)
 
 
-def test_live_refuses_a_wrong_key_or_rate(server):
+def test_live_refuses_a_wrong_key_a_wrong_rate_and_nan(server):
     websockets = pytest.importorskip("websockets.sync.client")
     url = server.url.replace("http", "ws") + "/live"
     for start, fragment in (
@@ -208,6 +208,14 @@ def test_live_refuses_a_wrong_key_or_rate(server):
         with websockets.connect(url, open_timeout=30) as ws:
             ws.send(json.dumps(start))
             assert fragment in json.loads(ws.recv(30))["error"]
+    with websockets.connect(url, open_timeout=30) as ws:  # samples that are not numbers
+        ws.send(json.dumps({"sample_rate": RATE, "key": KEY}))
+        assert json.loads(ws.recv(30))["ready"]
+        ws.send(np.full(1600, np.nan, "<f4").tobytes())
+        assert json.loads(ws.recv(30)) == {
+            "error": "the audio holds NaN or infinite samples",
+            "status": 422,
+        }
     assert server.get("/health")[0] == 200
 
 

@@ -51,7 +51,7 @@ class EmotionAPI(ls.LitAPI):
         self.batch_size = batch_size
 
     def setup(self, device: str) -> None:
-        self.device = "cpu" if device == "cpu" else device
+        self.device = device  # LitServe's: "cpu" or "cuda:N"
         self.model = load_models(self.models).to(self.device).eval()
 
     def decode_request(self, request: dict) -> dict:
