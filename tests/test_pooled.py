@@ -149,6 +149,13 @@ def test_cv_leaves_each_corpus_out_once(corpora: dict[str, Path], tmp_path: Path
     assert [r["test_speakers"] for r in results] == [["ravdess"], ["cremad"]]
     assert [r["n_clips"] for r in results] == [6 * 4 * 2, 6 * 4 * 2]  # every clip of each
     assert json.loads((out / "pooled" / "metrics.json").read_text())["n_clips"] == 96
+    for result, trained in zip(results, ("cremad", "ravdess"), strict=True):
+        events = EventAccumulator(result["log_dir"])
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        # the left-out corpus is tested; the trained one has no test clips: absent, not 0.0
+        assert f"test/uar/{result['test_speakers'][0]}" in tags
+        assert f"test/uar/{trained}" not in tags
 
 
 def test_balanced_classes_within_each_corpus_keep_its_share(corpora: dict[str, Path]):
