@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("ser.cli", "score a checkpoint on the validation split"),
     "test": ("ser.cli", "score a checkpoint on the test split: report, confusion matrix, predictions.csv"),
     "predict": ("ser.inference.predict", "the emotion of audio files, from a checkpoint or an export"),
+    "explain": ("ser.inference.explain", "draw which feature bins and frames drove each file's answer (ser[explain])"),
     "export": ("ser.inference.export", "export a checkpoint's whole chain to TorchScript (and ONNX)"),
     "serve": ("ser.serve.server", "serve a model over HTTP: an API, a page and a live microphone (ser[serve])"),
     "cv": ("ser.cv", "cross-validate over speaker folds or leave-one-speaker-out: mean +- std, pooled matrix"),

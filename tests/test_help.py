@@ -12,7 +12,7 @@ from ser.__main__ import COMMANDS
 
 from .helpers import CONFIG, RAVDESS_YAML, REPO, write_ravdess
 
-EVERY = ("fit", "validate", "test", "predict", "export", "serve", "cv", "baseline", "explore", "download")
+EVERY = ("fit", "validate", "test", "predict", "explain", "export", "serve", "cv", "baseline", "explore", "download")  # fmt: skip
 
 
 def ser(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
