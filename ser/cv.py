@@ -73,20 +73,27 @@ def count_folds(
     return (len(speakers) if protocol == "loso" else n_folds), list(data.class_names), corpora
 
 
+def fit_and_test(fit_args: list[str], out: str, name: str) -> tuple:
+    """``ser fit`` in-process into ``OUT/NAME/version_N``; the CLI and its test metrics."""
+    from ser.cli import main
+
+    cli = main([
+        "fit", *fit_args, "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", out, "--trainer.logger.init_args.name", name,
+    ])  # fmt: skip
+    metrics = json.loads((Path(cli.trainer.log_dir) / "test" / "metrics.json").read_text())
+    return cli, metrics
+
+
 def run_fold(
     fit_args: list[str], protocol: str, n_folds: int, corpora: list[str], fold: int, out: str
 ) -> dict:
     """Train and test one fold in-process; its test metrics, confusion matrix and wall time."""
-    from ser.cli import main
-
     start = time.perf_counter()
-    cli = main([
-        "fit", *fit_args, *fold_data(protocol, fold, n_folds, corpora),
-        "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", out,
-        "--trainer.logger.init_args.name", f"fold{fold}",
-    ])  # fmt: skip
+    cli, metrics = fit_and_test(
+        [*fit_args, *fold_data(protocol, fold, n_folds, corpora)], out, f"fold{fold}"
+    )
     log_dir = Path(cli.trainer.log_dir)
-    metrics = json.loads((log_dir / "test" / "metrics.json").read_text())
     return {
         "fold": fold,
         "test_speakers": sorted(

@@ -45,23 +45,20 @@ def run_key(train: list[str], seed: int) -> str:
 
 def run_cell(fit_args: list[str], train: list[str], seed: int, out: str) -> dict:
     """Train on ``train`` with ``seed`` in-process; each corpus's test figures."""
-    from ser.cli import main
+    from ser.cv import fit_and_test
 
     start = time.perf_counter()
-    cli = main([
-        "fit", *fit_args, "--data.train_corpora", json.dumps(train), "--seed_everything", str(seed),
-        "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", out,
-        "--trainer.logger.init_args.name", f"{row_name(train)}_seed{seed}",
-    ])  # fmt: skip
-    log_dir = Path(cli.trainer.log_dir)
-    metrics = json.loads((log_dir / "test" / "metrics.json").read_text())
+    cli, metrics = fit_and_test(
+        [*fit_args, "--data.train_corpora", json.dumps(train), "--seed_everything", str(seed)],
+        out, f"{row_name(train)}_seed{seed}",
+    )  # fmt: skip
     return {
         "train": train,
         "seed": seed,
         "cells": metrics["per_corpus"],
         "n_classes": len(metrics["class_names"]),
         "seconds": time.perf_counter() - start,
-        "log_dir": str(log_dir),
+        "log_dir": str(cli.trainer.log_dir),
     }
 
 
