@@ -161,6 +161,10 @@ def test_live_windows_get_the_probabilities_of_predict(model):
         expected = model(torch.from_numpy(np.stack(clips))).softmax(-1)
     got = torch.tensor(results[0]["probabilities"] + results[1]["probabilities"])
     assert torch.allclose(got, expected, atol=1e-6)
+    short = clips_payload([noise(1.0)[:80]])  # 5 ms: too short for the net, and only its error
+    too_short, fine = answer_clips(model, [short, clips_payload(clips[:1])])
+    assert too_short["status"] == 400 and "window (0.005 s)" in too_short["error"]
+    assert fine["probabilities"][0] == pytest.approx(results[0]["probabilities"][0], abs=1e-6)
 
 
 @pytest.mark.parametrize(

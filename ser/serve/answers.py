@@ -21,6 +21,7 @@ import torch
 
 from ser.audio import AUDIO_EXTENSIONS, HOP_SECONDS, MIN_SECONDS, WINDOW_SECONDS
 from ser.errors import SERError
+from ser.inference.models import shortest_clip
 from ser.inference.predict import SEGMENTS, clip_probabilities, predict_files, rows
 
 
@@ -232,14 +233,21 @@ def clips_payload(clips: list[np.ndarray]) -> dict:
 def answer_clips(model: torch.nn.Module, payloads: list[dict], device: str = "cpu") -> list[dict]:
     """Answer live windows (:func:`clips_payload`): each payload's ``(n_windows, n_classes)``
     probabilities as lists; the windows of every payload share forward passes."""
-    clips = [torch.from_numpy(c) for p in payloads for c in p["clips"]]
-    if not clips:
-        return [{"status": 200, "probabilities": []} for _ in payloads]
-    probabilities = clip_probabilities(model, clips, torch.device(device)).tolist()
-    out, start = [], 0
-    for p in payloads:
-        out.append({"status": 200, "probabilities": probabilities[start : start + len(p["clips"])]})
-        start += len(p["clips"])
+    out: list[dict | None] = [None] * len(payloads)
+    for i, p in enumerate(payloads):  # a window too short for the net: that payload's error only
+        try:
+            for clip in p["clips"]:
+                shortest_clip(model, len(clip) / model.sample_rate, "window")
+        except SERError as err:
+            out[i] = error(400, str(err))
+    valid = [i for i, a in enumerate(out) if a is None]
+    clips = [torch.from_numpy(c) for i in valid for c in payloads[i]["clips"]]
+    probabilities = clip_probabilities(model, clips, torch.device(device)).tolist() if clips else []
+    start = 0
+    for i in valid:
+        n = len(payloads[i]["clips"])
+        out[i] = {"status": 200, "probabilities": probabilities[start : start + n]}
+        start += n
     return out
 
 

@@ -143,7 +143,10 @@ class AudioSpec(LitSpec):
                     return
                 if message.get("text") is not None:  # {"end": true}: the recording stopped
                     return await websocket.close()
-                chunk = np.frombuffer(message.get("bytes") or b"", dtype="<f4")
+                data = message.get("bytes") or b""
+                if len(data) % 4:
+                    raise RequestError(400, "send float32 samples: chunks of whole 4-byte samples")
+                chunk = np.frombuffer(data, dtype="<f4")
                 if not np.isfinite(chunk).all():
                     raise RequestError(422, "the audio holds NaN or infinite samples")
                 n_samples += len(chunk)
@@ -154,6 +157,8 @@ class AudioSpec(LitSpec):
                 if not windows:
                     continue
                 result = await self.submit(clips_payload([c.numpy() for *_, c in windows]))
+                if result["status"] != 200:
+                    raise RequestError(result["status"], result["error"])
                 for (s, e, _), probs in zip(windows, result["probabilities"], strict=True):
                     probs = np.asarray(probs)
                     total = probs if total is None else total + probs
