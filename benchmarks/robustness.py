@@ -4,7 +4,7 @@
    (RT60 0.3/0.6/1.0 s) and the telephone band, each run scored
    by ``ser test --perturb CONDITION`` on its last checkpoint; runs given under one label (seeds)
    are averaged (mean +- std). With ``--plot``, UAR against SNR per label.
-2. ``--cost``: the time each waveform augmentation of ``configs/data/augment/conditions.yaml``
+2. ``--cost``: the time each waveform augmentation of ``configs/robust.yaml``
    takes on a batch of 32 clips of 3 s at 16 kHz on this machine (median of 5 after a warm-up).
 
 Run from the repository root::
@@ -92,7 +92,7 @@ def plot(results: dict, labels: list[str], path: Path) -> None:
 
 
 def cost_table() -> None:
-    config = yaml.safe_load((REPO / "configs/data/augment/conditions.yaml").read_text())
+    config = yaml.safe_load((REPO / "configs/robust.yaml").read_text())["data"]
     wave = torch.randn(32, 48000) * 0.1
     lengths = torch.full((32,), 48000)
     print("\n| augmentation (p = 1) | ms per batch of 32 x 3 s |\n|---|---|")

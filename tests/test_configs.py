@@ -16,7 +16,9 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))  # recipes: tests/test_recip
 def config_args(config: Path, tmp_path: Path) -> list[str]:
     """The ``--config`` arguments that run ``config``: distill.yaml adds a task to a model config
     and needs a teacher; distill_on_the_fly.yaml adds to both, and its teacher the student's
-    front-end."""
+    front-end; robust.yaml adds to a model config."""
+    if config.name == "robust.yaml":
+        return ["--config", CONFIG, "--config", str(config)]
     if not config.name.startswith("distill"):
         return ["--config", str(config)]
     frontend = {"class_path": "ser.transforms.LogMel", "init_args": {"hop_ms": 16.0}}  # CONFIG's
@@ -43,6 +45,9 @@ def test_config_runs_one_batch(config: Path, ravdess_root: Path, tmp_path: Path,
     ])  # fmt: skip
     assert cli.trainer.global_step == 1  # one optimiser step ran
     assert cli.model.n_classes == cli.datamodule.n_classes == 8  # linked from the data
+    if config.name == "robust.yaml":  # the fragment's settings reach the corpus given after it
+        pipeline = cli.datamodule.pipeline
+        assert pipeline.normalization.level == "speaker" and len(pipeline.wave_augment) == 8
 
 
 @pytest.mark.parametrize("fragment, epochs", [
