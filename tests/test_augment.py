@@ -305,7 +305,7 @@ def test_augment_fragment_through_the_cli(
     assert (len(pipeline.wave_augment), len(pipeline.feature_augment)) == (n_wave, n_spec)
     assert cli.trainer.global_step == 1
     # modules stay out of the checkpoint's plain data: the spec holds the eval pipeline only
-    assert set(dm.pipeline_spec) == {"frontend", "denoise"}
+    assert set(dm.pipeline_spec) == {"frontend", "denoise", "normalization"}
     assert cli.model.pipeline_spec == dm.pipeline_spec  # linked into the task's checkpoint spec
     copies = pipeline.offline_copies
     assert len(dm.datasets["train"]) == (1 + copies) * 16  # 2 actors x 4 emotions x 2 clips
