@@ -77,7 +77,8 @@ def figure(features: np.ndarray, attributions: np.ndarray, title: str, frame_sec
     extent = (0, features.shape[1] * frame_seconds, 0, features.shape[0])
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.imshow(features, origin="lower", aspect="auto", cmap="gray", extent=extent)
-    overlay = ax.imshow(positive / top, origin="lower", aspect="auto", cmap="Reds", alpha=0.55,
+    shown = np.ma.masked_less(positive / top, 0.05)  # the faintest left out: the features show
+    overlay = ax.imshow(shown, origin="lower", aspect="auto", cmap="Reds", alpha=0.55,
                         extent=extent, vmin=0, vmax=1)  # fmt: skip
     fig.colorbar(overlay, ax=ax, label="attribution (share of max)")
     ax.set_xlabel("time (s)")
