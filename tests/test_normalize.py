@@ -156,3 +156,30 @@ def test_group_by_folder_needs_a_speaker_normalised_model(tmp_path: Path, monkey
         from ser.inference.predict import main as predict_main
 
         predict_main([str(checkpoint), str(write_ravdess(tmp_path / "r")), "--group-by", "folder"])
+
+
+@pytest.mark.parametrize("level", ["speaker"])
+def test_normalised_model_exports_as_its_checkpoint_predicts(tmp_path: Path, level: str):
+    """TorchScript and ONNX carry the per-recording normalisation (a speaker-level model without
+    grouped statistics normalises each window on its own at inference, as ``ser predict``)."""
+    from ser.inference import load_model
+    from ser.inference.export import example_waveform, export
+    from ser.models import CNN2D
+
+    from .helpers import LOGMEL, RATE, save_checkpoint
+
+    torch.manual_seed(0)
+    net = CNN2D(4, 32, RATE, channels=[4, 8], convs_per_block=1)
+    pipeline = {"frontend": LOGMEL, "denoise": None,
+                "normalization": {"level": level, "scale": True}}  # fmt: skip
+    checkpoint = save_checkpoint(tmp_path / "m.ckpt", net.eval(), "ser.models.CNN2D",
+                                 {"channels": [4, 8], "convs_per_block": 1}, pipeline, 32)  # fmt: skip
+    formats = ["torchscript", "onnx"]
+    figures = export(checkpoint, tmp_path / "out", formats)
+    assert all(max(figures[f]) < 1e-4 for f in formats if f in figures), figures
+    model = load_model(checkpoint)
+    assert model.pipeline.normalization.level == level
+    scripted = torch.jit.load(str(tmp_path / "out" / "model.ts"))
+    wave = example_waveform(RATE, 1.5, 2, seed=4)
+    with torch.inference_mode():
+        torch.testing.assert_close(scripted(wave), model(wave), atol=1e-4, rtol=1e-4)

@@ -29,14 +29,21 @@ LEVELS = ("recording", "speaker", "corpus")
 EPS = 1e-5
 
 
+def between(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``t`` ``(B, ...)`` with size-1 axes inserted after the first so that it broadcasts over
+    ``x`` ``(B, ..., C, F)`` (unsqueezed, not viewed with sizes: a traced export keeps any batch)."""
+    for _ in range(x.dim() - t.dim()):
+        t = t.unsqueeze(1)
+    return t
+
+
 def frame_moments(
     x: torch.Tensor, lengths: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per clip, the sum and sum of squares of each feature bin over the valid frames, and the
     frame count: ``(B, ..., C, F), (B,) -> (B, ..., C), (B, ..., C), (B,)``."""
     valid = torch.arange(x.shape[-1], device=x.device) < lengths[:, None]  # (B, F)
-    valid = valid.view(len(x), *[1] * (x.dim() - 2), x.shape[-1]).to(x.dtype)
-    x = x * valid
+    x = x * between(valid, x).to(x.dtype)  # (B, 1, ..., F)
     return x.sum(-1), x.square().sum(-1), lengths.clamp(min=1).to(x.dtype)
 
 
@@ -87,7 +94,7 @@ class Normalization(nn.Module):
         self, x: torch.Tensor, lengths: torch.Tensor, groups: Sequence[str] | None = None
     ) -> torch.Tensor:
         total, squares, count = frame_moments(x, lengths)  # (B, ..., C), (B, ..., C), (B,)
-        count = count.view(len(x), *[1] * (x.dim() - 2))
+        count = between(count, total)  # (B, 1, ...)
         mean = total / count  # (B, ..., C)
         std = ((squares / count - mean.square()).clamp(min=0) + EPS).sqrt()
         if groups is None and self.shared_group is not None:
@@ -104,4 +111,4 @@ class Normalization(nn.Module):
         if self.scale:
             out = out / std[..., None]
         valid = torch.arange(x.shape[-1], device=x.device) < lengths[:, None]  # (B, F)
-        return out * valid.view(len(x), *[1] * (x.dim() - 2), x.shape[-1])
+        return out * between(valid, x)
