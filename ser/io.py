@@ -118,3 +118,24 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def refuse_to_replace(paths: list[str | Path], overwrite: bool, what: str) -> None:
+    """The one policy of every command that writes: a file the user already has is replaced only
+    with ``--overwrite``, checked before any work.
+
+    Args:
+        paths: the files the command is about to write.
+        overwrite: the user's ``--overwrite``.
+        what: the option that chose them, for the error (e.g. ``--output out.csv``).
+
+    Raises:
+        SERError: naming the first file that exists.
+    """
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more it would write)" if len(existing) > 1 else ""
+        raise SERError(
+            f"{what}: {existing[0]} already exists{more}; ser replaces no file you have without "
+            "--overwrite: choose another name or folder, or add --overwrite"
+        )

@@ -160,7 +160,7 @@ def weights_file(name: str, weights: str | Path | None = None) -> Path:
         return path
     path = hub_file(name)
     home = os.environ.get("TORCH_HOME")
-    if home and not Path(home).expanduser().is_dir():
+    if home and Path(home).expanduser().exists() and not Path(home).expanduser().is_dir():
         raise SERError(
             f"TORCH_HOME {home}: not a folder; set it to the folder that holds "
             f"hub/checkpoints/{path.name}, or unset it (then ~/.cache/torch is used)"

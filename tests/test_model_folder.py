@@ -102,15 +102,18 @@ def test_model_card_says_when_there_is_no_test_report(tmp_path: Path):
     assert "No test report" in card and "licence of the training data is not recorded" in card
 
 
-def test_refuses_a_folder_that_is_not_empty(tmp_path: Path, run: Path):
+def test_replaces_no_file_without_overwrite(tmp_path: Path, run: Path):
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
-    with pytest.raises(SERError, match="not empty.*--overwrite"):
+    export(run, folder, ["hub"])  # a file of the user's own stays beside the model folder
+    (folder / "README.md").write_text("my edited card")
+    with pytest.raises(SERError, match="model.safetensors already exists.*--overwrite"):
         export(run, folder, ["hub"])
-    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert (folder / "README.md").read_text() == "my edited card"
     export(run, folder, ["hub"], overwrite=True)
     assert (folder / "notes.txt").read_text() == "mine" and (folder / "model.safetensors").is_file()
+    assert (folder / "README.md").read_text() != "my edited card"
 
 
 NO_PICKLE_NO_LIGHTNING = """

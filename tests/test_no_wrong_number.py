@@ -116,6 +116,15 @@ def test_front_end_settings_are_blamed_on_the_front_end(tmp_path, capsys):
     assert "pipeline.frontend.init_args.n_mles: LogMel takes no such setting" in line
 
 
+def test_class_weights_all_zero_are_refused_at_start(tmp_path, capsys, monkeypatch):
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 15, 19), clips_per_emotion=1)
+    monkeypatch.chdir(tmp_path)
+    for weights in ("[0, 0, 0, 0]", "[1, .nan, 1, 1]"):
+        line = error_line(capsys, "fit", "--config", CONFIG, "--data", RAVDESS_YAML,
+                          "--data.root", str(root), *FAST, "--model.class_weights", weights)  # fmt: skip
+        assert "--model.class_weights" in line and "not all 0" in line
+
+
 def test_a_nan_loss_stops_training_naming_step_files_and_cause(tmp_path, capsys, monkeypatch):
     root = write_ravdess(tmp_path / "ravdess", actors=(1, 2, 15, 16, 19, 20))
     monkeypatch.chdir(tmp_path)

@@ -85,3 +85,37 @@ def test_an_empty_emotion_list_says_so(tmp_path, capsys, monkeypatch, emotions):
     line = error_line(capsys, "fit", "--config", CONFIG, "--data", RAVDESS_YAML,
                       "--data.root", str(root), *FAST, "--data.emotions", emotions)  # fmt: skip
     assert "--data.emotions" in line and "give two or more emotions" in line
+
+
+def test_no_command_replaces_a_file_without_overwrite(tmp_path, capsys):
+    """One policy: export (every format) and predict's --output and --plot."""
+    from .helpers import RATE, noise, write_checkpoint
+
+    checkpoint = write_checkpoint(tmp_path / "m.ckpt")
+    export = ["export", str(checkpoint), "--output", str(tmp_path / "out"), "--format"]
+    ser_main([*export, "torchscript"])
+    before = (tmp_path / "out" / "model.ts").read_bytes()
+    line = error_line(capsys, *export, "torchscript")
+    assert "model.ts already exists; " in line and "--overwrite" in line
+    assert (tmp_path / "out" / "model.ts").read_bytes() == before
+    ser_main([*export, "hub"])  # other files of the folder stay; the model folder's are new
+    assert "model.safetensors already exists (and 2 more" in error_line(capsys, *export, "hub")
+    ser_main([*export, "torchscript", "--overwrite"])
+    import soundfile as sf
+
+    sf.write(tmp_path / "clip.wav", noise(1.0), RATE)
+    for option, name in (("--output", "out.csv"), ("--plot", "out.png")):
+        (tmp_path / name).write_text("mine")
+        predict = [
+            "predict",
+            str(checkpoint),
+            str(tmp_path / "clip.wav"),
+            option,
+            str(tmp_path / name),
+        ]
+        assert f"{option} {tmp_path / name}: {tmp_path / name} already exists" in error_line(
+            capsys, *predict
+        )
+        assert (tmp_path / name).read_text() == "mine"
+        ser_main([*predict, "--overwrite"])
+        assert (tmp_path / name).read_bytes() != b"mine"

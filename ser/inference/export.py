@@ -35,7 +35,7 @@ from ser.inference.models import (
     model_info,
     read_weights,
 )
-from ser.io import atomic_path, ensure_writable, write_text
+from ser.io import atomic_path, ensure_writable, refuse_to_replace, write_text
 
 FORMATS = ("torchscript", "onnx", "hub")
 #: What ``ser export`` writes without ``--format``.
@@ -148,15 +148,6 @@ def export_hub(checkpoint: Path, output: Path) -> Path:
     return path
 
 
-def refuse_non_empty(output: Path, overwrite: bool) -> None:
-    """A model folder goes into a new or empty folder unless ``overwrite``: never a user's files."""
-    if not overwrite and output.is_dir() and any(output.iterdir()):
-        raise SERError(
-            f"--output {output}: the folder is not empty; give a new or empty folder for the model "
-            f"folder, or --overwrite to replace its {WEIGHTS_FILE}, {CONFIG_FILE} and {CARD_FILE}"
-        )
-
-
 def onnx_runner(path: Path) -> Callable[[torch.Tensor], np.ndarray] | None:
     """Run an ONNX file with onnxruntime on the CPU; ``None`` when onnxruntime is absent."""
     if importlib.util.find_spec("onnxruntime") is None:
@@ -191,6 +182,16 @@ def check(
     return differences
 
 
+def written_files(output: Path, formats: list[str] | tuple[str, ...]) -> list[Path]:
+    """The files an export of ``formats`` writes into ``output``."""
+    files = [output / FILENAMES[f] for f in formats]
+    if "hub" in formats:
+        files += [output / CONFIG_FILE, output / CARD_FILE]
+    if set(formats) - {"hub"}:
+        files.append(output / CLASSES_FILE)
+    return files
+
+
 def export(
     checkpoint: str | Path,
     output: str | Path,
@@ -200,8 +201,8 @@ def export(
     """Export ``checkpoint`` into ``output``; return each format's parity figures (``None``: unchecked).
 
     ``formats`` defaults to TorchScript and ONNX; ONNX is then skipped with a note when its
-    packages are missing. ``hub`` (the model folder) needs an empty or new ``output`` unless
-    ``overwrite``.
+    packages are missing. A file the export would write that exists already is replaced only
+    with ``overwrite`` (:func:`ser.io.refuse_to_replace`); other files of ``output`` stay.
     """
     checkpoint = Path(checkpoint).expanduser()
     model = load_model(checkpoint)
@@ -209,8 +210,15 @@ def export(
         raise SERError(f"{checkpoint}: already an export; `ser export` takes a training checkpoint")
     output = ensure_writable(Path(output).expanduser(), f"--output {output}")
     formats = list(dict.fromkeys(formats)) if formats is not None else None
-    if formats is not None and "hub" in formats:
-        refuse_non_empty(output, overwrite)
+    classes = json.dumps(model_info(model), indent=2) + "\n"
+    same = output / CLASSES_FILE  # the same classes.json again (another format) replaces nothing
+    same_classes = same.is_file() and same.read_text(errors="replace") == classes
+    files = [
+        f
+        for f in written_files(output, formats or DEFAULT_FORMATS)
+        if not (f == same and same_classes)
+    ]
+    refuse_to_replace(files, overwrite, f"--output {output}")
     requested = formats is not None
     figures: dict[str, list[float] | None] = {}
     for fmt in formats or DEFAULT_FORMATS:
@@ -237,7 +245,7 @@ def export(
                     raise
                 print(f"note: skipping ONNX. {error}", file=sys.stderr)
     if set(figures) - {"hub"}:  # the model folder's config.json holds the classes already
-        write_text(output / CLASSES_FILE, json.dumps(model_info(model), indent=2) + "\n")
+        write_text(output / CLASSES_FILE, classes)
     return figures
 
 
@@ -253,11 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--format", nargs="+", choices=FORMATS, default=None,
         help="formats (default: torchscript onnx); hub: a shareable model folder (model.safetensors, "
-        "config.json, README.md model card) in a new or empty folder",
+        "config.json, README.md model card)",
     )  # fmt: skip
     parser.add_argument(
         "--overwrite", action="store_true",
-        help="with --format hub: write into a folder that is not empty, replacing its model files",
+        help="replace the files an earlier export wrote there (model.ts, model.onnx, classes.json, "
+        "or the model folder's files); without it an existing file is an error",
     )  # fmt: skip
     return parser
 

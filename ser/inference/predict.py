@@ -46,7 +46,7 @@ from ser.inference.models import (
 from ser.inference.ood import UNLIKE
 from ser.inference.plot import check_plot_path, plot_predictions
 from ser.inference.vad import load_vad, speech_segments
-from ser.io import ensure_writable, write_text
+from ser.io import ensure_writable, refuse_to_replace, write_text
 
 log = logging.getLogger("ser")
 GLOB_CHARS = frozenset("*?[")
@@ -461,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", type=Path, help="also write the results to FILE.csv or FILE.json"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output or --plot file"
+    )
     return parser
 
 
@@ -471,6 +474,9 @@ def run(args: argparse.Namespace) -> None:
         ensure_writable(args.output.parent, f"--output {args.output}")
     if args.plot is not None:
         check_plot_path(args.plot)
+    for option, path in (("--output", args.output), ("--plot", args.plot)):
+        if path is not None:
+            refuse_to_replace([path], args.overwrite, f"{option} {path}")
     if not 0 <= args.min_confidence <= 1:
         raise SERError(f"--min-confidence {args.min_confidence}: give a probability from 0 to 1")
     model = load_models([args.model, *args.ensemble])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable
 from typing import Literal
@@ -106,11 +107,14 @@ class EmotionClassifier(L.LightningModule):
         self.class_names = list(class_names or [str(i) for i in range(n_classes)])
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         if isinstance(class_weights, list) and (
-            len(class_weights) != n_classes or min(class_weights) < 0
+            len(class_weights) != n_classes
+            or not all(0 <= w < math.inf for w in class_weights)
+            or sum(class_weights) == 0  # every loss 0/0: NaN from the first step
         ):
             raise SERError(
-                f"--model.class_weights: {len(class_weights)} weights for {n_classes} classes "
-                f"({', '.join(self.class_names)}); give one non-negative weight per class, or balanced"
+                f"--model.class_weights: {class_weights} for {n_classes} classes "
+                f"({', '.join(self.class_names)}); give one finite, non-negative weight per class, "
+                "not all 0, or balanced"
             )
         # Not saved in the state dict: derived from the data (or the config) on every setup.
         self.register_buffer("loss_weights", None, persistent=False)
