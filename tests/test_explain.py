@@ -52,6 +52,8 @@ def test_cli_writes_one_picture_per_file(tmp_path: Path, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
     assert (tmp_path / "out" / "a.png").read_bytes()[:4] == b"\x89PNG"
     assert "wrote" in capsys.readouterr().out
+    with pytest.raises(SERError, match="a.png already exists .*--overwrite"):  # one policy
+        main([str(checkpoint), *files, "-o", str(tmp_path / "out"), "--method", "occlusion"])
     export(checkpoint, tmp_path / "ts", ["torchscript"])
     with pytest.raises(SERError, match="an export holds compiled code"):
         main([str(tmp_path / "ts" / "model.ts"), str(tmp_path / "a.wav"), "-o", str(tmp_path)])

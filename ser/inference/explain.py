@@ -21,7 +21,7 @@ from ser.audio import read_audio
 from ser.errors import AudioError, SERError
 from ser.inference.models import EmotionModel, load_model
 from ser.inference.predict import expand_paths
-from ser.io import atomic_path, ensure_writable
+from ser.io import atomic_path, ensure_writable, refuse_to_replace
 
 METHODS = ("integrated-gradients", "occlusion")
 CAPTUM_HINT = "ser explain needs Captum: pip install captum (or pip install 'ser[explain]')"
@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=float, default=6.0,
         help="explain the first this many seconds of each recording (default 6)",
     )  # fmt: skip
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace PNGs an earlier run wrote there"
+    )
     return parser
 
 
@@ -125,6 +128,8 @@ def run(args: argparse.Namespace) -> None:
         )
     output = ensure_writable(args.output.expanduser(), f"--output {args.output}")
     paths = expand_paths(args.paths)
+    refuse_to_replace([output / f"{p.stem}.png" for p in paths], args.overwrite,
+                      f"--output {args.output}")  # fmt: skip
     shortest = model.pipeline.check_duration(model.net, args.seconds, "--seconds")
     hop = getattr(model.pipeline.frontend, "hop_length", None)
     written = 0
