@@ -57,6 +57,7 @@ def metrics_from_confusion(confusion: np.ndarray, class_names: list[str]) -> dic
         "accuracy": float(tp.sum() / total) if total else None,
         "macro_f1": float(f1[present].mean()) if present.any() else None,
         "n_clips": total,
+        "absent_classes": [name for name, n in zip(class_names, support, strict=True) if not n],
         "per_class": {
             name: {"recall": r, "precision": p, "f1": f, "support": int(s)}
             for name, r, p, f, s in per_class
@@ -97,6 +98,7 @@ def format_table(metrics: dict) -> str:
         lines.append(
             f"{name:<{width}}  {figure(m['recall'], '.3f'):>6}  "
             f"{figure(m['precision'], '.3f'):>9}  {figure(m['f1'], '.3f'):>6}  {m['support']:7d}"
+            + ("  absent from the test set" if not m["support"] else "")
         )
     lines.append(
         f"UAR {figure(metrics['uar'])}  accuracy {figure(metrics['accuracy'])}  "
@@ -116,6 +118,7 @@ def confusion_figure(confusion: np.ndarray, class_names: list[str]):
     rows = confusion.sum(axis=1, keepdims=True)
     normalised = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
     n = len(class_names)
+    named = [f"{c} (absent)" if not r else c for c, r in zip(class_names, rows[:, 0], strict=True)]
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.3 * n, 1.6 + 0.6 * n), squeeze=True)
     for ax, data, title, fmt in (
         (axes[0], confusion, "counts", "{:d}"),
@@ -124,14 +127,15 @@ def confusion_figure(confusion: np.ndarray, class_names: list[str]):
         ax.imshow(data, cmap="Blues", vmin=0)
         ax.set_title(title)
         ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-        ax.set_yticks(range(n), class_names)
+        ax.set_yticks(range(n), named)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         top = data.max() if data.size else 0
         for i in range(n):
             for j in range(n):
                 value = data[i, j]
-                ax.text(j, i, fmt.format(value.item()), ha="center", va="center", fontsize=8,
+                text = "-" if data is normalised and not rows[i, 0] else fmt.format(value.item())
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
                         color="white" if top and value > 0.6 * top else "black")  # fmt: skip
     fig.tight_layout()
     return fig

@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ser.audio import read_audio
+from ser.audio import RESAMPLER, read_audio
 from ser.data import RAVDESS
 from ser.data.cache import AudioCache
 from ser.data.splits import SplitSpec
@@ -58,6 +58,24 @@ def test_settings_or_file_change_rebuilds(ravdess_root: Path):
     wave = next(w for c, w in zip(dm.datasets["train"].clips, dm.datasets["train"].waves,
                                   strict=True) if c.path == changed)  # fmt: skip
     assert wave.numel() == 4000 and torch.allclose(wave, torch.from_numpy(ramp), atol=1e-4)
+
+
+def test_a_cache_of_another_resampler_is_rebuilt_not_mixed(ravdess_root: Path, monkeypatch):
+    # A cache written before the resampler was part of the key (torchaudio's, keyed on the
+    # rate alone), filled with what another resampler would have made of each file.
+    dm = Counting(root=str(ravdess_root), **SPLIT)
+    paths = [c.path for c in dm.clips()]
+    old = AudioCache("Counting", ravdess_root, {"sample_rate": 16000})
+    old.decode_all(paths, lambda p: read_audio(p, 16000) * 0.5)
+    first = setup_counting(ravdess_root)
+    assert len(Counting.calls) == 48  # not read from the old file
+    reference = read_audio(first.datasets["test"].clips[0].path, 16000)
+    assert torch.equal(first.datasets["test"].waves[0], reference)
+    # another soxr quality (or version) is another decoder: its own cache
+    monkeypatch.setattr("ser.data.base.RESAMPLER", {**RESAMPLER, "quality": "VHQ"})
+    setup_counting(ravdess_root)
+    assert len(Counting.calls) == 48
+    assert len(list((cache_root() / "audio").glob("Counting-*.cache"))) == 3
 
 
 def test_no_cache_decodes_every_time(ravdess_root: Path):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ser.audio import RESAMPLER
 from ser.data import RAVDESS
 from ser.data.splits import SplitSpec
 from ser.errors import SERError
@@ -68,15 +69,16 @@ def test_torchgate_on_a_padded_batch(mode):
 
 def test_denoise_settings_key_the_decode_and_fail_early(ravdess_root: Path):
     plain = RAVDESS(root=str(ravdess_root))
-    assert plain.decode_settings() == {"sample_rate": 16000}
+    assert plain.decode_settings() == {"sample_rate": 16000, "resampler": RESAMPLER}
     dm = RAVDESS(root=str(ravdess_root), denoise=Denoise("stationary", prop_decrease=0.8))
     assert dm.decode_settings() == {
-        "sample_rate": 16000, "denoise": "stationary", "denoise_prop_decrease": 0.8,
+        "sample_rate": 16000, "resampler": RESAMPLER, "denoise": "stationary",
+        "denoise_prop_decrease": 0.8,
     }  # fmt: skip
     path = next(ravdess_root.rglob("*.wav"))
     assert not torch.equal(dm.decode(path), plain.decode(path))
     on_device = RAVDESS(root=str(ravdess_root), denoise=Denoise("stationary", where="device"))
-    assert on_device.decode_settings() == {"sample_rate": 16000}
+    assert on_device.decode_settings() == {"sample_rate": 16000, "resampler": RESAMPLER}
     assert on_device.pipeline.gate is not None
     with pytest.raises(SERError, match="prop_decrease=2.0"):
         RAVDESS(root=str(ravdess_root), denoise=Denoise("stationary", prop_decrease=2.0))

@@ -31,14 +31,14 @@ from .helpers import RATE, noise, speech_with_pauses, write_checkpoint
 HAS_VAD = importlib.util.find_spec("silero_vad") is not None
 
 
-@pytest.mark.parametrize(("rate", "sample_rate"), [(48000, 16000), (44100, 16000), (8000, 16000), (22050, 22050)])  # fmt: skip
-@pytest.mark.parametrize("block", [7919, 10**6])
+@pytest.mark.parametrize(("rate", "sample_rate"), [(48000, 16000), (44100, 16000), (8000, 16000), (22050, 22050), (24414, 16000), (12207, 16000), (44056, 16000), (96000, 16000)])  # fmt: skip
+@pytest.mark.parametrize("block", [1, 7919, 10**6])
 def test_resampled_blocks_join_to_the_whole_resampled(rate: int, sample_rate: int, block: int):
     wave = torch.randn(rate * 3 + 123, generator=torch.Generator().manual_seed(rate))
     whole = resample(wave, rate, sample_rate)
     blocks = list(resample_blocks(torch.split(wave, block), rate, sample_rate))
     assert torch.cat(blocks).shape == whole.shape
-    torch.testing.assert_close(torch.cat(blocks), whole, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat(blocks), whole, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("n_samples", [10, 399, 400, 401, 850, 1234])

@@ -26,7 +26,28 @@ def test_absent_class_does_not_count_in_uar():
     confusion = np.array([[5, 0, 0], [1, 4, 0], [0, 0, 0]])
     m = metrics_from_confusion(confusion, ["x", "y", "z"])
     assert np.isclose(m["uar"], (1.0 + 0.8) / 2)
-    assert "z" in format_table(m)
+    assert m["absent_classes"] == ["z"]
+    assert m["per_class"]["z"] == {"recall": None, "precision": None, "f1": None, "support": 0}
+    (row,) = [line for line in format_table(m).splitlines() if line.startswith("z ")]
+    assert row.split()[:5] == ["z", "-", "-", "-", "0"] and "0.000" not in row
+    assert row.endswith("absent from the test set")
+    # predicted although absent: its precision is a real 0, its recall still absent
+    m = metrics_from_confusion(np.array([[4, 1], [0, 0]]), ["x", "z"])
+    assert m["per_class"]["z"]["recall"] is None and m["per_class"]["z"]["precision"] == 0.0
+
+
+def test_absent_class_is_marked_in_json_and_figure(tmp_path):
+    figures = []
+    report = write_report(np.array([[5, 0, 0], [1, 4, 0], [0, 0, 0]]), ["x", "y", "z"],
+                          tmp_path, add_figure=lambda tag, fig: figures.append(fig))  # fmt: skip
+    data = json.loads(report.files["json"].read_text())
+    assert data["absent_classes"] == ["z"] and data["per_class"]["z"]["recall"] is None
+    (fig,) = figures
+    normalised = fig.axes[1]
+    assert [t.get_text() for t in normalised.get_yticklabels()] == ["x", "y", "z (absent)"]
+    texts = {(round(t.get_position()[0]), round(t.get_position()[1])): t.get_text()
+             for t in normalised.texts}  # fmt: skip
+    assert texts[(0, 2)] == "-" and texts[(0, 0)] == "1.00"
 
 
 def test_write_report(tmp_path):

@@ -24,6 +24,11 @@ def test_parse_both_layouts():
     assert parse_name(Path("JE/a03.wav")).emotion == "angry"
     assert parse_name(Path("XX/a01.wav")) is None  # not a SAVEE speaker
     assert parse_name(Path("AudioData/DC/info.wav")) is None
+    # copies that lower-case the speaker or capitalise the emotion
+    assert parse_name(Path("AudioData/dc/sa01.wav")).speaker == "DC"
+    assert (parse_name(Path("kl_Su15.wav")).speaker, parse_name(Path("kl_Su15.wav")).emotion) == (
+        "KL", "surprised",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("flat", [False, True])

@@ -8,16 +8,20 @@ from pathlib import Path
 from ser.data.base import Clip, SERDataModule
 from ser.data.verify import Official
 
-# xAA (B): emotion letter, utterance number, speaker number in brackets, e.g. "a01 (1).wav";
-# a few files carry a take suffix after the number ("a01b (1)") or no space before the bracket.
-NAME = re.compile(r"^([adfhs])(\d+)[a-z]?\s*\((\d+)\)")
+# xAA (B): emotion letter, utterance number, speaker number in brackets, e.g. "a01 (1).wav".
+# Copies vary: a take suffix after the number ("a01b (1)") or after the bracket ("a13 (5)b"), no
+# space before the bracket ("h03(2)"), the speaker zero-padded ("d03 (01)") or a capital letter.
+NAME = re.compile(r"^([adfhs])(\d+)[a-z]?\s*\(\s*(\d+)\s*\)", re.IGNORECASE)
 EMOTION_CODES = {"h": "happy", "s": "sad", "a": "angry", "f": "fearful", "d": "disgust"}
 
 
 def parse_name(path: Path) -> Clip | None:
-    """The clip an AESDD file name (``a01 (1).wav``) describes; ``None`` for other files."""
+    """The clip an AESDD file name (``a01 (1).wav``) describes; ``None`` for other files. The
+    speaker is the bracket's number without leading zeros: ``(01)`` and ``(1)`` are one speaker."""
     m = NAME.match(path.stem)
-    return None if m is None else Clip(path=path, emotion=EMOTION_CODES[m[1]], speaker=m[3])
+    if m is None:
+        return None
+    return Clip(path=path, emotion=EMOTION_CODES[m[1].lower()], speaker=str(int(m[3])))
 
 
 class AESDD(SERDataModule):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ser.audio import MIN_SECONDS, SILENT, audio_files, is_silent, read_audio, recording_windows
+from ser.audio import (
+    MIN_SECONDS,
+    RESAMPLER,
+    SILENT,
+    audio_files,
+    is_silent,
+    read_audio,
+    recording_windows,
+)
 from ser.data.cache import AudioCache, decode_uncached
 from ser.data.dataset import (
     Clip,
@@ -26,7 +35,15 @@ from ser.data.dataset import (
 from ser.data.emotions import resolve_classes, restrict_to_classes
 from ser.data.feature_cache import FeatureCache
 from ser.data.splits import Split, SplitSpec
-from ser.data.verify import Official, count_report, duplicate_groups
+from ser.data.verify import (
+    Official,
+    count_report,
+    duplicate_groups,
+    natural,
+    speaker_key,
+    speaker_line,
+    speaker_variants,
+)
 from ser.errors import AudioError, CorpusNotFoundError, SERError
 from ser.spec import class_path
 from ser.transforms.denoise import Denoise
@@ -224,7 +241,7 @@ class SERDataModule(L.LightningDataModule):
     # decode_settings(), so any setting that changes decode() must appear there.
     def decode_settings(self) -> dict:
         """The settings that determine :meth:`decode`'s output (the key of a decoded-audio cache)."""
-        settings = {"sample_rate": self.sample_rate}
+        settings = {"sample_rate": self.sample_rate, "resampler": RESAMPLER}
         denoise = self.pipeline.decode_denoise
         if denoise is not None:
             settings.update(denoise=denoise.mode, denoise_prop_decrease=denoise.prop_decrease)
@@ -307,8 +324,9 @@ class SERDataModule(L.LightningDataModule):
     def verify(self, scanned: list[Clip]) -> None:
         """Log how the files found compare with the official counts (a warning if they differ)."""
         if self.OFFICIAL is None:
-            log.info("%s: %d files found (no official counts to check against)",
-                     type(self).__name__, len(scanned))  # fmt: skip
+            log.info("%s: %d files found (no official counts to check against)\n%s",
+                     type(self).__name__, len(scanned),
+                     speaker_line([c.speaker for c in scanned]))  # fmt: skip
             return
         report = count_report(
             type(self).__name__, [c.emotion for c in scanned], [c.speaker for c in scanned],
@@ -353,6 +371,7 @@ class SERDataModule(L.LightningDataModule):
         scanned = self.scan(self.check_root())
         if self.verify_files:
             self.verify(scanned)
+        self.warn_speaker_variants([c.speaker for c in scanned])
         kept, waves = self.usable(self.select(scanned))
         labels = [self.class_names.index(self._emotion_to_class[c.emotion]) for c in kept]
         split = self.make_split(kept, labels)
@@ -364,12 +383,56 @@ class SERDataModule(L.LightningDataModule):
                 [waves[i] for i in index], [labels[i] for i in index], [kept[i] for i in index],
                 max_samples, train=name == "train", crop_positions=self.crop_positions,
             )  # fmt: skip
+        self.check_split()
         self.log_feature_cache()
         self.fit_normalization()
         self.add_offline_copies()
         log.info("%s: %d clips, %d classes %s; split %s: %s", type(self).__name__, len(kept),
                  len(self.compared_classes), self.compared_classes, self.split.protocol,
                  self.describe_split())  # fmt: skip
+
+    def warn_speaker_variants(self, speakers: list[str]) -> None:
+        """Warn about speaker ids that look like one id written two ways (``01`` and ``1``): a
+        speaker-independent split would test on part of a training speaker."""
+        counts = Counter(speakers)
+        for group in speaker_variants(speakers):
+            log.warning("%s: speakers %s look like one speaker written differently (%s clips); "
+                        "the split treats them as different speakers, so one may train and test "
+                        "on the same voice: rename the files or report the naming to ser",
+                        type(self).__name__, ", ".join(group),
+                        ", ".join(str(counts[s]) for s in group))  # fmt: skip
+
+    def check_split(self) -> None:
+        """Refuse a test fold of fewer than ``split.min_clips_per_class`` clips per compared class
+        and warn about a validation fold of fewer, or a held-out fold without some of the compared
+        classes, naming the fold's speakers, clips and classes."""
+        min_clips = self.split.min_clips_per_class * len(self.compared_classes)
+        for stage in ("test", "val"):
+            data = self.datasets.get(stage)
+            if data is None or len(data) == 0:
+                continue
+            classes = Counter(self.class_names[label] for label in data.labels)
+            absent = [c for c in self.compared_classes if c not in classes]
+            speakers = sorted(
+                {c.speaker for c in data.clips}, key=lambda s: natural(speaker_key(s))
+            )
+            what = (
+                f"the {stage} fold holds {len(data)} clips of {len(classes)} classes ("
+                + ", ".join(f"{c} {classes[c]}" for c in self.class_names if c in classes)
+                + (f"; absent: {', '.join(absent)}" if absent else "")
+                + f") from speakers {', '.join(speakers)}"
+            )
+            if len(data) < min_clips:
+                message = (f"{what}: fewer than {min_clips} clips ({self.split.min_clips_per_class} "
+                           "per class, --data.split.min_clips_per_class) give no meaningful UAR; "
+                           f"hold out more speakers (--data.split.{stage}_speakers, --data.split."
+                           "n_folds) or check the speaker ids")  # fmt: skip
+                if stage == "test":
+                    raise SERError(message)
+                log.warning("%s", message)
+            elif absent:
+                log.warning("%s: the report marks the absent classes absent and the UAR averages "
+                            "the classes present only", what)  # fmt: skip
 
     def log_feature_cache(self) -> None:
         """Say where a frozen encoder's features are cached, and what bypasses the cache."""

@@ -9,8 +9,9 @@ from ser.data.base import Clip, SERDataModule
 from ser.data.verify import Official
 
 SPEAKERS = ("DC", "JE", "JK", "KL")
-# Original AudioData/DC/a01.wav, or the common flat DC_a01.wav
-NAME = re.compile(r"^(?:(DC|JE|JK|KL)_)?(sa|su|a|d|f|h|n)(\d\d)$")
+# Original AudioData/DC/a01.wav, or the common flat DC_a01.wav; some copies lower-case the
+# speaker (dc_a01.wav, AudioData/dc/) or capitalise the emotion (DC_Sa01.wav)
+NAME = re.compile(r"^(?:(DC|JE|JK|KL)_)?(sa|su|a|d|f|h|n)(\d\d)$", re.IGNORECASE)
 EMOTION_CODES = {
     "n": "neutral", "h": "happy", "sa": "sad", "a": "angry", "f": "fearful", "d": "disgust", "su": "surprised",
 }  # fmt: skip
@@ -21,10 +22,10 @@ def parse_name(path: Path) -> Clip | None:
     m = NAME.match(path.stem)
     if m is None:
         return None
-    speaker = m[1] or path.parent.name
+    speaker = (m[1] or path.parent.name).upper()
     if speaker not in SPEAKERS:
         return None
-    return Clip(path=path, emotion=EMOTION_CODES[m[2]], speaker=speaker)
+    return Clip(path=path, emotion=EMOTION_CODES[m[2].lower()], speaker=speaker)
 
 
 class SAVEE(SERDataModule):

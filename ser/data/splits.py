@@ -193,6 +193,9 @@ class SplitSpec:
         val_ratio: share of the remaining clips for validation (``random``; also the share of
             train carved out for validation by a ``predefined`` split without one).
         seed: seed of the ``random`` split.
+        min_clips_per_class: a test fold of fewer clips than this many per compared class
+            (2 x 5 = 10 for five classes) is refused, as its UAR would say little; a validation
+            fold of fewer is warned about; ``0``: neither.
     """
 
     protocol: SplitName = "speaker"
@@ -203,6 +206,7 @@ class SplitSpec:
     test_ratio: float = 0.3
     val_ratio: float = 0.05
     seed: int = 42
+    min_clips_per_class: int = 2
 
     def apply(
         self, speakers: Sequence[str], labels: Sequence[int], stages: Sequence[str | None]

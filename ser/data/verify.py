@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,35 @@ def _compare(name: str, found: Counter, expected: dict[str, int]) -> list[str]:
     return lines
 
 
+def speaker_line(speakers: Sequence[str]) -> str:
+    """The speakers found with their clip counts, e.g. ``speakers (clips): 1 (120), 2 (118)``."""
+    counts = Counter(speakers)
+    order = sorted(counts, key=lambda s: (natural(speaker_key(s)), s))
+    return "  speakers (clips): " + ", ".join(f"{s} ({counts[s]})" for s in order)
+
+
+def speaker_key(speaker: str) -> str:
+    """What a speaker id comes to when case, separators, leading zeros and a take letter after a
+    number are ignored: ``01``, ``1`` and ``1b`` give ``1``; ``Spk_07`` and ``spk7`` give ``spk7``."""
+    key = re.sub(r"[\s_\-().]", "", speaker.lower())
+    key = re.sub(r"\d+", lambda m: str(int(m[0])), key)
+    return re.sub(r"(?<=\d)[a-z]$", "", key)
+
+
+def natural(text: str) -> list:
+    """A sort key that orders the numbers in ``text`` by value: ``2`` before ``15``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def speaker_variants(speakers: Sequence[str]) -> list[list[str]]:
+    """Groups of distinct speaker ids that look like one id written differently
+    (:func:`speaker_key`): a speaker-independent split would put them in different folds."""
+    groups: dict[str, list[str]] = {}
+    for speaker in sorted(set(speakers)):
+        groups.setdefault(speaker_key(speaker), []).append(speaker)
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def count_report(
     corpus: str, emotions: Sequence[str], speakers: Sequence[str], official: Official
 ) -> CountReport:
@@ -89,8 +119,9 @@ def count_report(
                      for s, n in sorted(by_speaker.items()) if s not in official.speakers]  # fmt: skip
     note = f" ({official.note})" if official.note else ""
     if not problems:
-        return CountReport(True, head + f": all counts match{note}")
-    return CountReport(False, head + f"{note}; differences:\n" + "\n".join(problems))
+        return CountReport(True, head + f": all counts match{note}\n" + speaker_line(speakers))
+    text = head + f"{note}; differences:\n" + "\n".join(problems) + "\n" + speaker_line(speakers)
+    return CountReport(False, text)
 
 
 def duplicate_groups(paths: Sequence[str], waves: Sequence[torch.Tensor]) -> list[list[str]]:
