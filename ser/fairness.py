@@ -71,11 +71,11 @@ def format_fairness(report: dict) -> str:
             parts = [f"{g} {entry['groups'][g]['uar']:.3f}" for g in (ranked[0], ranked[-1])]
             parts = [f"{len(ranked)} speakers, lowest {parts[0]}, highest {parts[1]}"]
         gap = (
-            f"; gap {entry['uar_gap']:.3f} UAR, {entry['accuracy_gap']:.3f} accuracy"
+            f"; gap {entry['uar_gap']:.3f} (UAR), {entry['accuracy_gap']:.3f} (accuracy)"
             if "uar_gap" in entry
             else ""
         )
-        lines.append(f"UAR per {grouping}: {', '.join(parts)}{gap}")
+        lines.append(f"per-{grouping} UAR: {', '.join(parts)}{gap}")
     return "\n".join(lines)
 
 

@@ -55,7 +55,7 @@ def test_fairness_per_gender_and_speaker_with_the_gap():
     }
     assert report["gender"]["uar_gap"] == 0.5 and report["gender"]["worst_uar"] == "male"
     assert report["speaker"]["groups"]["03"] == {"uar": 1.0, "accuracy": 1.0, "n_clips": 1}
-    assert "UAR per gender: female 1.000 (2), male 0.500 (2); gap 0.500 UAR" in format_fairness(
+    assert "per-gender UAR: female 1.000 (2), male 0.500 (2); gap 0.500 (UAR)" in format_fairness(
         report
     )
     assert fairness_scalars(report)["test_gender/uar/male"] == 0.5
