@@ -83,13 +83,13 @@ def test_data_fits_speaker_statistics_over_every_stage(tmp_path: Path, monkeypat
     monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
     root = write_ravdess(tmp_path / "ravdess", actors=(1, 2, 15, 19))
     data = RAVDESS(root=str(root), split=SplitSpec(test_speakers=["19"], val_speakers=["15"]),
-                   normalization="speaker", verify=False)  # fmt: skip
+                   normalization="speaker", verify=False, emotions=CLASSES)  # fmt: skip
     data.setup("fit")
     stats = data.pipeline.normalization.stats
     assert sorted(stats) == ["01", "02", "15", "19"]  # the test speaker's own too
     assert data.pipeline_spec["normalization"] == {"level": "speaker", "scale": True}
     corpus = RAVDESS(root=str(root), split=SplitSpec(test_speakers=["19"], val_speakers=["15"]),
-                     normalization="corpus", verify=False)  # fmt: skip
+                     normalization="corpus", verify=False, emotions=CLASSES)  # fmt: skip
     corpus.setup("fit")
     assert list(corpus.pipeline.normalization.stats) == [""]  # one corpus: one group
 
