@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
+from ser.__main__ import main as ser_main
 from ser.cli import main
 from ser.models import CNN2D
 from ser.spec import SPEC_KEY, SPEC_VERSION
@@ -434,3 +436,14 @@ def multipart(fields: dict[str, str], name: str, data: bytes) -> tuple[bytes, di
     )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def error_line(capsys, *argv: str) -> str:
+    """Run ``ser ARGV``: exit status 2 and one ``error:`` line, no traceback; return the line."""
+    with pytest.raises(SystemExit) as exit_info:
+        ser_main(list(argv))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]

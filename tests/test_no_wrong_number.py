@@ -16,18 +16,17 @@ from ser.__main__ import main as ser_main
 from ser.report import format_table, metrics_from_confusion
 from ser.spec import SPEC_KEY
 
-from .helpers import CONFIG, FAST, RATE, RAVDESS_YAML, fit, noise, write_checkpoint, write_ravdess
-
-
-def error_line(capsys, *argv: str) -> str:
-    """Run ``ser ARGV``: exit status 2 and one ``error:`` line, no traceback; return the line."""
-    with pytest.raises(SystemExit) as exit_info:
-        ser_main(list(argv))
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
+from .helpers import (
+    CONFIG,
+    FAST,
+    RATE,
+    RAVDESS_YAML,
+    error_line,
+    fit,
+    noise,
+    write_checkpoint,
+    write_ravdess,
+)
 
 
 def edit_spec(path: Path, **changes) -> Path:

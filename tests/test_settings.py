@@ -9,20 +9,18 @@ import pytest
 from ser.__main__ import main as ser_main
 from ser.data.manifest import read_manifest
 
-from .helpers import CONFIG, FAST, RAVDESS_YAML, REPO, write_encoder, write_ravdess, write_tone
+from .helpers import (
+    CONFIG,
+    FAST,
+    RAVDESS_YAML,
+    REPO,
+    error_line,
+    write_encoder,
+    write_ravdess,
+    write_tone,
+)
 
 MANIFEST_YAML = str(REPO / "configs" / "data" / "manifest.yaml")
-
-
-def error_line(capsys, *argv: str) -> str:
-    """Run ``ser ARGV``: exit status 2 and one ``error:`` line, no traceback; return the line."""
-    with pytest.raises(SystemExit) as exit_info:
-        ser_main(list(argv))
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
 
 
 def test_an_unwritable_cache_folder_names_ser_cache_dir(tmp_path, capsys, monkeypatch):
