@@ -156,7 +156,7 @@ def test_crop_positions_fix_each_clips_training_crops():
 
 
 def test_waveform_augmentation_is_refused(tmp_path: Path, monkeypatch):
-    root = write_ravdess(tmp_path / "ravdess", actors=(1, 15, 19), clips_per_emotion=1)
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 15, 19), clips_per_emotion=2)
     teacher = write_checkpoint(tmp_path / "t.ckpt")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SERError, match="waveform augmentation on the fly"):
