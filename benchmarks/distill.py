@@ -34,9 +34,9 @@ import torch
 from benchmarks.data_path import markdown
 from benchmarks.ensemble import datamodule, recording_probabilities
 from ser.baseline import confusion
+from ser.confusion import metrics_from_confusion
 from ser.explore import data_arguments
 from ser.inference import clip_probabilities, load_model, load_models
-from ser.report import metrics_from_confusion
 from ser.tasks.teacher import Teacher
 
 

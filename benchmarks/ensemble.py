@@ -27,9 +27,9 @@ from jsonargparse import ArgumentParser
 
 from benchmarks.data_path import markdown
 from ser.baseline import confusion
+from ser.confusion import metrics_from_confusion
 from ser.data.base import SERDataModule
 from ser.inference import clip_probabilities, load_model, predict_files
-from ser.report import metrics_from_confusion
 
 
 def checkpoints(zoos: list[str], pairs: list[str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ser.report import metrics_from_confusion
+from ser.confusion import metrics_from_confusion
 
 #: Coverages of the report's table.
 COVERAGES = (1.0, 0.9, 0.8, 0.5)

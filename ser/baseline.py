@@ -28,12 +28,13 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from torch.utils.data import DataLoader
 
+from ser.confusion import metrics_from_confusion
 from ser.data.base import SERDataModule
 from ser.data.dataset import ClipDataset, collate
 from ser.errors import SERError
 from ser.io import write_text
 from ser.models.pooling import mean_std_pool
-from ser.report import format_table, metrics_from_confusion, write_report
+from ser.report import format_table, write_report
 from ser.transforms.handcrafted import DEFAULT_FEATURES
 from ser.transforms.pipeline import FeaturePipeline, FrontendFactory
 

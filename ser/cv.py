@@ -30,6 +30,7 @@ import numpy as np
 from ser.errors import SERError
 from ser.io import write_text
 from ser.report import format_table, write_report
+from ser.runs import fit_and_test
 
 
 def threads_per_job(jobs: int) -> int:
@@ -71,18 +72,6 @@ def count_folds(
     if len(speakers) < 2:
         raise SERError(f"ser cv needs speakers; {type(data).__name__} has {len(speakers)}")
     return (len(speakers) if protocol == "loso" else n_folds), list(data.class_names), corpora
-
-
-def fit_and_test(fit_args: list[str], out: str, name: str) -> tuple:
-    """``ser fit`` in-process into ``OUT/NAME/version_N``; the CLI and its test metrics."""
-    from ser.cli import main
-
-    cli = main([
-        "fit", *fit_args, "--trainer.enable_progress_bar", "false",
-        "--trainer.logger.init_args.save_dir", out, "--trainer.logger.init_args.name", name,
-    ])  # fmt: skip
-    metrics = json.loads((Path(cli.trainer.log_dir) / "test" / "metrics.json").read_text())
-    return cli, metrics
 
 
 def run_fold(

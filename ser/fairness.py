@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ser.report import metrics_from_confusion
+from ser.confusion import metrics_from_confusion
 
 
 def group_metrics(

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ser.io import write_text
+from ser.runs import fit_and_test
 
 #: The label space of EmoBox's cross-corpus track, used unless ``--data.emotions`` is given.
 DEFAULT_EMOTIONS = ["neutral", "happy", "sad", "angry"]
@@ -45,8 +46,6 @@ def run_key(train: list[str], seed: int) -> str:
 
 def run_cell(fit_args: list[str], train: list[str], seed: int, out: str) -> dict:
     """Train on ``train`` with ``seed`` in-process; each corpus's test figures."""
-    from ser.cv import fit_and_test
-
     start = time.perf_counter()
     cli, metrics = fit_and_test(
         [*fit_args, "--data.train_corpora", json.dumps(train), "--seed_everything", str(seed)],

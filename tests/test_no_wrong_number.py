@@ -13,7 +13,8 @@ import soundfile as sf
 import torch
 
 from ser.__main__ import main as ser_main
-from ser.report import format_table, metrics_from_confusion
+from ser.confusion import metrics_from_confusion
+from ser.report import format_table
 from ser.spec import SPEC_KEY
 
 from .helpers import (

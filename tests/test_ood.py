@@ -145,7 +145,17 @@ def test_min_confidence_answers_uncertain_below_it(tmp_path: Path, capsys):
     rows = json.loads(output.read_text())
     assert all(r["emotion"] in CLASSES for r in rows)
     cut = sorted(r["confidence"] for r in rows)[2]  # two rows below it, two at or above
-    main([str(checkpoint), *map(str, paths), "--output", str(output), "--min-confidence", str(cut)])
+    main(
+        [
+            str(checkpoint),
+            *map(str, paths),
+            "--output",
+            str(output),
+            "--min-confidence",
+            str(cut),
+            "--overwrite",
+        ]
+    )
     for before, after in zip(rows, json.loads(output.read_text()), strict=True):
         expected = UNCERTAIN if before["confidence"] < cut else before["emotion"]
         assert after["emotion"] == expected and after["confidence"] == before["confidence"]

@@ -64,7 +64,7 @@ def test_uar_is_one_figure_whether_logged_or_reported():
     test/uar and the report's UAR (from the confusion matrix) must be the same figure."""
     from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassRecall
 
-    from ser.report import metrics_from_confusion
+    from ser.confusion import metrics_from_confusion
     from ser.tasks.metrics import UnweightedAverageRecall
 
     generator = torch.Generator().manual_seed(0)

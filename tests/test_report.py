@@ -4,7 +4,8 @@ import json
 import numpy as np
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from ser.report import format_table, metrics_from_confusion, write_report
+from ser.confusion import metrics_from_confusion
+from ser.report import format_table, write_report
 
 
 def test_metrics_match_sklearn():

@@ -96,9 +96,13 @@ def export_torchscript(model: EmotionModel, path: Path) -> Path:
     return path
 
 
+def onnx_installed() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript"))
+
+
 def export_onnx(model: EmotionModel, path: Path) -> Path:
     """Export ``model`` to ONNX with dynamic batch and time axes; class names in its metadata."""
-    if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None:
+    if not onnx_installed():
         raise SERError(ONNX_HINT)
     net = type(model.net).__name__
     if any(isinstance(m, nn.LSTM) for m in model.net.modules()):
@@ -209,19 +213,21 @@ def export(
     if not isinstance(model, EmotionModel) or checkpoint.is_dir():
         raise SERError(f"{checkpoint}: already an export; `ser export` takes a training checkpoint")
     output = ensure_writable(Path(output).expanduser(), f"--output {output}")
-    formats = list(dict.fromkeys(formats)) if formats is not None else None
+    requested = formats is not None
+    # by default ONNX only where its packages are: an earlier model.onnx is then not replaced
+    formats = (
+        list(dict.fromkeys(formats)) if requested
+        else [f for f in DEFAULT_FORMATS if f != "onnx" or onnx_installed()]
+    )  # fmt: skip
     classes = json.dumps(model_info(model), indent=2) + "\n"
     same = output / CLASSES_FILE  # the same classes.json again (another format) replaces nothing
     same_classes = same.is_file() and same.read_text(errors="replace") == classes
-    files = [
-        f
-        for f in written_files(output, formats or DEFAULT_FORMATS)
-        if not (f == same and same_classes)
-    ]
+    files = [f for f in written_files(output, formats) if not (f == same and same_classes)]
     refuse_to_replace(files, overwrite, f"--output {output}")
-    requested = formats is not None
+    if not requested and "onnx" not in formats:
+        print(f"note: skipping ONNX. {ONNX_HINT}", file=sys.stderr)
     figures: dict[str, list[float] | None] = {}
-    for fmt in formats or DEFAULT_FORMATS:
+    for fmt in formats:
         path = output / FILENAMES[fmt]
         if fmt == "hub":
             export_hub(checkpoint, output)
