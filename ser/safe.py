@@ -21,7 +21,7 @@ from ser.errors import SERError
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
-def load_tensors(path: str | Path, what: str, mmap: bool = False) -> Any:
+def load_tensors(path: str | Path, what: str, mmap: bool = False, legacy: bool = False) -> Any:
     """The tensors and plain data of a ``torch.save`` archive (``weights_only=True``) or of a
     ``.safetensors`` file, on the CPU.
 
@@ -29,6 +29,8 @@ def load_tensors(path: str | Path, what: str, mmap: bool = False) -> Any:
         path: the file.
         what: how errors name it (the option or the file), e.g. ``--ckpt_path PATH``.
         mmap: map a torch archive's tensors instead of reading them (large checkpoints).
+        legacy: also read the format torch wrote before 1.6 (not a zip archive; weights that a
+            package ships, e.g. resemblyzer's), with the same ``weights_only`` unpickler.
 
     Raises:
         SERError: the file is missing, empty, damaged or holds pickled Python objects (which
@@ -47,7 +49,7 @@ def load_tensors(path: str | Path, what: str, mmap: bool = False) -> Any:
             return load_file(path)
         except (SafetensorError, OSError, ValueError) as err:
             raise SERError(f"{what}: not a readable safetensors file ({err})") from None
-    if not zipfile.is_zipfile(path):
+    if not (legacy or zipfile.is_zipfile(path)):
         raise SERError(
             f"{what}: not the zip archive torch.save writes (a truncated or damaged copy, a "
             "pickle of an older torch, or another kind of file)"
