@@ -19,9 +19,9 @@ from ser.tasks import EmotionClassifier
 from ser.tasks.classification import balanced_class_weights
 
 
-def classifier(class_weights, train_labels: list[int]) -> EmotionClassifier:
+def classifier(class_weights, train_labels: list[int], **task) -> EmotionClassifier:
     """A task set up as ``ser fit`` sets it up on a training split with ``train_labels``."""
-    model = EmotionClassifier(CNN2D, 3, 16, 16000, class_weights=class_weights)
+    model = EmotionClassifier(CNN2D, 3, 16, 16000, class_weights=class_weights, **task)
     model.trainer = SimpleNamespace(
         datamodule=SimpleNamespace(datasets={"train": _Dataset(train_labels)})
     )
@@ -48,21 +48,45 @@ def test_balanced_weights_make_every_class_weigh_alike():
 def test_class_weights_change_the_loss_as_expected():
     torch.manual_seed(0)
     logits = torch.randn(5, 3)
-    batch = {"label": torch.tensor([0, 0, 0, 1, 2])}
+    batch = {"label": torch.tensor([0, 0, 1, 1, 2])}
     per_clip = F.cross_entropy(logits, batch["label"], reduction="none")
     plain = classifier(None, [0] * 6 + [1] * 2 + [2] * 4)
     assert plain.loss_weights is None
     assert torch.allclose(plain.loss(logits, batch), per_clip.mean())
     balanced = classifier("balanced", [0] * 6 + [1] * 2 + [2] * 4)
     w = torch.tensor([12 / 18, 12 / 6, 12 / 12])[batch["label"]]  # n / (n_classes * count)
+    assert w.sum() != len(w)  # where dividing by the batch size would differ
     assert torch.allclose(balanced.loss(logits, batch), (w * per_clip).sum() / w.sum())
     assert not torch.allclose(balanced.loss(logits, batch), per_clip.mean())
     only_first = classifier([1.0, 0.0, 0.0], [])  # explicit weights: class 0 alone counts
-    assert torch.allclose(only_first.loss(logits, batch), per_clip[:3].mean())
-    # soft targets (mixup) are weighted too
+    assert torch.allclose(only_first.loss(logits, batch), per_clip[:2].mean())
+    # soft targets (mixup) are weighted too, and divided by the same sum of weights
     target = F.one_hot(batch["label"], 3).float()
     soft = balanced.loss(logits, {**batch, "target": target})
-    assert torch.allclose(soft, (w * per_clip).mean())
+    assert torch.allclose(soft, (w * per_clip).sum() / w.sum())
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_one_hot_soft_targets_give_the_hard_label_loss_on_any_batch(label_smoothing: float):
+    """Mixup's soft targets and hard labels share one scale: on a batch whose weights do not sum
+    to its size, ``F.cross_entropy`` alone gives 1.470 hard vs 1.911 soft."""
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3)
+    labels = torch.tensor([0, 1, 1, 1, 2])
+    weights = [2.0, 0.5, 3.0]  # 2 + 3 * 0.5 + 3 = 6.5 over 5 clips
+    model = classifier(weights, [], label_smoothing=label_smoothing)
+    hard = model.loss(logits, {"label": labels})
+    soft = model.loss(logits, {"label": labels, "target": F.one_hot(labels, 3).float()})
+    assert torch.allclose(soft, hard)
+    # a mixture weighs its classes' weights mixed alike: sum_i sum_c w_c t_ic (-log p_ic) over
+    # sum_i sum_c w_c t_ic, with the smoothed target in the numerator (as PyTorch smooths it)
+    target = torch.tensor(
+        [[0.7, 0.3, 0.0], [0.0, 1.0, 0.0], [0.2, 0.0, 0.8]] + [[0.5, 0.5, 0.0]] * 2
+    )
+    smoothed = target * (1 - label_smoothing) + label_smoothing / 3
+    w = torch.tensor(weights)
+    expected = -(smoothed * w * logits.log_softmax(-1)).sum() / (target * w).sum()
+    assert torch.allclose(model.loss(logits, {"label": labels, "target": target}), expected)
 
 
 def test_bad_class_weights_are_one_clear_error():

@@ -169,11 +169,23 @@ class EmotionClassifier(L.LightningModule):
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """Cross-entropy against the batch's soft ``target`` (mixup) when present, else ``label``;
-        weighted per class with ``class_weights``."""
+        weighted per class with ``class_weights``.
+
+        A weighted loss is divided by the sum of its examples' weights, soft targets' too (each
+        example weighs its target's mixture of class weights): ``F.cross_entropy`` divides soft
+        targets by the batch size instead, which would change the loss's scale from batch to
+        batch with mixup and class weights, and part from the hard-label loss on one-hot targets.
+        """
         target = batch.get("target", batch["label"])  # (B, n_classes) probabilities or (B,) indices
-        return F.cross_entropy(
-            logits, target, weight=self.loss_weights, label_smoothing=self.hparams.label_smoothing
+        smoothing = self.hparams.label_smoothing
+        if self.loss_weights is None or target.dim() == 1:
+            return F.cross_entropy(
+                logits, target, weight=self.loss_weights, label_smoothing=smoothing
+            )
+        total = F.cross_entropy(
+            logits, target, weight=self.loss_weights, label_smoothing=smoothing, reduction="sum"
         )
+        return total / (target.to(self.loss_weights.dtype) @ self.loss_weights).sum()  # (B,) summed
 
     def shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         # The test runs in float32 whatever the training precision: the figures `ser predict` gives
