@@ -5,21 +5,34 @@ import pytest
 import soundfile as sf
 import torch
 
-from ser.audio import read_audio
+from ser.audio import AudioStream, read_audio
 from ser.errors import AudioError
 
 
 def test_mixdown_and_resample(tmp_path: Path):
     t = np.arange(44100) / 44100
-    left = np.sin(2 * np.pi * 440 * t)
-    stereo = np.stack([left, left], axis=1).astype(np.float32) * 0.5
+    left, right = 0.5 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 1000 * t)
+    stereo = np.stack([left, right], axis=1).astype(np.float32)  # (T, 2): different channels
     path = tmp_path / "stereo.flac"
     sf.write(path, stereo, 44100)
     wave = read_audio(path, 16000)
     assert wave.dtype == torch.float32 and wave.ndim == 1
     assert abs(wave.numel() - 16000) <= 1
-    spectrum = torch.fft.rfft(wave).abs()
-    assert abs(int(spectrum.argmax()) - 440) <= 2  # the tone survives at 1 Hz per bin
+    amplitude = 2 * torch.fft.rfft(wave).abs() / wave.numel()  # 1 Hz per bin
+    assert int(amplitude.argmax()) == 440  # the tones survive resampling...
+    # ... each at half its channel's amplitude: the mean of the channels, not their sum or one
+    assert float(amplitude[440]) == pytest.approx(0.25, rel=0.02)
+    assert float(amplitude[1000]) == pytest.approx(0.1, rel=0.02)
+
+
+@pytest.mark.parametrize("block_seconds", [None, 0.3])
+def test_mixdown_is_the_mean_of_every_channel(tmp_path: Path, block_seconds: float | None):
+    channels = np.random.default_rng(0).uniform(-0.3, 0.3, (16000, 3)).astype(np.float32)
+    sf.write(tmp_path / "three.wav", channels, 16000, subtype="FLOAT")
+    blocks = list(AudioStream(tmp_path / "three.wav", block_seconds=block_seconds))
+    expected = torch.from_numpy(channels.mean(axis=1))  # (T,)
+    torch.testing.assert_close(torch.cat(blocks), expected)
+    torch.testing.assert_close(read_audio(tmp_path / "three.wav", 16000), expected)
 
 
 @pytest.mark.parametrize(

@@ -145,9 +145,9 @@ def test_row_8_96k_audio_is_resampled_like_16k(checkpoint, tmp_path):
 
 
 def test_row_9_six_channels_are_mixed_down(checkpoint, tmp_path):
-    mono = noise(1.5)
-    sf.write(tmp_path / "six.wav", np.repeat(mono[:, None], 6, axis=1) * 0.5, RATE)
-    sf.write(tmp_path / "mono.wav", mono * 0.5, RATE)
+    six = np.stack([noise(1.5, seed=k) * (k + 1) / 6 for k in range(6)], axis=1)  # (T, 6): differ
+    sf.write(tmp_path / "six.wav", six, RATE, subtype="FLOAT")
+    sf.write(tmp_path / "mono.wav", six.mean(axis=1), RATE, subtype="FLOAT")
     six, ref = predict(checkpoint, tmp_path / "six.wav", tmp_path / "mono.wav")
     assert six["probabilities"] == pytest.approx(ref["probabilities"], abs=1e-4)
 
