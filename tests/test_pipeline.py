@@ -14,13 +14,14 @@ from ser.data import RAVDESS
 from ser.data.splits import SplitSpec
 from ser.errors import SERError
 from ser.inference import load_model
+from ser.models import CNN2D
 from ser.models.pooling import mean_std_pool
 from ser.spec import SPEC_KEY
 from ser.transforms import MFCC, Augmentation, FeaturePipeline, LogMel
 from ser.transforms.augment import FrequencyMask, Gain, Mixup
 from ser.transforms.denoise import Denoise, SpectralGate
 
-from .helpers import REPO, noise, write_checkpoint
+from .helpers import CLASSES, REPO, noise, write_checkpoint
 
 RATE = 16000
 SPLIT = SplitSpec(test_speakers=["19", "20"], val_speakers=["15", "16"])
@@ -123,9 +124,16 @@ def test_inference_runs_the_checkpoint_pipeline(tmp_path: Path):
     model = load_model(write_checkpoint(tmp_path / "gated.ckpt", denoise=denoise))
     assert isinstance(model.pipeline.gate, SpectralGate) and model.decode_denoise is None
     wave, lengths = batch((0.8, 0.8))
-    features, feature_lengths = model.pipeline(wave, lengths)
+    # by hand from what write_checkpoint saved: the gate, LogMel(n_mels=32), the CNN2D's weights
+    net = CNN2D(len(CLASSES), 32, RATE, channels=[4, 8], convs_per_block=1).eval()
+    state = torch.load(tmp_path / "gated.ckpt", weights_only=True)["state_dict"]
+    net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+    gated = SpectralGate(RATE, "stationary", prop_decrease=1.0)(wave, lengths)
     with torch.inference_mode():
-        assert torch.allclose(model(wave), model.net(features, feature_lengths))
+        expected = net(*LogMel(RATE, n_mels=32)(gated, lengths))  # (B, n_classes)
+        plain = net(*LogMel(RATE, n_mels=32)(wave, lengths))
+        assert not torch.allclose(expected, plain, atol=1e-3)  # the gate changes the logits
+        torch.testing.assert_close(model(wave), expected, atol=1e-5, rtol=0)
 
 
 def test_checkpoint_of_an_older_ser_is_one_clear_error(tmp_path: Path):
