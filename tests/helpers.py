@@ -207,11 +207,21 @@ print("HEAVY", heavy)
 """
 
 
+def tree_env(**extra: str) -> dict[str, str]:
+    """The environment of a fresh interpreter that runs this checkout's ``ser`` (and can import
+    ``tests.faults``), not whichever ``ser`` is installed: the tests' own repository first on
+    ``PYTHONPATH``; one BLAS thread per process; ``extra`` on top."""
+    import os
+
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **extra}
+
+
 def run_without_lightning(model: Path, audio: Path) -> str:
     """Run ``ser predict`` in a fresh interpreter; return its output, which lists heavy imports."""
     result = subprocess.run(
         [sys.executable, "-c", LIGHTNING_FREE, str(model), str(audio)],
-        capture_output=True, text=True, cwd=REPO, timeout=300, check=True,
+        capture_output=True, text=True, cwd=REPO, env=tree_env(), timeout=300, check=True,
     )  # fmt: skip
     return result.stdout
 
@@ -313,14 +323,37 @@ def write_hf_encoder(folder: Path, family: str, normalize: bool, seed: int = 0) 
     return folder
 
 
-def run_ser(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m ser ARGS`` in a fresh interpreter (this worktree's ``ser``), as a user runs it."""
-    import os
+def figures_of_predictions(path: Path, n_bins: int = 15) -> dict:
+    """UAR, accuracy and ECE recomputed with numpy from a ``predictions.csv`` (``ser test``'s
+    rows: path, speaker, label, predicted, one probability column per class), for checking the
+    figures ``ser`` reports against an independent computation. ECE: L1, ``n_bins`` equal-width
+    bins of the top probability, each ``(lo, hi]`` as torchmetrics bins."""
+    import csv
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    class_names = list(rows[0])[4:]
+    labels = np.array([class_names.index(r["label"]) for r in rows])  # (N,)
+    probabilities = np.array([[float(r[c]) for c in class_names] for r in rows])  # (N, C)
+    predicted = probabilities.argmax(axis=1)
+    assert [class_names[k] for k in predicted] == [r["predicted"] for r in rows]
+    correct = predicted == labels
+    recalls = [correct[labels == k].mean() for k in range(len(class_names)) if (labels == k).any()]
+    confidence = probabilities.max(axis=1)
+    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    ece = sum(
+        abs(confidence[bins == b].mean() - correct[bins == b].mean()) * (bins == b).mean()
+        for b in range(n_bins) if (bins == b).any()
+    )  # fmt: skip
+    return {"uar": float(np.mean(recalls)), "accuracy": float(correct.mean()), "ece": float(ece),
+            "n_clips": len(rows)}  # fmt: skip
+
+
+def run_ser(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m ser ARGS`` in a fresh interpreter (this checkout's ``ser``), as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "ser", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=600,
+        [sys.executable, "-m", "ser", *args], cwd=cwd, env=tree_env(**(env or {})),
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
 
@@ -351,17 +384,15 @@ class Server:
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: float = 240.0) -> Server:
-        import os
         import time
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         key = ["--api-key", self.key] if self.key else []
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
         self.log = open(Path(self.cwd) / f"serve-{self.port}.log", "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ser", "serve", str(self.model), "--port", str(self.port), *key,
-             *self.args], cwd=self.cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+             *self.args], cwd=self.cwd, env=tree_env(), stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

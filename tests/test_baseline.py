@@ -80,7 +80,8 @@ def test_baseline_and_explore_take_a_pretrained_encoder(
     encoder = "{class_path: ser.transforms.SpeechEncoder, init_args: {bundle: HUBERT_BASE}}"
     result = main([*toy_args(ravdess_root, tmp_path / "b"), "--frontends", f"[{encoder}]"])[0]
     assert result.n_dims == 2 * 2 * 16  # mean and std of 16 dims in each of the 2 layers
-    assert 0.0 <= result.test["uar"] <= 1.0 and result.name.startswith("speechencoder")
+    # above chance (1/4) on 16 test clips: the tones differ even in a random encoder's statistics
+    assert result.test["uar"] > 0.25 and result.name.startswith("speechencoder")
     ser_main(["explore", "--data", DATA, "--data.root", str(ravdess_root), "--data.frontend",
               encoder, "--out", str(tmp_path / "fig")])  # fmt: skip
     assert (tmp_path / "fig" / "features.png").stat().st_size > 5000

@@ -19,7 +19,7 @@ from ser.inference.export import example_waveform, export
 from ser.inference.ood import OOD_KEY
 from ser.spec import SPEC_KEY
 
-from .helpers import CLASSES, fit, write_ravdess
+from .helpers import CLASSES, figures_of_predictions, fit, write_ravdess
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -80,7 +80,10 @@ def test_fit_calibrates_every_checkpoint_and_reports_ece(trained: Path):
         assert len(ood.mean) == 2 * load_model(checkpoint).pipeline.n_features
     metrics = json.loads((trained / "test" / "metrics.json").read_text())
     assert metrics["temperature"] == pytest.approx(temperatures[-1])  # last.ckpt is tested
-    assert 0 <= metrics["ece"] <= 1
+    recomputed = figures_of_predictions(trained / "test" / "predictions.csv")
+    assert recomputed["n_clips"] == metrics["n_clips"] and recomputed["ece"] > 0
+    assert metrics["ece"] == pytest.approx(recomputed["ece"], abs=1e-4)  # probabilities to 6 places
+    assert metrics["uar"] == pytest.approx(recomputed["uar"])
     assert (trained / "test" / "reliability_diagram.png").stat().st_size > 0
     # what --min-confidence buys, and the figures per gender (RAVDESS: odd actor male) and speaker
     assert [r["n_clips"] for r in metrics["risk_coverage"]][0] == metrics["n_clips"]

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ser.cli import main
 from ser.spec import SPEC_KEY, SPEC_VERSION
 
-from .helpers import fit, write_ravdess
+from .helpers import figures_of_predictions, fit, write_ravdess
 
 
 def test_fit_learns_then_test_writes_report(tmp_path: Path, monkeypatch, capsys):
@@ -47,8 +48,11 @@ def test_fit_learns_then_test_writes_report(tmp_path: Path, monkeypatch, capsys)
     assert (report / "confusion_matrix.png").stat().st_size > 1000
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["n_clips"] == 32 and metrics["uar"] == pytest.approx(after_fit["uar"])
-    events = list((report.parent).glob("events.out.tfevents.*"))
-    assert events  # the confusion-matrix figure went to TensorBoard
+    assert metrics["uar"] == pytest.approx(
+        figures_of_predictions(report / "predictions.csv")["uar"]
+    )
+    images = EventAccumulator(str(report.parent)).Reload().Tags()["images"]
+    assert "test/confusion_matrix" in images  # the confusion-matrix figure went to TensorBoard
 
 
 def test_bf16_mixed_precision_and_sgd(ravdess_root: Path, tmp_path: Path, monkeypatch):

@@ -4,7 +4,6 @@ the same test figures as one process, disjoint shards, precise BN over the whole
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from functools import partial
@@ -22,18 +21,14 @@ from ser.data.splits import SplitSpec
 from ser.models import CNN2D
 from ser.tasks import EmotionClassifier
 
-from .helpers import CONFIG, RAVDESS_YAML, write_crema, write_ravdess
+from .helpers import CONFIG, RAVDESS_YAML, run_ser, tree_env, write_crema, write_ravdess
 
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 SPLIT = {"test_speakers": ["19", "20"], "val_speakers": ["15", "16"]}
 
 
 def ser(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SER_CACHE_DIR": str(cwd / "cache"), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "ser", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=600,
-    )  # fmt: skip
+    return run_ser(*args, cwd=cwd, env={"SER_CACHE_DIR": str(cwd / "cache")})
 
 
 def test_epoch_sampler_shards_cover_the_split_with_equal_lengths():
@@ -151,7 +146,7 @@ def test_torchrun_fit_on_pooled_corpora_ends_with_one_report(tmp_path: Path):
             "root": str(write_crema(tmp_path / "crema", actors=range(1001, 1007))),
             "split": {"n_folds": 3}}},
     ]  # fmt: skip
-    env = {**os.environ, "SER_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env = tree_env(SER_CACHE_DIR=str(tmp_path / "cache"))
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ser",
          "fit", "--config", CONFIG, "--data", "ser.data.Pooled", "--data.corpora",

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from .helpers import CONFIG, FAST, RAVDESS_YAML, REPO, fit, write_ravdess
+from .helpers import CONFIG, FAST, RAVDESS_YAML, fit, run_ser, write_ravdess
 
 # 16 training clips in batches of 4: 4 steps per epoch; step 10 is in the middle of epoch 2.
 TINY = ["--model.net.init_args.channels", "[4, 8]", "--trainer.max_epochs", "3"]
@@ -21,10 +19,8 @@ KILL_STEP = 10
 
 def ser_fit(cwd: Path, root: Path, *extra: str) -> subprocess.CompletedProcess:
     cwd.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(REPO))  # ``tests.faults`` importable by class_path
-    cmd = [sys.executable, "-m", "ser", "fit", "--config", CONFIG, "--data", RAVDESS_YAML,
-           "--data.root", str(root), *FAST, *TINY, *extra]  # fmt: skip
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return run_ser("fit", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root),
+                   *FAST, *TINY, *extra, cwd=cwd)  # fmt: skip
 
 
 def test_killed_fit_resumes_to_the_same_test_metrics(tmp_path: Path):

@@ -3,36 +3,38 @@ warning the user cannot act on."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from ser.__main__ import COMMANDS
 
-from .helpers import CONFIG, RAVDESS_YAML, REPO, write_ravdess
+from .helpers import CONFIG, RAVDESS_YAML, REPO, run_ser, tree_env, write_ravdess
 
 EVERY = ("fit", "validate", "test", "predict", "explain", "export", "serve", "cv", "baseline", "explore", "download")  # fmt: skip
 
 
-def ser(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ser", *args], capture_output=True, text=True, cwd=cwd,
-        timeout=600, env={**os.environ, **(env or {})},
-    )  # fmt: skip
-
-
 def test_help_lists_every_subcommand_with_one_line():
     for args in (["--help"], []):
-        result = ser(*args)
+        result = run_ser(*args)
         assert result.returncode == 0
         listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
         assert listed == list(EVERY) == list(COMMANDS)
         assert "the emotion of audio files" in result.stdout  # ser predict, not Lightning's
 
 
+def test_a_fresh_interpreter_runs_the_tree_under_test(tmp_path: Path):
+    """Every subprocess test starts ``ser`` with :func:`tree_env`: this checkout's code, not the
+    ``ser`` installed in the environment (an editable install of another checkout)."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import ser, tests.faults; print(ser.__file__)"],
+        cwd=tmp_path, env=tree_env(), capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert Path(result.stdout.strip()) == REPO / "ser" / "__init__.py"
+
+
 def test_unknown_command_is_one_error_and_the_list():
-    result = ser("fitt")
+    result = run_ser("fitt")
     assert result.returncode == 2
     assert result.stderr.startswith("error: unknown command 'fitt'")
     assert "Traceback" not in result.stderr
@@ -40,7 +42,7 @@ def test_unknown_command_is_one_error_and_the_list():
 
 def test_a_normal_run_prints_no_warning_the_user_cannot_act_on(tmp_path: Path):
     root = write_ravdess(tmp_path / "ravdess", clips_per_emotion=4)
-    result = ser(
+    result = run_ser(
         "fit", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root),
         "--data.emotions", "[neutral, happy, sad, angry]", "--data.batch_size", "4",
         "--data.max_seconds", "0.5", "--data.split.test_speakers", '["19", "20"]',
@@ -110,7 +112,7 @@ def test_a_run_stopped_by_sigterm_exits_non_zero_and_can_resume(tmp_path: Path):
          "--data.root", str(root), "--data.batch_size", "4", "--data.max_seconds", "0.5",
          "--data.split.test_speakers", '["19", "20"]', "--data.split.val_speakers", '["15", "16"]',
          "--trainer.max_epochs", "1000", "--trainer.enable_progress_bar", "false"],
-        cwd=tmp_path, env={**os.environ, "SER_CACHE_DIR": str(tmp_path / "cache")},
+        cwd=tmp_path, env=tree_env(SER_CACHE_DIR=str(tmp_path / "cache")),
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     last = tmp_path / "lightning_logs" / "cnn2d" / "version_0" / "checkpoints" / "last.ckpt"

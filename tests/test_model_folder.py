@@ -22,7 +22,7 @@ from ser.inference.export import export
 from ser.report import write_report
 from ser.spec import SPEC_KEY
 
-from .helpers import CLASSES, RATE, REPO, noise, write_checkpoint
+from .helpers import CLASSES, RATE, REPO, noise, tree_env, write_checkpoint
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -139,13 +139,13 @@ def test_folder_loads_without_pickle_or_lightning(tmp_path: Path):
     sf.write(tmp_path / "clip.wav", noise(2.0), RATE)
     result = subprocess.run(
         [sys.executable, "-c", NO_PICKLE_NO_LIGHTNING, str(tmp_path / "folder"), str(tmp_path / "clip.wav")],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True, text=True, cwd=REPO, env=tree_env(), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "clip.wav" in result.stdout and any(c in result.stdout for c in CLASSES)
     checkpoint = subprocess.run(  # the guard is real: a checkpoint needs torch.load
         [sys.executable, "-c", NO_PICKLE_NO_LIGHTNING, str(tmp_path / "tiny.ckpt"), str(tmp_path / "clip.wav")],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True, text=True, cwd=REPO, env=tree_env(), timeout=300,
     )  # fmt: skip
     assert checkpoint.returncode != 0 and "blocked" in checkpoint.stdout + checkpoint.stderr
 
