@@ -207,6 +207,14 @@ print("HEAVY", heavy)
 """
 
 
+def logged_steps(run_dir: Path, tag: str = "val/uar") -> list[int]:
+    """The global steps at which a run (its TensorBoard events in ``run_dir``) logged ``tag``:
+    a resumed run logs only the epochs it trained."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return [event.step for event in EventAccumulator(str(run_dir)).Reload().Scalars(tag)]
+
+
 def tree_env(**extra: str) -> dict[str, str]:
     """The environment of a fresh interpreter that runs this checkout's ``ser`` (and can import
     ``tests.faults``), not whichever ``ser`` is installed: the tests' own repository first on

@@ -21,7 +21,15 @@ from ser.data.splits import SplitSpec
 from ser.models import CNN2D
 from ser.tasks import EmotionClassifier
 
-from .helpers import CONFIG, RAVDESS_YAML, run_ser, tree_env, write_crema, write_ravdess
+from .helpers import (
+    CONFIG,
+    RAVDESS_YAML,
+    logged_steps,
+    run_ser,
+    tree_env,
+    write_crema,
+    write_ravdess,
+)
 
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 SPLIT = {"test_speakers": ["19", "20"], "val_speakers": ["15", "16"]}
@@ -133,6 +141,9 @@ def test_ddp_resume_reproduces_the_uninterrupted_run(tmp_path: Path):
     )
     for key, value in whole.items():
         assert torch.equal(value, resumed[key]), key
+    # the resumed process trained only epoch 2 (a seeded run from scratch would match too)
+    whole_steps = logged_steps(runs["whole"])
+    assert len(whole_steps) == 3 and logged_steps(runs["cut"]) == whole_steps[2:]
 
 
 @pytest.mark.slow  # about 25 s here: two fresh interpreters

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .helpers import CONFIG, FAST, RAVDESS_YAML, fit, run_ser, write_ravdess
+from .helpers import CONFIG, FAST, RAVDESS_YAML, fit, logged_steps, run_ser, write_ravdess
 
 # 16 training clips in batches of 4: 4 steps per epoch; step 10 is in the middle of epoch 2.
 TINY = ["--model.net.init_args.channels", "[4, 8]", "--trainer.max_epochs", "3"]
@@ -47,6 +47,10 @@ def test_killed_fit_resumes_to_the_same_test_metrics(tmp_path: Path):
         return {k: data[k] for k in ("uar", "accuracy", "macro_f1", "confusion_matrix")}
 
     assert metrics(tmp_path / "killed", 1) == metrics(tmp_path / "whole", 0)
+    # the resumed process trained only epoch 2 (a run from scratch, seeded, would match too)
+    whole_steps = logged_steps(tmp_path / "whole" / "lightning_logs" / "cnn2d" / "version_0")
+    resumed_steps = logged_steps(tmp_path / "killed" / "lightning_logs" / "cnn2d" / "version_1")
+    assert len(whole_steps) == 3 and resumed_steps == whole_steps[2:]
 
     def weights(cwd: Path, version: int) -> dict:
         path = cwd / "lightning_logs" / "cnn2d" / f"version_{version}" / "checkpoints" / "last.ckpt"

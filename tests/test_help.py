@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from ser.__main__ import COMMANDS
 
-from .helpers import CONFIG, RAVDESS_YAML, REPO, run_ser, tree_env, write_ravdess
+from .helpers import CONFIG, RAVDESS_YAML, REPO, logged_steps, run_ser, tree_env, write_ravdess
 
 EVERY = ("fit", "validate", "test", "predict", "explain", "export", "serve", "cv", "baseline", "explore", "download")  # fmt: skip
 
@@ -107,13 +109,14 @@ def test_a_run_stopped_by_sigterm_exits_non_zero_and_can_resume(tmp_path: Path):
     import time
 
     root = write_ravdess(tmp_path / "ravdess", clips_per_emotion=4)
+    args = ["fit", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root),
+            "--data.batch_size", "4", "--data.max_seconds", "0.5",
+            "--data.split.test_speakers", '["19", "20"]', "--data.split.val_speakers", '["15", "16"]',
+            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    env = {"SER_CACHE_DIR": str(tmp_path / "cache")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "ser", "fit", "--config", CONFIG, "--data", RAVDESS_YAML,
-         "--data.root", str(root), "--data.batch_size", "4", "--data.max_seconds", "0.5",
-         "--data.split.test_speakers", '["19", "20"]', "--data.split.val_speakers", '["15", "16"]',
-         "--trainer.max_epochs", "1000", "--trainer.enable_progress_bar", "false"],
-        cwd=tmp_path, env=tree_env(SER_CACHE_DIR=str(tmp_path / "cache")),
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "ser", *args, "--trainer.max_epochs", "1000"],
+        cwd=tmp_path, env=tree_env(**env), stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     last = tmp_path / "lightning_logs" / "cnn2d" / "version_0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
@@ -123,3 +126,10 @@ def test_a_run_stopped_by_sigterm_exits_non_zero_and_can_resume(tmp_path: Path):
     _, err = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "stopped by SIGTERM" in err and last.is_file()
+    # resumed for one more epoch, it trains that epoch alone: one validation, after the saved steps
+    saved = torch.load(last, weights_only=True)
+    resumed = run_ser(*args, "--trainer.max_epochs", str(saved["epoch"] + 2), "--ckpt_path",
+                      str(last), "--test_after_fit", "false", cwd=tmp_path, env=env)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    steps = logged_steps(last.parents[2] / "version_1")
+    assert len(steps) == 1 and steps[0] >= saved["global_step"]
