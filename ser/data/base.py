@@ -375,13 +375,10 @@ class SERDataModule(L.LightningDataModule):
         kept, waves = self.usable(self.select(scanned))
         labels = [self.class_names.index(self._emotion_to_class[c.emotion]) for c in kept]
         split = self.make_split(kept, labels)
-        max_samples = round(self.max_seconds * self.sample_rate)
-        if self.pipeline.max_frames is not None:  # the pipeline crops the cached features
-            max_samples = None
         for name, index in split.items():
             self.datasets[name] = ClipDataset(
                 [waves[i] for i in index], [labels[i] for i in index], [kept[i] for i in index],
-                max_samples, train=name == "train", crop_positions=self.crop_positions,
+                self.crop_samples(), train=name == "train", crop_positions=self.crop_positions,
             )  # fmt: skip
         self.check_split()
         self.log_feature_cache()
@@ -433,6 +430,13 @@ class SERDataModule(L.LightningDataModule):
             elif absent:
                 log.warning("%s: the report marks the absent classes absent and the UAR averages "
                             "the classes present only", what)  # fmt: skip
+
+    def crop_samples(self) -> int | None:
+        """Samples a clip is cropped to as it is read; ``None`` with a feature cache: whole clips
+        are handed over (one cache entry each) and the pipeline crops their features."""
+        if self.pipeline.max_frames is not None:
+            return None
+        return round(self.max_seconds * self.sample_rate)
 
     def log_feature_cache(self) -> None:
         """Say where a frozen encoder's features are cached, and what bypasses the cache."""

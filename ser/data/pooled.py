@@ -220,11 +220,12 @@ class Pooled(SERDataModule):
                     for part, value in zip(parts[stage_name], (waves[i], labels[i], named(kept[i])),
                                            strict=True):  # fmt: skip
                         part.append(value)
-        max_samples = round(self.max_seconds * self.sample_rate)
         for name, (waves, labels, clips) in parts.items():
             self.datasets[name] = ClipDataset(
-                waves, labels, clips, max_samples, train=name == "train"
-            )
+                waves, labels, clips, self.crop_samples(), train=name == "train",
+                crop_positions=self.crop_positions,
+            )  # fmt: skip
+        self.log_feature_cache()
         self.fit_normalization()
         self.add_offline_copies()
         log_split = "; ".join(

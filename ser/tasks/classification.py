@@ -319,7 +319,7 @@ class EmotionClassifier(L.LightningModule):
             "class_names": self.class_names,
             "sample_rate": self.sample_rate,
             "n_features": self.n_features,
-            "pipeline": self.pipeline_spec,
+            "pipeline": self.current_pipeline_spec(),
             "net": self.net_spec,
             "corpus": self.corpus,
             "temperature": self.temperature,  # optional: 1.0 when absent (older checkpoints)
@@ -327,6 +327,15 @@ class EmotionClassifier(L.LightningModule):
         # Saved after validation, before the next epoch draws anything: restoring it when training
         # resumes replays the shuffles, crops and dropout of the uninterrupted run.
         checkpoint[RNG_KEY] = rng.capture()
+
+    def current_pipeline_spec(self) -> dict | None:
+        """The pipeline spec with the data's normalisation as it is now: its statistics are
+        computed at setup, after the model was given the spec."""
+        datamodule = getattr(self._trainer, "datamodule", None)
+        pipeline = getattr(datamodule, "pipeline", None)
+        if self.pipeline_spec is None or pipeline is None:
+            return self.pipeline_spec
+        return {**self.pipeline_spec, "normalization": pipeline.spec.get("normalization")}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed_rng = checkpoint.get(RNG_KEY)
