@@ -209,7 +209,10 @@ def test_normalised_model_exports_as_its_checkpoint_predicts(tmp_path: Path, pop
     level = "speaker"
     torch.manual_seed(0)
     net = CNN2D(4, 32, RATE, channels=[4, 8], convs_per_block=1)
-    stored = {"mean": torch.linspace(-1, 1, 32).tolist(), "std": torch.linspace(0.5, 2, 32).tolist()}
+    stored = {
+        "mean": torch.linspace(-1, 1, 32).tolist(),
+        "std": torch.linspace(0.5, 2, 32).tolist(),
+    }
     pipeline = {"frontend": LOGMEL, "denoise": None, "normalization": {
         "level": level, "scale": True, "population": stored if population else None}}  # fmt: skip
     checkpoint = save_checkpoint(tmp_path / "m.ckpt", net.eval(), "ser.models.CNN2D",

@@ -149,8 +149,13 @@ def population_of(population: dict) -> tuple[torch.Tensor, torch.Tensor]:
         std = torch.tensor(population["std"], dtype=torch.float32)
     except (TypeError, KeyError, ValueError, RuntimeError):
         mean = std = None
-    if mean is None or mean.shape != std.shape or mean.dim() == 0 or not (
-        bool(mean.isfinite().all()) and bool((std > 0).all()) and bool(std.isfinite().all())
+    if (
+        mean is None
+        or mean.shape != std.shape
+        or mean.dim() == 0
+        or not (
+            bool(mean.isfinite().all()) and bool((std > 0).all()) and bool(std.isfinite().all())
+        )
     ):
         raise SERError(
             "normalization.population must be {mean, std}: finite numbers of one shape, every "

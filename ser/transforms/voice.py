@@ -17,7 +17,6 @@ it), computed for a padded batch on its device.
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import torch
@@ -83,9 +82,7 @@ class VoiceEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         if int(sample_rate) != RATE:
-            raise SERError(
-                f"VoiceEmbedding takes {RATE} Hz audio; set --data.sample_rate {RATE}"
-            )
+            raise SERError(f"VoiceEmbedding takes {RATE} Hz audio; set --data.sample_rate {RATE}")
         self.step = round(RATE / rate / HOP) if rate > 0 else 0  # mel frames between windows
         if not 0 < self.step <= WINDOW or not 0 < min_coverage <= 1:
             raise SERError(
@@ -104,8 +101,15 @@ class VoiceEmbedding(nn.Module):
             )
         self.min_coverage, self.level_dbfs = float(min_coverage), level_dbfs
         self.mel = torchaudio.transforms.MelSpectrogram(
-            RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0,
-            center=True, pad_mode="constant", norm="slaney", mel_scale="slaney",
+            RATE,
+            n_fft=N_FFT,
+            hop_length=HOP,
+            n_mels=N_MELS,
+            power=2.0,
+            center=True,
+            pad_mode="constant",
+            norm="slaney",
+            mel_scale="slaney",
         )  # fmt: skip  librosa.feature.melspectrogram's defaults, as resemblyzer calls it
         self.lstm = nn.LSTM(N_MELS, HIDDEN, LAYERS, batch_first=True)
         self.linear = nn.Linear(HIDDEN, HIDDEN)
