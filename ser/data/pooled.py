@@ -225,9 +225,7 @@ class Pooled(SERDataModule):
                 waves, labels, clips, self.crop_samples(), train=name == "train",
                 crop_positions=self.crop_positions,
             )  # fmt: skip
-        self.log_feature_cache()
-        self.fit_normalization()
-        self.add_offline_copies()
+        self.finish_setup()
         log_split = "; ".join(
             f"{s} " + ", ".join(f"{n} {sum(c.corpus == n for c in d.clips)}" for n in self.corpora)
             for s, d in self.datasets.items()

@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ser import rng
+from ser.data.dataset import UNLABELED
 from ser.errors import SERError, check_fraction
 from ser.spec import SPEC_KEY, SPEC_VERSION, factory_spec
 from ser.tasks.adversary import DomainAdversary, last_linear
@@ -33,6 +34,7 @@ NetFactory = Callable[[int, int, int], nn.Module]
 def balanced_class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
     """``n / (n_classes * count)`` per class (scikit-learn's "balanced"); a class without clips
     gets weight 0 (it has nothing to weigh)."""
+    labels = [label for label in labels if label >= 0]  # clips without a label weigh nothing
     counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=n_classes).float()
     weights = len(labels) / (n_classes * counts.clamp(min=1))
     return torch.where(counts > 0, weights, torch.zeros_like(weights))  # (n_classes,)
@@ -145,9 +147,20 @@ class EmotionClassifier(L.LightningModule):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(features, lengths)
 
+    #: Whether the task learns from training clips without a label (``--data.unlabeled``).
+    learns_without_labels = False
+
     def setup(self, stage: str) -> None:
         self.loss_weights = self.class_weight_tensor()
         train = getattr(getattr(self._trainer, "datamodule", None), "datasets", {}).get("train")
+        if stage == "fit" and train is not None and UNLABELED in train.labels:
+            corpus_adversary = self.adversary is not None and self.adversary.domain == "corpus"
+            if not (self.learns_without_labels or corpus_adversary):
+                raise SERError(
+                    "--data.unlabeled: this model learns from labels only; learn from recordings "
+                    "without one with teachers (--config configs/distill.yaml --model.init_args."
+                    "teachers [...]) or a corpus adversary (--model.adversary.domain corpus)"
+                )
         if self.adversary is not None and stage == "fit" and train is not None:
             by_speaker = self.adversary.domain == "speaker"
             self.adversary.set_domains(
@@ -171,6 +184,8 @@ class EmotionClassifier(L.LightningModule):
         """Cross-entropy against the batch's soft ``target`` (mixup) when present, else ``label``;
         weighted per class with ``class_weights``."""
         target = batch.get("target", batch["label"])  # (B, n_classes) probabilities or (B,) indices
+        if target.dim() == 1 and not bool((target != UNLABELED).any()):
+            return logits.sum() * 0.0  # only clips without labels: no cross-entropy term (not 0/0)
         return F.cross_entropy(
             logits, target, weight=self.loss_weights, label_smoothing=self.hparams.label_smoothing
         )
@@ -198,6 +213,9 @@ class EmotionClassifier(L.LightningModule):
         )
         metrics = self.metrics[f"{stage}_metrics"]
         probabilities = logits.detach().float().softmax(dim=-1)  # (B, n_classes)
+        if stage == "train":  # training clips without a label (--data.unlabeled) score nothing
+            labeled = labels != UNLABELED
+            probabilities, labels = probabilities[labeled], labels[labeled]
         metrics.update(probabilities, labels)
         self.log_dict(
             metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(labels)
