@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from ser.__main__ import main as ser_main
@@ -184,6 +185,21 @@ def test_speaker_normalised_model_predicts_a_folder_as_ser_test_scores_its_speak
         assert predicted.keys() == tested.keys()
         gaps = [abs(float(tested[p][c]) - float(predicted[p][c])) for p in tested for c in CLASSES]
         assert (max(gaps) < 1e-4) == same, grouping
+    # the OOD statistics describe the validation clips as ser predict sees them (their speaker
+    # unknown: the population's statistics), not as normalised by their own speaker's
+    from ser.inference import load_model
+    from ser.inference.ood import OOD_KEY, feature_summary
+    from ser.spec import SPEC_KEY
+
+    model = load_model(checkpoint)
+    stored = torch.tensor(torch.load(checkpoint, weights_only=True)[SPEC_KEY][OOD_KEY]["mean"])
+    waves = [torch.from_numpy(sf.read(f, dtype="float32")[0])
+             for a in ("15", "16") for f in sorted((root / f"Actor_{a}").iterdir())]  # fmt: skip
+    crop = 8000  # validation's centre crops (--data.max_seconds 0.5)
+    waves = [w[(len(w) - crop) // 2 :][:crop] for w in waves]
+    with torch.no_grad():
+        summaries = torch.cat([feature_summary(*model.run(w[None])[1:]) for w in waves])
+    torch.testing.assert_close(summaries.mean(0), stored, atol=1e-3, rtol=1e-3)
 
 
 def test_group_by_folder_needs_a_speaker_normalised_model(tmp_path: Path, monkeypatch):
