@@ -104,3 +104,49 @@ def test_other_weights_are_refused_by_name(tmp_path: Path):
     with pytest.raises(SERError, match="pickled Python objects"):
         VoiceEmbedding(RATE, weights=str(code))
     assert package_weights().is_file()
+
+
+def voice_checkpoint(path: Path) -> Path:
+    """A checkpoint of a small head on the speaker encoder, normalised by stored population
+    statistics (what a speaker-normalised model applies to an unknown speaker)."""
+    from ser.models import EncoderHead
+    from ser.pretrained import weights_hash
+
+    from .helpers import save_checkpoint
+
+    torch.manual_seed(0)
+    net = EncoderHead(4, 256, RATE, pooling="mean", hidden=16)
+    frontend = {"class_path": "ser.transforms.VoiceEmbedding",
+                "init_args": {"weights_sha256": weights_hash(package_weights())}}  # fmt: skip
+    population = {"mean": (torch.rand(256) * 0.05).tolist(),
+                  "std": (torch.rand(256) * 0.05 + 0.01).tolist()}  # fmt: skip
+    pipeline = {"frontend": frontend, "denoise": None,
+                "normalization": {"level": "speaker", "scale": True, "population": population}}  # fmt: skip
+    return save_checkpoint(path, net.eval(), "ser.models.EncoderHead",
+                           {"pooling": "mean", "hidden": 16}, pipeline, 256)  # fmt: skip
+
+
+@pytest.mark.slow  # the ONNX export of the LSTM takes most of a minute
+def test_a_voice_model_exports_to_onnx_as_its_checkpoint(tmp_path: Path):
+    from ser.inference.export import export
+
+    figures = export(voice_checkpoint(tmp_path / "m.ckpt"), tmp_path / "out", ["onnx"])
+    assert figures["onnx"] and max(figures["onnx"]) < 1e-4, figures
+
+
+def test_a_voice_model_exports_and_predicts_as_its_checkpoint(tmp_path: Path):
+    """The whole chain (speaker encoder, population normalisation, head) as one TorchScript
+    graph that keeps any batch and length, like the checkpoint."""
+    from ser.inference import load_model
+    from ser.inference.export import example_waveform, export
+
+    checkpoint = voice_checkpoint(tmp_path / "m.ckpt")
+    figures = export(checkpoint, tmp_path / "out", ["torchscript"])
+    assert all(max(figures[f]) < 1e-4 for f in figures), figures
+    scripted = torch.jit.load(str(tmp_path / "out" / "model.ts"))
+    model = load_model(checkpoint)
+    wave = example_waveform(RATE, 4.2, 3, seed=2)  # another batch and length than traced
+    with torch.inference_mode():
+        expected = model(wave)
+        torch.testing.assert_close(scripted(wave), expected, atol=1e-4, rtol=1e-4)
+    assert expected.std(0).max() > 1e-3  # the clips get different answers
