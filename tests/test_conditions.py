@@ -157,3 +157,28 @@ def test_bad_perturbation_is_one_line(spec):
 
     with pytest.raises(SERError, match="--perturb"):
         perturbation(spec)
+
+
+def test_a_perturbed_test_speaker_is_normalised_by_their_perturbed_recordings(
+    tmp_path, monkeypatch
+):
+    """All of a test speaker's recordings are made in the condition, so the speaker's statistics
+    are those of the changed clips (a training speaker's stay as they were)."""
+    from ser.data import RAVDESS
+    from ser.data.splits import SplitSpec
+    from ser.transforms.conditions import perturbation
+
+    from .helpers import write_ravdess
+
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    root = write_ravdess(tmp_path / "ravdess")
+    data = RAVDESS(root=str(root), split=SplitSpec(test_speakers=["19", "20"],
+                   val_speakers=["15", "16"]), verify=False, normalization="speaker")  # fmt: skip
+    data.setup("test")
+    stats = data.pipeline.normalization.stats
+    before = {speaker: stats[speaker][0].clone() for speaker in ("01", "19")}
+    noise = perturbation("noise 0")
+    data.perturb_test(lambda wave, lengths: noise(wave, lengths, 16000))
+    stats = data.pipeline.normalization.stats
+    assert (stats["19"][0] - before["19"]).abs().max() > 0.1  # noise at 0 dB fills the bands
+    torch.testing.assert_close(stats["01"][0], before["01"])

@@ -199,6 +199,7 @@ class SERDataModule(L.LightningDataModule):
         self.test_windows: tuple[float, float] | None = None
         #: What changes every test clip (:meth:`perturb_test`); ``None``: the clips as they are.
         self.test_perturbation: Callable | None = None
+        self._clean_test_waves: list[torch.Tensor] | None = None
 
     # What the CLI links into the model.
     @property
@@ -459,6 +460,7 @@ class SERDataModule(L.LightningDataModule):
         computed, and offline augmented copies are made."""
         self.add_unlabeled()
         self.log_feature_cache()
+        self.apply_test_perturbation()
         self.fit_normalization()
         self.add_offline_copies()
 
@@ -551,8 +553,24 @@ class SERDataModule(L.LightningDataModule):
 
     def perturb_test(self, augment: Callable | None) -> None:
         """Test on every test clip changed by ``augment`` (``(wave, lengths) -> (wave,
-        lengths)``, e.g. noise at a fixed SNR: ``ser test --perturb``), the same in every run."""
+        lengths)``, e.g. noise at a fixed SNR: ``ser test --perturb``), the same in every run.
+        A speaker's (or corpus's) normalisation statistics are then those of the changed clips:
+        all of a speaker's recordings made in that condition, as they would be."""
         self.test_perturbation = augment
+        if self.datasets:  # set up already: change the test clips now
+            self.apply_test_perturbation()
+            self.fit_normalization()
+
+    def apply_test_perturbation(self) -> None:
+        """Replace the test clips by the perturbed ones (from the clean ones each time)."""
+        test = self.datasets.get("test")
+        if test is None:
+            return
+        if self._clean_test_waves is None:
+            self._clean_test_waves = test.waves
+        test.waves = self._clean_test_waves
+        if self.test_perturbation is not None:
+            test.waves = augmented(test.waves, self.test_perturbation, seed=0)
 
     def score_recordings(self, window_seconds: float, hop_seconds: float) -> None:
         """Make the test split serve whole recordings, each as one batch of windows (as
@@ -570,10 +588,6 @@ class SERDataModule(L.LightningDataModule):
         # The run's seed (seed_everything); the loaders draw from their own generators only.
         seed = torch.initial_seed() % 2**32
         batch_size, collate_fn = self.batch_size, collate
-        if stage == "test" and self.test_perturbation is not None:
-            waves = augmented(dataset.waves, self.test_perturbation, seed=0)
-            dataset = ClipDataset(waves, dataset.labels, dataset.clips, dataset.max_samples,
-                                  train=False)  # fmt: skip
         if stage == "test" and self.test_windows is not None:
             dataset = ClipDataset(dataset.waves, dataset.labels, dataset.clips, None, train=False)
             batch_size = 1
