@@ -120,6 +120,8 @@ class ECAPA(nn.Module):
                     attention_channels=attention_channels, embedding_dim=embedding_dim,
                     n_classes=n_classes)  # fmt: skip
         check_fraction("ECAPA", "dropout", dropout)
+        if not dilations:
+            raise SERError("ECAPA: dilations needs at least one block")
         if channels % scale:
             raise SERError(f"ECAPA: channels={channels} must be a multiple of scale={scale}")
         self.stem = TDNNBlock(n_features, channels, kernel_size=5)

@@ -70,7 +70,7 @@ class ResNet(nn.Module):
         super().__init__()
         check_sizes("ResNet", channels=list(channels), layers=list(layers), n_classes=n_classes)
         check_fraction("ResNet", "dropout", dropout)
-        if len(channels) != len(layers):
+        if not channels or len(channels) != len(layers):
             raise SERError(
                 f"ResNet: channels={channels} and layers={layers} must have one entry per stage"
             )
