@@ -22,12 +22,16 @@ from .helpers import CLASSES, LOGMEL, RATE, save_checkpoint
 
 #: Tiny versions: (class name, init_args)
 NETS = {
-    "ecapa": ("ECAPA", {"channels": 16, "scale": 4, "se_channels": 8, "attention_channels": 8,
-                        "embedding_dim": 8}),  # fmt: skip
+    "ecapa": (
+        "ECAPA",
+        {"channels": 16, "scale": 4, "se_channels": 8, "attention_channels": 8, "embedding_dim": 8},
+    ),  # fmt: skip
     "resnet18": ("ResNet", {"channels": [4, 8], "layers": [2, 2]}),
     "resnet34": ("ResNet", {"channels": [4, 4, 8, 8], "layers": [3, 4, 6, 3]}),
-    "conformer": ("Conformer", {"d_model": 16, "n_heads": 2, "ffn_dim": 32, "n_layers": 2,
-                                "kernel_size": 5}),  # fmt: skip
+    "conformer": (
+        "Conformer",
+        {"d_model": 16, "n_heads": 2, "ffn_dim": 32, "n_layers": 2, "kernel_size": 5},
+    ),  # fmt: skip
 }
 N_FEATURES = 32
 
@@ -102,9 +106,7 @@ def write_net_checkpoint(path: Path, name: str) -> Path:
     n_features = FeaturePipeline.from_spec(pipeline, RATE).n_features
     class_name, init_args = NETS[name]
     net = build(name, len(CLASSES), n_features)
-    return save_checkpoint(
-        path, net, f"ser.models.{class_name}", init_args, pipeline, n_features
-    )
+    return save_checkpoint(path, net, f"ser.models.{class_name}", init_args, pipeline, n_features)
 
 
 @pytest.mark.parametrize("name", ["ecapa", "resnet18", "conformer"])

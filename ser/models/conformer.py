@@ -50,7 +50,9 @@ class RotaryAttention(nn.Module):
         self.n_heads, self.dropout = n_heads, dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-        inverse_frequencies = base ** -(torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        inverse_frequencies = base ** -(
+            torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim
+        )
         self.register_buffer("inverse_frequencies", inverse_frequencies, persistent=False)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -61,7 +63,11 @@ class RotaryAttention(nn.Module):
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=valid[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
+            q,
+            k,
+            v,
+            attn_mask=valid[:, None, None, :],
+            dropout_p=self.dropout if self.training else 0.0,
         )  # (B, H, T, D / H)
         return self.out(attended.transpose(1, 2).flatten(2))  # (B, T, D)
 

@@ -27,14 +27,14 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.norm2 = nn.BatchNorm2d(c_out)
         self.shortcut = (
-            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+            nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
             if stride != 1 or c_in != c_out
             else nn.Identity()
         )
 
-    def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # x's padding is zero: what a clip alone would be padded with by the convolution
         lengths = conv_lengths(lengths, 3, self.stride, padding=1)
         y = self.norm1(self.conv1(x)).relu()  # (B, C_out, M', F')
