@@ -76,6 +76,16 @@ def test_gradients_reach_every_parameter(name: str):
     assert not missing
 
 
+@pytest.mark.parametrize("name, encode", [("resnet34", "encode"), ("conformer", "subsample")])
+def test_downsampled_lengths_are_the_frames_a_clip_alone_gets(name: str, encode: str):
+    """The strides' length arithmetic: a clip alone has no padding, so all its frames are valid."""
+    encode = getattr(build(name), encode)
+    for frames in range(1, 26):
+        with torch.no_grad():
+            x, lengths = encode(torch.randn(1, N_FEATURES, frames), torch.tensor([frames]))
+        assert lengths.tolist() == [x.shape[-1 if name.startswith("resnet") else 1]], frames
+
+
 def test_resnet_layers_make_resnet18_or_resnet34():
     blocks = [type(b).__name__ for b in build("resnet34").blocks]
     assert blocks == ["BasicBlock"] * 16

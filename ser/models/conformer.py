@@ -130,7 +130,7 @@ class Conformer(nn.Module):
                 f"{n_features} (n_mels)"
             )
         # time padded by one: any clip keeps at least one frame, and zeroed padding stays padding
-        self.subsample = nn.ModuleList([
+        self.subsampling = nn.ModuleList([
             nn.Conv2d(1, d_model, 3, stride=2, padding=(0, 1)),
             nn.Conv2d(d_model, d_model, 3, stride=2, padding=(0, 1)),
         ])  # fmt: skip
@@ -142,15 +142,22 @@ class Conformer(nn.Module):
             layer.self_attn = RotaryAttention(d_model, n_heads, dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_model, n_classes))
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def subsample(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's input frames and how many are valid:
+        ``(B, n_features, F), (B,) -> (B, F', D), (B,)``."""
         if lengths is None:
             lengths = torch.full(x.shape[:1], x.shape[-1], device=x.device)
         lengths = lengths.clamp(min=1, max=x.shape[-1])
         x = mask_padding(x, lengths).unsqueeze(1)  # (B, 1, n_features, F)
-        for conv in self.subsample:
+        for conv in self.subsampling:
             lengths = conv_lengths(lengths, 3, 2, padding=1)
             x = mask_padding(conv(x).relu(), lengths)  # (B, D, M', F')
-        x = self.project(x.flatten(1, 2).transpose(1, 2))  # (B, F', D)
+        return self.project(x.flatten(1, 2).transpose(1, 2)), lengths  # (B, F', D)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        x, lengths = self.subsample(x, lengths)  # (B, F', D), (B,)
         valid = time_mask(lengths, x.shape[1])  # (B, F')
         for layer in self.encoder.conformer_layers:
             x = conformer_layer(layer, x, valid)  # (B, F', D)

@@ -88,7 +88,11 @@ class ResNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c_in * freq, n_classes))
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The maps before pooling, frequency folded into channels, and their valid frames:
+        ``(B, n_features, F), (B,) -> (B, C * M', F'), (B,)``."""
         if lengths is None:
             lengths = torch.full(x.shape[:1], x.shape[-1], device=x.device)
         lengths = lengths.clamp(min=1, max=x.shape[-1])
@@ -96,5 +100,7 @@ class ResNet(nn.Module):
         x = mask_padding(self.stem(x), lengths)  # (B, C, n_features, F)
         for block in self.blocks:
             x, lengths = block(x, lengths)  # (B, C', M', F')
-        x = x.flatten(1, 2)  # (B, C' * M', F')
-        return self.head(mean_std_pool(x, lengths))  # (B, n_classes)
+        return x.flatten(1, 2), lengths  # (B, C' * M', F')
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(mean_std_pool(*self.encode(x, lengths)))  # (B, n_classes)
