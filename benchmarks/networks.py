@@ -35,7 +35,7 @@ def build(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     config = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
     net_spec = config["model"]["init_args"]["net"]
     net_spec = {"class_path": net_spec["class_path"], "init_args": net_spec.get("init_args", {})}
-    frontend = config["data"]["init_args"]["frontend"]
+    frontend = {"init_args": {}} | config["data"]["init_args"]["frontend"]
     pipeline = FeaturePipeline.from_spec({"frontend": frontend, "denoise": None}, SAMPLE_RATE)
     net = build_net(net_spec, N_CLASSES, pipeline.n_features, SAMPLE_RATE)
     return pipeline.eval(), net.eval()
