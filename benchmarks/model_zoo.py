@@ -35,7 +35,7 @@ from ser.cv import threads_per_job
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("uar", "accuracy", "macro_f1")
-MODELS = ("cnn2d", "m5", "cnn_lstm", "cnn_lstm2d", "lstm", "vae")
+MODELS = ("cnn2d", "m5", "cnn_lstm", "cnn_lstm2d", "lstm", "vae", "ecapa", "resnet", "conformer")
 PARAMS = re.compile(r"([\d.]+\s*[KMB]?)\s+Trainable params")
 EPOCH = re.compile(r"epoch (\d+): .*\(([\d.]+) s\)")
 #: The SVM baseline's front-ends by name (``--features``), as ``ser baseline --frontends`` takes

@@ -1,7 +1,8 @@
 """Robustness to recording conditions, printed as Markdown tables.
 
 1. UAR of trained runs on their test split under white noise at 20/10/5/0 dB SNR, reverberation
-   (RT60 0.3/0.6/1.0 s) and the telephone band, each run scored
+   (RT60 0.3/0.6/1.0 s), the telephone band and the Opus codec at its lowest bitrate (about 7
+   kb/s), each run scored
    by ``ser test --perturb CONDITION`` on its last checkpoint; runs given under one label (seeds)
    are averaged (mean +- std). With ``--plot``, UAR against SNR per label.
 2. ``--cost``: the time each waveform augmentation of ``configs/robust.yaml``
@@ -31,7 +32,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CONDITIONS = ["clean", "noise 20", "noise 10", "noise 5", "noise 0", "reverb 0.3", "reverb 0.6",
-              "reverb 1.0", "telephone"]  # fmt: skip
+              "reverb 1.0", "telephone", "opus 1.0"]  # fmt: skip
 
 
 def score(run: Path, condition: str, corpus: str | None, out: Path, extra: list[str]) -> float:

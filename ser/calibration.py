@@ -71,7 +71,7 @@ def validation_outputs(
     trainer: L.Trainer, module: L.LightningModule
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`validation_logits` and each clip's feature summary ``(N, 2 * n_features)``
-    (:func:`ser.inference.ood.feature_summary`)."""
+    (:func:`ser.inference.ood.feature_summary`) of the features inference computes of it."""
     data = trainer.datamodule
     pipeline = data.pipeline.to(module.device).eval()
     training = module.training
@@ -84,7 +84,7 @@ def validation_outputs(
                 batch = pipeline.process(batch, data.n_classes)
                 logits.append(module(batch["features"], batch["feature_lengths"]).float().cpu())
                 labels.append(batch["label"].cpu())
-                summaries.append(feature_summary(batch["features"], batch["feature_lengths"]).cpu())
+                summaries.append(feature_summary(*inference_features(pipeline, batch)).cpu())
     finally:
         module.train(training)
     shard = (torch.cat(logits), torch.cat(labels), torch.cat(summaries))
@@ -93,6 +93,18 @@ def validation_outputs(
     gathered: list[tuple[torch.Tensor, ...]] = [None] * trainer.world_size  # type: ignore[list-item]
     torch.distributed.all_gather_object(gathered, shard)
     return tuple(torch.cat([g[i] for g in gathered]) for i in range(3))  # type: ignore[return-value]
+
+
+def inference_features(pipeline, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A processed batch's features as ``ser predict`` computes them: normalised by speaker or
+    corpus, a clip is normalised there by the population's statistics (its speaker unknown), and
+    the out-of-distribution statistics must describe those features, not the speaker's."""
+    normalization = pipeline.normalization
+    if normalization is None or normalization.level == "recording":
+        return batch["features"], batch["feature_lengths"]
+    wave = batch["waveform"].float()
+    with torch.autocast(wave.device.type, enabled=False):
+        return pipeline(wave, batch["lengths"])  # no groups: what an unknown speaker gets
 
 
 def calibrate_checkpoint(trainer: L.Trainer, module: L.LightningModule, path: str | Path) -> float:

@@ -10,7 +10,7 @@ import torch
 
 from ser.errors import SERError
 from ser.transforms.augment import AddNoise, coloured_noise, rms
-from ser.transforms.conditions import Clipping, Reverb, Telephone, simulated_rirs
+from ser.transforms.conditions import Clipping, Codec, Reverb, Telephone, simulated_rirs
 
 RATE = 16000
 
@@ -87,11 +87,41 @@ def test_babble_and_coloured_noise_reach_the_drawn_snr():
     assert spectrum[own] < 0.05 * spectrum.max()  # the others' voices, not its own
 
 
+def test_a_low_bitrate_codec_keeps_the_voice_band_and_loses_detail():
+    """Opus at its highest compression (about 7 kb/s) keeps a voice's low harmonics and level but
+    not the detail above them; at its lowest it is close to the original. Lengths and padding
+    stay; a rate Opus does not code (22.05 kHz) goes through a rate it does."""
+    t = torch.arange(RATE) / RATE
+    voice = sum(torch.sin(2 * math.pi * 150 * k * t) / k for k in range(1, 6)) * 0.2
+    hiss = 0.05 * sine(6500, 1.0)
+    wave = torch.zeros(2, RATE)
+    wave[0], wave[1, :12000] = voice + hiss, (voice + hiss)[:12000]
+    lengths = torch.tensor([RATE, 12000])
+
+    def error(out: torch.Tensor, target: torch.Tensor) -> float:
+        return float((out - target).norm() / target.norm())
+
+    fine, _ = Codec(1.0, "opus", (0.0, 0.0))(wave, lengths, RATE)
+    coarse, kept = Codec(1.0, "opus", (1.0, 1.0))(wave, lengths, RATE)
+    assert torch.equal(kept, lengths) and torch.all(coarse[1, 12000:] == 0)
+    assert error(fine[0], wave[0]) < 0.2 < error(coarse[0], wave[0])
+
+    def band(x: torch.Tensor, hz: float) -> float:
+        spectrum = torch.fft.rfft(x).abs()
+        return float(spectrum[int(hz) - 5 : int(hz) + 5].max())
+
+    assert band(coarse[0], 150) > 0.5 * band(wave[0], 150)  # the fundamental stays
+    assert band(coarse[0], 6500) < 0.3 * band(wave[0], 6500)  # the detail above the voice goes
+    odd, _ = Codec(1.0, "opus", (0.0, 0.0))(wave, lengths, 22050)
+    assert odd.shape == wave.shape and error(odd[0], wave[0]) < 0.3
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [(lambda: Reverb(rt60=(0.0, 1.0)), "rt60"), (lambda: Telephone(low_hz=3500), "low_hz"),
      (lambda: Clipping(level=(0.5, 1.5)), "level"), (lambda: AddNoise(kind="grey"), "kind"),
-     (lambda: Reverb(rir_dir="/nonexistent"), "rir_dir")],
+     (lambda: Reverb(rir_dir="/nonexistent"), "rir_dir"), (lambda: Codec(codec="gsm"), "codec"),
+     (lambda: Codec(codec="mp3", level=(0.5, 1.0)), r"lie in \[0, 0.9\]")],
 )  # fmt: skip
 def test_bad_settings_are_one_line(build, message):
     with pytest.raises(SERError, match=message):
@@ -121,9 +151,34 @@ def test_perturbed_test_split_is_changed_alike_in_every_run(tmp_path, monkeypatc
     assert torch.equal(val, next(iter(data.val_dataloader()))["waveform"])  # untouched
 
 
-@pytest.mark.parametrize("spec", ["hum 10", "noise loud", "reverb"])
+@pytest.mark.parametrize("spec", ["hum 10", "noise loud", "reverb", "opus high"])
 def test_bad_perturbation_is_one_line(spec):
     from ser.transforms.conditions import perturbation
 
     with pytest.raises(SERError, match="--perturb"):
         perturbation(spec)
+
+
+def test_a_perturbed_test_speaker_is_normalised_by_their_perturbed_recordings(
+    tmp_path, monkeypatch
+):
+    """All of a test speaker's recordings are made in the condition, so the speaker's statistics
+    are those of the changed clips (a training speaker's stay as they were)."""
+    from ser.data import RAVDESS
+    from ser.data.splits import SplitSpec
+    from ser.transforms.conditions import perturbation
+
+    from .helpers import write_ravdess
+
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    root = write_ravdess(tmp_path / "ravdess")
+    data = RAVDESS(root=str(root), split=SplitSpec(test_speakers=["19", "20"],
+                   val_speakers=["15", "16"]), verify=False, normalization="speaker")  # fmt: skip
+    data.setup("test")
+    stats = data.pipeline.normalization.stats
+    before = {speaker: stats[speaker][0].clone() for speaker in ("01", "19")}
+    noise = perturbation("noise 0")
+    data.perturb_test(lambda wave, lengths: noise(wave, lengths, 16000))
+    stats = data.pipeline.normalization.stats
+    assert (stats["19"][0] - before["19"]).abs().max() > 0.1  # noise at 0 dB fills the bands
+    torch.testing.assert_close(stats["01"][0], before["01"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from ser.__main__ import main as ser_main
@@ -66,10 +67,41 @@ def test_speaker_level_uses_the_speakers_statistics_over_all_their_frames():
     out = norm(x, lengths, ["a", "a", "unknown"])
     expected = (x[1, :, :17] - mean_a[:, None].float()) / std_a[:, None].float()
     torch.testing.assert_close(out[1, :, :17], expected, atol=1e-4, rtol=1e-4)
-    # speaker a's clips keep what sets them apart from each other; an unknown group falls back
-    # to its own frames (as a recording)
+    # speaker a's clips keep what sets them apart from each other
     assert out[1, :, :17].mean(1).abs().max() > 0.05
-    torch.testing.assert_close(out[2], Normalization("recording")(x[2:], lengths[2:])[0])
+    # an unknown group: the statistics of every clip fitted (all 72 frames), not its own
+    frames = torch.cat([x[0, :, :30], x[1, :, :17], x[2, :, :25]], dim=1).double()
+    mean, std = frames.mean(1).float(), frames.std(1, unbiased=False).float()
+    torch.testing.assert_close(norm.population[0], mean)
+    expected = (x[2, :, :25] - mean[:, None]) / std[:, None]
+    torch.testing.assert_close(out[2, :, :25], expected, atol=1e-4, rtol=1e-4)
+    # no groups at all (ser predict on ungrouped files): the same, in any batch
+    torch.testing.assert_close(norm(x[2:], lengths[2:])[0, :, :25], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_population_statistics_travel_in_the_spec_and_a_folder_keeps_them():
+    """What a checkpoint stores rebuilds the same normalisation; fitting one folder's statistics
+    at inference (population=False) leaves the population's as they were."""
+    x, lengths = padded([30, 17, 25], seed=3)
+    norm = Normalization("speaker")
+    norm.fit([(x, lengths, ["a", "b", "b"])])
+    spec = norm.to_spec()
+    rebuilt = Normalization(**spec)
+    torch.testing.assert_close(rebuilt(x, lengths), norm(x, lengths))
+    before = norm.population[0].clone()
+    norm.fit([(x[:1] * 5 + 3, lengths[:1], ["folder"])], population=False)
+    torch.testing.assert_close(norm.population[0], before)
+    assert list(norm.stats) == ["folder"]
+
+
+@pytest.mark.parametrize(
+    "population",
+    [{"mean": [0.0, 1.0], "std": [1.0]}, {"mean": [0.0], "std": [0.0]},
+     {"mean": [float("nan")], "std": [1.0]}, {"mean": "x", "std": [1.0]}, {"std": [1.0]}],
+)  # fmt: skip
+def test_a_damaged_stored_population_is_one_line(population):
+    with pytest.raises(SERError, match="normalization.population must be"):
+        Normalization("speaker", population=population)
 
 
 def test_bad_level_is_one_line():
@@ -87,7 +119,13 @@ def test_data_fits_speaker_statistics_over_every_stage(tmp_path: Path, monkeypat
     data.setup("fit")
     stats = data.pipeline.normalization.stats
     assert sorted(stats) == ["01", "02", "15", "19"]  # the test speaker's own too
-    assert data.pipeline_spec["normalization"] == {"level": "speaker", "scale": True}
+    stored = data.pipeline_spec["normalization"]
+    assert (stored["level"], stored["scale"]) == ("speaker", True)
+    # the population's statistics (every clip's) travel with the spec: ser predict's fallback
+    torch.testing.assert_close(
+        torch.tensor(stored["population"]["mean"]), data.pipeline.normalization.population[0]
+    )
+    assert len(stored["population"]["mean"]) == data.n_features
     corpus = RAVDESS(root=str(root), split=SplitSpec(test_speakers=["19"], val_speakers=["15"]),
                      normalization="corpus", verify=False, emotions=CLASSES)  # fmt: skip
     corpus.setup("fit")
@@ -105,7 +143,8 @@ def test_normalised_model_tests_and_predicts_alike(tmp_path: Path, monkeypatch):
     run = tmp_path / "lightning_logs" / "cnn2d" / "version_0"
     checkpoint = run / "checkpoints" / "last.ckpt"
     spec = torch.load(checkpoint, weights_only=True)[SPEC_KEY]
-    assert spec["pipeline"]["normalization"] == {"level": "recording", "scale": True}
+    assert spec["pipeline"]["normalization"] == {
+        "level": "recording", "scale": True, "population": None}  # fmt: skip
     main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(checkpoint),
           "--score", "recordings", "--window", "1.0", "--hop", "0.5"])  # fmt: skip
     report = tmp_path / "lightning_logs" / "cnn2d" / "version_1" / "test" / "predictions.csv"
@@ -146,6 +185,21 @@ def test_speaker_normalised_model_predicts_a_folder_as_ser_test_scores_its_speak
         assert predicted.keys() == tested.keys()
         gaps = [abs(float(tested[p][c]) - float(predicted[p][c])) for p in tested for c in CLASSES]
         assert (max(gaps) < 1e-4) == same, grouping
+    # the OOD statistics describe the validation clips as ser predict sees them (their speaker
+    # unknown: the population's statistics), not as normalised by their own speaker's
+    from ser.inference import load_model
+    from ser.inference.ood import OOD_KEY, feature_summary
+    from ser.spec import SPEC_KEY
+
+    model = load_model(checkpoint)
+    stored = torch.tensor(torch.load(checkpoint, weights_only=True)[SPEC_KEY][OOD_KEY]["mean"])
+    waves = [torch.from_numpy(sf.read(f, dtype="float32")[0])
+             for a in ("15", "16") for f in sorted((root / f"Actor_{a}").iterdir())]  # fmt: skip
+    crop = 8000  # validation's centre crops (--data.max_seconds 0.5)
+    waves = [w[(len(w) - crop) // 2 :][:crop] for w in waves]
+    with torch.no_grad():
+        summaries = torch.cat([feature_summary(*model.run(w[None])[1:]) for w in waves])
+    torch.testing.assert_close(summaries.mean(0), stored, atol=1e-3, rtol=1e-3)
 
 
 def test_group_by_folder_needs_a_speaker_normalised_model(tmp_path: Path, monkeypatch):
@@ -158,20 +212,25 @@ def test_group_by_folder_needs_a_speaker_normalised_model(tmp_path: Path, monkey
         predict_main([str(checkpoint), str(write_ravdess(tmp_path / "r")), "--group-by", "folder"])
 
 
-@pytest.mark.parametrize("level", ["speaker"])
-def test_normalised_model_exports_as_its_checkpoint_predicts(tmp_path: Path, level: str):
-    """TorchScript and ONNX carry the per-recording normalisation (a speaker-level model without
-    grouped statistics normalises each window on its own at inference, as ``ser predict``)."""
+@pytest.mark.parametrize("population", [False, True])
+def test_normalised_model_exports_as_its_checkpoint_predicts(tmp_path: Path, population: bool):
+    """TorchScript and ONNX carry the normalisation of a speaker-level model at inference: the
+    stored population statistics, or (an older model without them) each window's own."""
     from ser.inference import load_model
     from ser.inference.export import example_waveform, export
     from ser.models import CNN2D
 
     from .helpers import LOGMEL, RATE, save_checkpoint
 
+    level = "speaker"
     torch.manual_seed(0)
     net = CNN2D(4, 32, RATE, channels=[4, 8], convs_per_block=1)
-    pipeline = {"frontend": LOGMEL, "denoise": None,
-                "normalization": {"level": level, "scale": True}}  # fmt: skip
+    stored = {
+        "mean": torch.linspace(-1, 1, 32).tolist(),
+        "std": torch.linspace(0.5, 2, 32).tolist(),
+    }
+    pipeline = {"frontend": LOGMEL, "denoise": None, "normalization": {
+        "level": level, "scale": True, "population": stored if population else None}}  # fmt: skip
     checkpoint = save_checkpoint(tmp_path / "m.ckpt", net.eval(), "ser.models.CNN2D",
                                  {"channels": [4, 8], "convs_per_block": 1}, pipeline, 32)  # fmt: skip
     formats = ["torchscript", "onnx"]
@@ -179,6 +238,7 @@ def test_normalised_model_exports_as_its_checkpoint_predicts(tmp_path: Path, lev
     assert all(max(figures[f]) < 1e-4 for f in formats if f in figures), figures
     model = load_model(checkpoint)
     assert model.pipeline.normalization.level == level
+    assert (model.pipeline.normalization.population is not None) == population
     scripted = torch.jit.load(str(tmp_path / "out" / "model.ts"))
     wave = example_waveform(RATE, 1.5, 2, seed=4)
     with torch.inference_mode():

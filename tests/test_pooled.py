@@ -172,3 +172,21 @@ def test_balanced_classes_within_each_corpus_keep_its_share(corpora: dict[str, P
     for name in ("ravdess", "cremad"):  # every class of a corpus as likely as the others
         shares = [v for (corpus, _), v in by_class.items() if corpus == name]
         assert len(shares) > 1 and max(shares) == pytest.approx(min(shares))
+
+
+def test_a_pool_with_a_cached_front_end_hands_over_whole_clips(
+    corpora: dict[str, Path], tmp_path: Path, monkeypatch
+):
+    """As a single corpus does: each clip whole (one cache entry), its features cropped by the
+    pipeline; a waveform cropped at random would be a new entry, encoded again, at every step."""
+    monkeypatch.setenv("SER_CACHE_DIR", str(tmp_path / "cache"))
+    from ser.transforms import LogMelPitch
+
+    data = pool(corpora, frontend=LogMelPitch, max_seconds=0.5)
+    data.setup("fit")
+    assert data.pipeline.feature_cache is not None and data.pipeline.max_frames is not None
+    train = data.datasets["train"]
+    assert train.max_samples is None
+    longest = max(len(w) for w in train.waves)
+    assert longest > 0.5 * data.sample_rate  # longer than the crop: handed over whole
+    assert len(train[0]["waveform"]) == len(train.waves[0])

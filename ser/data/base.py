@@ -25,6 +25,8 @@ from ser.audio import (
 )
 from ser.data.cache import AudioCache, decode_uncached
 from ser.data.dataset import (
+    UNLABELED,
+    UNLABELED_CORPUS,
     Clip,
     ClipDataset,
     EpochSampler,
@@ -57,6 +59,18 @@ __all__ = ["Clip", "SERDataModule"]
 
 #: The lowest ``sample_rate`` accepted (Hz): below it no speech band is left to classify.
 MIN_SAMPLE_RATE = 4000
+
+
+def check_unlabeled(folder: Path, balance_classes: bool, augment: Augmentation | None) -> None:
+    """Refuse ``--data.unlabeled`` where it cannot work, before any work: a folder that is not
+    there, or settings that need every training clip's label (class-balanced sampling, mixup)."""
+    if not folder.is_dir():
+        raise SERError(f"--data.unlabeled {folder}: no such folder (give a folder of recordings)")
+    if balance_classes or (augment is not None and augment.mixup is not None):
+        raise SERError(
+            "--data.unlabeled: recordings without labels cannot be drawn by class "
+            "(--data.balance_classes) or mixed with labels (--data.augment.mixup); drop those"
+        )
 
 
 class SERDataModule(L.LightningDataModule):
@@ -97,6 +111,12 @@ class SERDataModule(L.LightningDataModule):
         normalization: normalise each feature bin per ``recording``, ``speaker`` or ``corpus``
             (:mod:`ser.transforms.normalize`; speaker and corpus statistics are computed at
             setup over every clip of the group); ``None``: only the front-end's own.
+        unlabeled: a folder of recordings without labels (searched at any depth), added to the
+            training clips with no label (:data:`ser.data.dataset.UNLABELED`) for a task that
+            learns from them without one: distillation (the teachers' targets are theirs) or a
+            corpus adversary (they are a domain of their own, ``unlabeled``). With speaker
+            normalisation each folder of them is one speaker. Unreadable files are skipped by
+            name. ``None``: none.
     """
 
     EMOTIONS: tuple[str, ...] = ()
@@ -132,6 +152,7 @@ class SERDataModule(L.LightningDataModule):
         balance_classes: bool = False,
         crop_positions: int | None = None,
         normalization: str | None = None,
+        unlabeled: str | None = None,
     ) -> None:
         super().__init__()
         if not (sample_rate >= MIN_SAMPLE_RATE and 0 < max_seconds < math.inf):
@@ -146,6 +167,9 @@ class SERDataModule(L.LightningDataModule):
         if crop_positions is not None and crop_positions < 1:
             raise SERError(f"crop_positions ({crop_positions}) must be at least 1, or null")
         self.crop_positions = crop_positions
+        self.unlabeled = None if unlabeled is None else Path(unlabeled).expanduser()
+        if self.unlabeled is not None:
+            check_unlabeled(self.unlabeled, balance_classes, augment)
         self.root = Path(root).expanduser() if root is not None else None
         self.sample_rate, self.max_seconds = int(sample_rate), float(max_seconds)
         self.split = split if split is not None else SplitSpec()
@@ -175,6 +199,7 @@ class SERDataModule(L.LightningDataModule):
         self.test_windows: tuple[float, float] | None = None
         #: What changes every test clip (:meth:`perturb_test`); ``None``: the clips as they are.
         self.test_perturbation: Callable | None = None
+        self._clean_test_waves: list[torch.Tensor] | None = None
 
     # What the CLI links into the model.
     @property
@@ -375,18 +400,13 @@ class SERDataModule(L.LightningDataModule):
         kept, waves = self.usable(self.select(scanned))
         labels = [self.class_names.index(self._emotion_to_class[c.emotion]) for c in kept]
         split = self.make_split(kept, labels)
-        max_samples = round(self.max_seconds * self.sample_rate)
-        if self.pipeline.max_frames is not None:  # the pipeline crops the cached features
-            max_samples = None
         for name, index in split.items():
             self.datasets[name] = ClipDataset(
                 [waves[i] for i in index], [labels[i] for i in index], [kept[i] for i in index],
-                max_samples, train=name == "train", crop_positions=self.crop_positions,
+                self.crop_samples(), train=name == "train", crop_positions=self.crop_positions,
             )  # fmt: skip
         self.check_split()
-        self.log_feature_cache()
-        self.fit_normalization()
-        self.add_offline_copies()
+        self.finish_setup()
         log.info("%s: %d clips, %d classes %s; split %s: %s", type(self).__name__, len(kept),
                  len(self.compared_classes), self.compared_classes, self.split.protocol,
                  self.describe_split())  # fmt: skip
@@ -433,6 +453,52 @@ class SERDataModule(L.LightningDataModule):
             elif absent:
                 log.warning("%s: the report marks the absent classes absent and the UAR averages "
                             "the classes present only", what)  # fmt: skip
+
+    def finish_setup(self) -> None:
+        """What every data module does once its datasets are built: unlabeled recordings join
+        the training clips, the feature cache is described, the normalisation's statistics are
+        computed, and offline augmented copies are made."""
+        self.add_unlabeled()
+        self.log_feature_cache()
+        self.apply_test_perturbation()
+        self.fit_normalization()
+        self.add_offline_copies()
+
+    def add_unlabeled(self) -> None:
+        """Append the recordings of ``unlabeled`` to the training clips, without labels; skip
+        unreadable and silent files with a warning naming each."""
+        train = self.datasets.get("train")
+        if self.unlabeled is None or train is None:
+            return
+        paths = audio_files(sorted(self.unlabeled.rglob("*")), self.unlabeled)
+        waves, clips = [], []
+        for path, wave in zip(paths, decode_uncached(paths, self.decode), strict=True):
+            if isinstance(wave, AudioError):
+                log.warning("--data.unlabeled: skipping %s", wave)
+            elif is_silent(wave):
+                log.warning("--data.unlabeled: skipping %s: %s", path, SILENT)
+            else:
+                folder = path.parent.relative_to(self.unlabeled).as_posix()
+                speaker = UNLABELED_CORPUS if folder == "." else f"{UNLABELED_CORPUS}/{folder}"
+                waves.append(wave)
+                clips.append(Clip(path, "", speaker, "train", UNLABELED_CORPUS))
+        if not waves:
+            raise SERError(
+                f"--data.unlabeled {self.unlabeled}: none of its {len(paths)} audio files could "
+                "be read; give a folder of recordings (WAV, FLAC, OGG...)"
+            )
+        train.waves = train.waves + waves
+        train.labels = train.labels + [UNLABELED] * len(waves)
+        train.clips = train.clips + clips
+        log.info("--data.unlabeled: %d recordings without labels join the %d training clips",
+                 len(waves), len(train.waves) - len(waves))  # fmt: skip
+
+    def crop_samples(self) -> int | None:
+        """Samples a clip is cropped to as it is read; ``None`` with a feature cache: whole clips
+        are handed over (one cache entry each) and the pipeline crops their features."""
+        if self.pipeline.max_frames is not None:
+            return None
+        return round(self.max_seconds * self.sample_rate)
 
     def log_feature_cache(self) -> None:
         """Say where a frozen encoder's features are cached, and what bypasses the cache."""
@@ -487,8 +553,24 @@ class SERDataModule(L.LightningDataModule):
 
     def perturb_test(self, augment: Callable | None) -> None:
         """Test on every test clip changed by ``augment`` (``(wave, lengths) -> (wave,
-        lengths)``, e.g. noise at a fixed SNR: ``ser test --perturb``), the same in every run."""
+        lengths)``, e.g. noise at a fixed SNR: ``ser test --perturb``), the same in every run.
+        A speaker's (or corpus's) normalisation statistics are then those of the changed clips:
+        all of a speaker's recordings made in that condition, as they would be."""
         self.test_perturbation = augment
+        if self.datasets:  # set up already: change the test clips now
+            self.apply_test_perturbation()
+            self.fit_normalization()
+
+    def apply_test_perturbation(self) -> None:
+        """Replace the test clips by the perturbed ones (from the clean ones each time)."""
+        test = self.datasets.get("test")
+        if test is None:
+            return
+        if self._clean_test_waves is None:
+            self._clean_test_waves = test.waves
+        test.waves = self._clean_test_waves
+        if self.test_perturbation is not None:
+            test.waves = augmented(test.waves, self.test_perturbation, seed=0)
 
     def score_recordings(self, window_seconds: float, hop_seconds: float) -> None:
         """Make the test split serve whole recordings, each as one batch of windows (as
@@ -506,10 +588,6 @@ class SERDataModule(L.LightningDataModule):
         # The run's seed (seed_everything); the loaders draw from their own generators only.
         seed = torch.initial_seed() % 2**32
         batch_size, collate_fn = self.batch_size, collate
-        if stage == "test" and self.test_perturbation is not None:
-            waves = augmented(dataset.waves, self.test_perturbation, seed=0)
-            dataset = ClipDataset(waves, dataset.labels, dataset.clips, dataset.max_samples,
-                                  train=False)  # fmt: skip
         if stage == "test" and self.test_windows is not None:
             dataset = ClipDataset(dataset.waves, dataset.labels, dataset.clips, None, train=False)
             batch_size = 1

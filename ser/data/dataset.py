@@ -28,6 +28,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Sampler
 
+#: The label of a training clip without one (``--data.unlabeled``): PyTorch's ``ignore_index``,
+#: so cross-entropy leaves it out; a task that learns from such clips does so without a label.
+UNLABELED = -100
+#: The corpus (and speaker prefix) of those clips.
+UNLABELED_CORPUS = "unlabeled"
+
 
 @dataclass(frozen=True)
 class Clip:

@@ -220,13 +220,12 @@ class Pooled(SERDataModule):
                     for part, value in zip(parts[stage_name], (waves[i], labels[i], named(kept[i])),
                                            strict=True):  # fmt: skip
                         part.append(value)
-        max_samples = round(self.max_seconds * self.sample_rate)
         for name, (waves, labels, clips) in parts.items():
             self.datasets[name] = ClipDataset(
-                waves, labels, clips, max_samples, train=name == "train"
-            )
-        self.fit_normalization()
-        self.add_offline_copies()
+                waves, labels, clips, self.crop_samples(), train=name == "train",
+                crop_positions=self.crop_positions,
+            )  # fmt: skip
+        self.finish_setup()
         log_split = "; ".join(
             f"{s} " + ", ".join(f"{n} {sum(c.corpus == n for c in d.clips)}" for n in self.corpora)
             for s, d in self.datasets.items()

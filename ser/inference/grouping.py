@@ -50,7 +50,7 @@ def predict_grouped(model, paths: list[Path], predict: Callable[[list[Path]], li
                 except AudioError as err:  # predict skips it with its own warning
                     log.debug("not in %s's statistics: %s", folder, err)
             if waves:
-                pipeline.fit_normalization(waves, [str(folder)] * len(waves))
+                pipeline.fit_normalization(waves, [str(folder)] * len(waves), population=False)
                 normalization.shared_group = str(folder)
                 log.info("%s: %d recordings normalised by their folder's statistics", folder,
                          len(waves))  # fmt: skip

@@ -39,23 +39,38 @@ class AttentivePool(nn.Module):
     """Attentive statistics pooling: a learned score per frame, softmax over the valid frames,
     then the weighted mean and std (``(B, C, F) -> (B, 2C)``).
 
+    With ``channel_wise`` and ``context`` it is ECAPA-TDNN's channel- and context-dependent
+    pooling (Desplanques et al. 2020): a score per channel and frame, from the frame together with
+    the clip's mean and std over its valid frames.
+
     Args:
         channels: ``C``.
         hidden: width of the scoring layer.
+        channel_wise: a score per channel and frame, instead of one per frame.
+        context: the scoring layer also sees the clip's mean and std over its valid frames.
     """
 
-    def __init__(self, channels: int, hidden: int = 128) -> None:
+    def __init__(
+        self, channels: int, hidden: int = 128, channel_wise: bool = False, context: bool = False
+    ) -> None:
         super().__init__()
+        self.context = context
         self.score = nn.Sequential(
-            nn.Conv1d(channels, hidden, 1), nn.Tanh(), nn.Conv1d(hidden, 1, 1)
+            nn.Conv1d(3 * channels if context else channels, hidden, 1),
+            nn.Tanh(),
+            nn.Conv1d(hidden, channels if channel_wise else 1, 1),
         )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        scores = self.score(x)  # (B, 1, F)
+        inputs = x
+        if self.context:
+            mean, std = mean_std_pool(x, lengths)[..., None].chunk(2, dim=1)  # (B, C, 1) each
+            inputs = torch.cat([x, mean.expand_as(x), std.expand_as(x)], dim=1)  # (B, 3C, F)
+        scores = self.score(inputs)  # (B, 1 or C, F)
         if lengths is not None:
             valid = time_mask(lengths.clamp(min=1), x.shape[-1])[:, None, :]  # (B, 1, F)
             scores = scores.masked_fill(~valid, float("-inf"))
-        weights = scores.softmax(dim=-1)  # (B, 1, F), zero on padding
+        weights = scores.softmax(dim=-1)  # (B, 1 or C, F), zero on padding
         mean = (x * weights).sum(-1)  # (B, C)
         var = ((x - mean[..., None]) ** 2 * weights).sum(-1)
         return torch.cat([mean, (var + 1e-5).sqrt()], dim=1)

@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ser import rng
+from ser.data.dataset import UNLABELED
 from ser.errors import SERError, check_fraction
 from ser.spec import SPEC_KEY, SPEC_VERSION, factory_spec
 from ser.tasks.adversary import DomainAdversary, last_linear
@@ -33,6 +34,7 @@ NetFactory = Callable[[int, int, int], nn.Module]
 def balanced_class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
     """``n / (n_classes * count)`` per class (scikit-learn's "balanced"); a class without clips
     gets weight 0 (it has nothing to weigh)."""
+    labels = [label for label in labels if label >= 0]  # clips without a label weigh nothing
     counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=n_classes).float()
     weights = len(labels) / (n_classes * counts.clamp(min=1))
     return torch.where(counts > 0, weights, torch.zeros_like(weights))  # (n_classes,)
@@ -145,9 +147,20 @@ class EmotionClassifier(L.LightningModule):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(features, lengths)
 
+    #: Whether the task learns from training clips without a label (``--data.unlabeled``).
+    learns_without_labels = False
+
     def setup(self, stage: str) -> None:
         self.loss_weights = self.class_weight_tensor()
         train = getattr(getattr(self._trainer, "datamodule", None), "datasets", {}).get("train")
+        if stage == "fit" and train is not None and UNLABELED in train.labels:
+            corpus_adversary = self.adversary is not None and self.adversary.domain == "corpus"
+            if not (self.learns_without_labels or corpus_adversary):
+                raise SERError(
+                    "--data.unlabeled: this model learns from labels only; learn from recordings "
+                    "without one with teachers (--config configs/distill.yaml --model.init_args."
+                    "teachers [...]) or a corpus adversary (--model.adversary.domain corpus)"
+                )
         if self.adversary is not None and stage == "fit" and train is not None:
             by_speaker = self.adversary.domain == "speaker"
             self.adversary.set_domains(
@@ -177,6 +190,8 @@ class EmotionClassifier(L.LightningModule):
         batch with mixup and class weights, and part from the hard-label loss on one-hot targets.
         """
         target = batch.get("target", batch["label"])  # (B, n_classes) probabilities or (B,) indices
+        if target.dim() == 1 and not bool((target != UNLABELED).any()):
+            return logits.sum() * 0.0  # only clips without labels: no cross-entropy term (not 0/0)
         smoothing = self.hparams.label_smoothing
         if self.loss_weights is None or target.dim() == 1:
             return F.cross_entropy(
@@ -210,6 +225,9 @@ class EmotionClassifier(L.LightningModule):
         )
         metrics = self.metrics[f"{stage}_metrics"]
         probabilities = logits.detach().float().softmax(dim=-1)  # (B, n_classes)
+        if stage == "train":  # training clips without a label (--data.unlabeled) score nothing
+            labeled = labels != UNLABELED
+            probabilities, labels = probabilities[labeled], labels[labeled]
         metrics.update(probabilities, labels)
         self.log_dict(
             metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(labels)
@@ -331,7 +349,7 @@ class EmotionClassifier(L.LightningModule):
             "class_names": self.class_names,
             "sample_rate": self.sample_rate,
             "n_features": self.n_features,
-            "pipeline": self.pipeline_spec,
+            "pipeline": self.current_pipeline_spec(),
             "net": self.net_spec,
             "corpus": self.corpus,
             "temperature": self.temperature,  # optional: 1.0 when absent (older checkpoints)
@@ -339,6 +357,15 @@ class EmotionClassifier(L.LightningModule):
         # Saved after validation, before the next epoch draws anything: restoring it when training
         # resumes replays the shuffles, crops and dropout of the uninterrupted run.
         checkpoint[RNG_KEY] = rng.capture()
+
+    def current_pipeline_spec(self) -> dict | None:
+        """The pipeline spec with the data's normalisation as it is now: its statistics are
+        computed at setup, after the model was given the spec."""
+        datamodule = getattr(self._trainer, "datamodule", None)
+        pipeline = getattr(datamodule, "pipeline", None)
+        if self.pipeline_spec is None or pipeline is None:
+            return self.pipeline_spec
+        return {**self.pipeline_spec, "normalization": pipeline.spec.get("normalization")}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed_rng = checkpoint.get(RNG_KEY)

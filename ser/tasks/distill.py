@@ -120,6 +120,9 @@ class Distillation(EmotionClassifier):
         #: Loaded when training starts: testing or resuming elsewhere needs no teacher files.
         self.teacher: Teacher | None = None
 
+    #: Clips without a label (``--data.unlabeled``) learn from the teachers' targets alone.
+    learns_without_labels = True
+
     def on_fit_start(self) -> None:
         pipeline = getattr(self.trainer.datamodule, "pipeline", None)
         if pipeline is None and self.on_the_fly:

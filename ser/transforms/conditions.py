@@ -7,6 +7,8 @@ batch's device (``WaveAugment``s, chosen like those of :mod:`ser.transforms.augm
 - :class:`Telephone`: the narrow-band telephone channel: 8 kHz sampling, 300-3400 Hz band-pass,
   8-bit mu-law coding.
 - :class:`Clipping`: an overdriven input, the waveform clipped at a drawn fraction of its peak.
+- :class:`Codec`: a lossy codec at a low bitrate (Opus, MP3 or Vorbis through libsndfile), on the
+  CPU, one clip at a time: for offline copies (``--data.augment.offline_copies``) and tests.
 
 Noise at a drawn SNR (white, pink, brown, or babble of the batch's other speakers) is
 :class:`ser.transforms.augment.AddNoise`.
@@ -14,9 +16,11 @@ Noise at a drawn SNR (white, pink, brown, or babble of the batch's other speaker
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
+import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
@@ -160,6 +164,68 @@ class Clipping(WaveAugment):
         return clipped * gain[:, None], lengths
 
 
+#: libsndfile's (format, subtype) of each codec, and the rates Opus codes (others are resampled).
+CODECS = {"opus": ("OGG", "OPUS"), "mp3": ("MP3", "MPEG_LAYER_III"), "vorbis": ("OGG", "VORBIS")}
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+
+
+class Codec(WaveAugment):
+    """Encode and decode each chosen example with a lossy codec at a drawn compression level, as
+    a voice message, a video call or a streamed recording arrives (libsndfile, through soundfile).
+
+    It runs on the CPU, one clip at a time (tens of milliseconds each): make offline copies with it
+    (``--data.augment.offline_copies N``) rather than drawing it on every step.
+
+    Args:
+        p: probability per example.
+        codec: ``opus`` (speech and calls; at level 1 about 7 kb/s), ``mp3`` or ``vorbis``.
+        level: range of libsndfile's compression level, 0 (best quality) to 1 (smallest file);
+            MP3 takes at most 0.9.
+    """
+
+    def __init__(
+        self, p: float = 0.2, codec: str = "opus", level: tuple[float, float] = (0.5, 1.0)
+    ) -> None:
+        super().__init__(p)
+        self.level = check_range("Codec", "level", level)
+        top = 0.9 if codec == "mp3" else 1.0
+        if codec not in CODECS or not 0 <= self.level[0] <= self.level[1] <= top:
+            raise SERError(
+                f"Codec: codec {codec!r} must be one of {', '.join(CODECS)} and level="
+                f"{list(level)} lie in [0, {top}]"
+            )
+        if CODECS[codec][0] not in sf.available_formats():
+            raise SERError(
+                f"Codec: this libsndfile ({sf.__libsndfile_version__}) cannot write {codec}"
+            )
+        self.codec = codec
+
+    def apply(self, wave, lengths, sample_rate):
+        rate = sample_rate
+        if self.codec == "opus" and sample_rate not in OPUS_RATES:
+            rate = min((r for r in OPUS_RATES if r >= sample_rate), default=48000)
+        levels = uniform(*self.level, len(wave), torch.device("cpu")).tolist()
+        out = torch.zeros_like(wave)
+        for i, (n, level) in enumerate(zip(lengths.tolist(), levels, strict=True)):
+            clip = wave[i, :n].detach().float().cpu()
+            if rate != sample_rate:
+                clip = AF.resample(clip, sample_rate, rate)
+            coded = self.code(clip.clamp(-1, 1).numpy(), rate, level)
+            if rate != sample_rate:
+                coded = AF.resample(coded, rate, sample_rate)
+            coded = coded[:n]  # a codec's frames may pad the end
+            out[i, : len(coded)] = coded.to(wave.device, wave.dtype)
+        return out, lengths
+
+    def code(self, clip, rate: int, level: float) -> torch.Tensor:
+        """One clip ``(n,)`` through the codec and back."""
+        file_format, subtype = CODECS[self.codec]
+        buffer = io.BytesIO()
+        sf.write(buffer, clip, rate, format=file_format, subtype=subtype, compression_level=level)
+        buffer.seek(0)
+        return torch.from_numpy(sf.read(buffer, dtype="float32")[0])
+
+
 #: ``ser test --perturb`` conditions: name -> (what its value is, the augmentation it builds).
 PERTURBATIONS = {
     "noise": ("SNR in dB, white noise", lambda v: AddNoise(1.0, (v, v), kind="white")),
@@ -168,12 +234,15 @@ PERTURBATIONS = {
     "reverb": ("RT60 in s", lambda v: Reverb(1.0, (v, v), n_rirs=8)),
     "telephone": ("no value", lambda v: Telephone(1.0)),
     "clip": ("threshold as a fraction of the peak", lambda v: Clipping(1.0, (v, v))),
+    "opus": ("compression level 0-1", lambda v: Codec(1.0, "opus", (v, v))),
+    "mp3": ("compression level 0-0.9", lambda v: Codec(1.0, "mp3", (v, v))),
 }
 
 
 def perturbation(spec: str) -> WaveAugment:
     """The condition ``spec`` names, applied to every clip: ``noise 10`` (white noise at 10 dB
-    SNR), ``pink 5``, ``babble 10``, ``reverb 0.6`` (RT60 0.6 s), ``telephone``, ``clip 0.3``."""
+    SNR), ``pink 5``, ``babble 10``, ``reverb 0.6`` (RT60 0.6 s), ``telephone``, ``clip 0.3``,
+    ``opus 1.0`` (the Opus codec at libsndfile's compression level 1.0), ``mp3 0.9``."""
     name, _, value = spec.strip().partition(" ")
     known = ", ".join(f"'{n} <{what}>'" if n != "telephone" else f"'{n}'"
                       for n, (what, _) in PERTURBATIONS.items())  # fmt: skip

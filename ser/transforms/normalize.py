@@ -10,7 +10,11 @@ alike - the classic cross-corpus remedy (Schuller et al. 2010; Kaya & Karpov 201
 - ``corpus``: over all of a corpus's clips (each corpus of a pool on its own).
 
 A clip whose group has no statistics (``ser predict`` on recordings not grouped by speaker) is
-normalised by its own frames, as ``recording`` does.
+normalised by the population's: those of every clip the statistics were computed from (stored in
+the checkpoint), the nearest guess at an unknown speaker's. A clip's own statistics would remove
+what a speaker-normalised model reads (an angry clip's level above its speaker's usual), and a
+front-end of few frames (one per 1.6-s window: :class:`ser.transforms.VoiceEmbedding`) gives too
+few of them to estimate anything.
 """
 
 from __future__ import annotations
@@ -53,17 +57,23 @@ class Normalization(nn.Module):
     Args:
         level: whose frames give the statistics: ``recording``, ``speaker`` or ``corpus``.
         scale: divide by the standard deviation too (``False``: subtract the mean only).
+        population: ``{"mean", "std"}`` (nested lists, ``(..., C)``) of all clips, for clips of
+            unknown groups (set by :meth:`fit`; a checkpoint stores it).
 
     Shapes: ``(B, ..., C, F), (B,) -> (B, ..., C, F)`` (padding stays zero).
     """
 
-    def __init__(self, level: Level = "recording", scale: bool = True) -> None:
+    def __init__(
+        self, level: Level = "recording", scale: bool = True, population: dict | None = None
+    ) -> None:
         super().__init__()
         if level not in LEVELS:
             raise SERError(f"--data.normalization {level!r}: one of {', '.join(LEVELS)}, or null")
         self.level, self.scale = level, bool(scale)
         #: group (a speaker or corpus name) -> (mean, std), each ``(..., C)``: :meth:`fit`.
         self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        #: (mean, std) of all clips, for clips whose group has no statistics (else ``None``).
+        self.population = None if population is None else population_of(population)
         #: The group of every clip given without groups (``ser predict --group-by folder`` sets
         #: it to a folder's statistics, in ``stats``); ``None``: each clip on its own.
         self.shared_group: str | None = None
@@ -75,20 +85,32 @@ class Normalization(nn.Module):
         return list(batch["speaker" if self.level == "speaker" else "corpus"])
 
     @torch.no_grad()
-    def fit(self, batches) -> None:
+    def fit(self, batches, population: bool = True) -> None:
         """The statistics of each group from ``(features, lengths, groups)`` batches of whole
-        clips, replacing any before."""
-        sums: dict[str, list] = {}
+        clips, replacing any before; with ``population``, those of all the clips too (else the
+        population statistics stay as they are: one folder's at inference)."""
+        sums: dict[str | None, list] = {}  # None: every clip, the population
         for features, lengths, groups in batches:
             total, squares, count = frame_moments(features.double(), lengths)
             for i, group in enumerate(groups):
-                acc = sums.setdefault(group, [0.0, 0.0, 0.0])
-                acc[0], acc[1], acc[2] = acc[0] + total[i], acc[1] + squares[i], acc[2] + count[i]
+                for key in (group, None):
+                    acc = sums.setdefault(key, [0.0, 0.0, 0.0])
+                    acc[0], acc[1] = acc[0] + total[i], acc[1] + squares[i]
+                    acc[2] = acc[2] + count[i]
         self.stats = {}
         for group, (total, squares, count) in sums.items():
             mean = total / count
             var = (squares / count - mean.square()).clamp(min=0)
             self.stats[group] = (mean.float().cpu(), (var + EPS).sqrt().float().cpu())
+        everyone = self.stats.pop(None, None)
+        if population:
+            self.population = everyone
+
+    def to_spec(self) -> dict:
+        """Plain data that rebuilds this normalisation, its population statistics included."""
+        population = None if self.population is None else {
+            "mean": self.population[0].tolist(), "std": self.population[1].tolist()}  # fmt: skip
+        return {"level": self.level, "scale": self.scale, "population": population}
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, groups: Sequence[str] | None = None
@@ -99,16 +121,44 @@ class Normalization(nn.Module):
         std = ((squares / count - mean.square()).clamp(min=0) + EPS).sqrt()
         if groups is None and self.shared_group is not None:
             groups = [self.shared_group] * len(x)
-        if groups is not None and self.stats:
-            known = [i for i, g in enumerate(groups) if g in self.stats]
+        if groups is None and self.population is not None:  # no groups at all: the population's
+            mean = self.population[0].to(x.device, x.dtype).unsqueeze(0)  # (1, ..., C)
+            std = self.population[1].to(x.device, x.dtype).unsqueeze(0)
+        elif groups is not None:
+            stats = self.stats if self.population is None else {**self.stats, None: self.population}
+            groups = [g if g in self.stats else None for g in groups]  # None: the population
+            known = [i for i, g in enumerate(groups) if g in stats]
             if known:
                 index = torch.tensor(known, device=x.device)
                 mean = mean.index_copy(0, index, torch.stack(
-                    [self.stats[groups[i]][0] for i in known]).to(x.device, x.dtype))  # fmt: skip
+                    [stats[groups[i]][0] for i in known]).to(x.device, x.dtype))  # fmt: skip
                 std = std.index_copy(0, index, torch.stack(
-                    [self.stats[groups[i]][1] for i in known]).to(x.device, x.dtype))  # fmt: skip
+                    [stats[groups[i]][1] for i in known]).to(x.device, x.dtype))  # fmt: skip
         out = x - mean[..., None]
         if self.scale:
             out = out / std[..., None]
         valid = torch.arange(x.shape[-1], device=x.device) < lengths[:, None]  # (B, F)
         return out * between(valid, x)
+
+
+def population_of(population: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, std)`` tensors of a stored ``{"mean", "std"}``; SERError unless they are finite
+    numbers of one shape with every std above zero."""
+    try:
+        mean = torch.tensor(population["mean"], dtype=torch.float32)
+        std = torch.tensor(population["std"], dtype=torch.float32)
+    except (TypeError, KeyError, ValueError, RuntimeError):
+        mean = std = None
+    if (
+        mean is None
+        or mean.shape != std.shape
+        or mean.dim() == 0
+        or not (
+            bool(mean.isfinite().all()) and bool((std > 0).all()) and bool(std.isfinite().all())
+        )
+    ):
+        raise SERError(
+            "normalization.population must be {mean, std}: finite numbers of one shape, every "
+            "std above zero (a damaged or hand-edited model file)"
+        )
+    return mean, std

@@ -87,9 +87,8 @@ class FeaturePipeline(nn.Module):
         self.spec = {
             "frontend": factory_spec(frontend),
             "denoise": None if denoise is None else asdict(denoise),
-            "normalization": None if normalization is None else {
-                "level": normalization.level, "scale": normalization.scale},
-        }  # fmt: skip
+            "normalization": None if normalization is None else normalization.to_spec(),
+        }
         self.frontend = (
             build_module(frontend, "ser.transforms", self.sample_rate)
             if isinstance(frontend, dict)
@@ -195,9 +194,12 @@ class FeaturePipeline(nn.Module):
         return wave, lengths
 
     @torch.no_grad()
-    def fit_normalization(self, waves: list[torch.Tensor], groups: list[str]) -> None:
+    def fit_normalization(
+        self, waves: list[torch.Tensor], groups: list[str], population: bool = True
+    ) -> None:
         """Compute the normalisation's statistics per group (speaker or corpus) from whole
-        recordings ``waves`` (eval features, no augmentation), ``groups`` naming each one's."""
+        recordings ``waves`` (eval features, no augmentation), ``groups`` naming each one's; with
+        ``population``, those of all of them too (:meth:`Normalization.fit`)."""
         normalization = self.normalization
         if normalization is None or normalization.level == "recording":
             return
@@ -216,8 +218,9 @@ class FeaturePipeline(nn.Module):
 
         training = self.training
         self.eval()
-        normalization.fit(batches())
+        normalization.fit(batches(), population)
         self.train(training)
+        self.spec["normalization"] = normalization.to_spec()  # with its population statistics
 
     def features(
         self, wave: torch.Tensor, lengths: torch.Tensor, augmenting: bool = False

@@ -17,7 +17,6 @@ it), computed for a padded batch on its device.
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import torch
@@ -83,9 +82,7 @@ class VoiceEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         if int(sample_rate) != RATE:
-            raise SERError(
-                f"VoiceEmbedding takes {RATE} Hz audio; set --data.sample_rate {RATE}"
-            )
+            raise SERError(f"VoiceEmbedding takes {RATE} Hz audio; set --data.sample_rate {RATE}")
         self.step = round(RATE / rate / HOP) if rate > 0 else 0  # mel frames between windows
         if not 0 < self.step <= WINDOW or not 0 < min_coverage <= 1:
             raise SERError(
@@ -104,8 +101,15 @@ class VoiceEmbedding(nn.Module):
             )
         self.min_coverage, self.level_dbfs = float(min_coverage), level_dbfs
         self.mel = torchaudio.transforms.MelSpectrogram(
-            RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0,
-            center=True, pad_mode="constant", norm="slaney", mel_scale="slaney",
+            RATE,
+            n_fft=N_FFT,
+            hop_length=HOP,
+            n_mels=N_MELS,
+            power=2.0,
+            center=True,
+            pad_mode="constant",
+            norm="slaney",
+            mel_scale="slaney",
         )  # fmt: skip  librosa.feature.melspectrogram's defaults, as resemblyzer calls it
         self.lstm = nn.LSTM(N_MELS, HIDDEN, LAYERS, batch_first=True)
         self.linear = nn.Linear(HIDDEN, HIDDEN)
@@ -136,32 +140,36 @@ class VoiceEmbedding(nn.Module):
 
     def output_frames(self, n_samples: int) -> int:
         """Windows of a clip of ``n_samples`` samples (``compute_partial_slices`` of resemblyzer)."""
-        n_frames = math.ceil((n_samples + 1) / HOP)
-        count = len(range(0, max(1, n_frames - WINDOW + self.step + 1), self.step))
-        coverage = (n_samples - (count - 1) * self.step * HOP) / (WINDOW * HOP)
-        return count - 1 if coverage < self.min_coverage and count > 1 else count
+        return int(self.window_counts(torch.tensor([n_samples]))[0])
+
+    def window_counts(self, lengths: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` windows of clips of ``lengths`` samples, in tensor arithmetic (traceable)."""
+        n_frames = torch.div(lengths + HOP, HOP, rounding_mode="floor")  # ceil((n + 1) / HOP)
+        starts = (n_frames - WINDOW + self.step + 1).clamp(min=1)  # len(range(0, starts, step))
+        count = torch.div(starts + self.step - 1, self.step, rounding_mode="floor")
+        coverage = (lengths - (count - 1) * self.step * HOP) / (WINDOW * HOP)
+        return count - ((coverage < self.min_coverage) & (count > 1)).long()
 
     def forward(
         self, wave: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             valid = torch.arange(wave.shape[1], device=wave.device) < lengths[:, None]  # (B, T)
-            wave = wave * valid
+            wave = wave.float() * valid
             if self.level_dbfs is not None:
                 power = wave.square().sum(1) / lengths.clamp(min=1)  # (B,)
                 gain = 10 ** ((self.level_dbfs - 10 * torch.log10(power.clamp(min=1e-10))) / 20)
                 wave = wave * gain[:, None]
-            counts = [self.output_frames(int(n)) for n in lengths.tolist()]
-            # frames up to the last window's end: frame j is centred on sample j * HOP
-            n_samples = (self.step * (max(counts) - 1) + WINDOW - 1) * HOP
-            wave = nn.functional.pad(wave, (0, max(0, n_samples - wave.shape[1])))
-            mel = self.mel(wave.float()).transpose(1, 2)  # (B, F, 40)
-            windows = mel.unfold(1, WINDOW, self.step).transpose(2, 3)  # (B, n, 160, 40)
-            chosen = torch.cat([windows[b, :n] for b, n in enumerate(counts)])  # (sum n, 160, 40)
-            _, (hidden, _) = self.lstm(chosen)
-            embedded = torch.relu(self.linear(hidden[-1]))  # (sum n, 256)
+            # silence after the batch's end, enough for every clip's last window (a fixed pad:
+            # no size computed from the batch, so that a traced export keeps any length)
+            wave = nn.functional.pad(wave, (0, (WINDOW + self.step) * HOP))
+            mel = self.mel(wave).transpose(1, 2)  # (B, F, 40), frame j centred on sample j*HOP
+            windows = mel.unfold(1, WINDOW, self.step).transpose(2, 3)  # (B, N, 160, 40)
+            _, (hidden, _) = self.lstm(windows.flatten(0, 1))  # every window of every clip
+            embedded = torch.relu(self.linear(hidden[-1]))  # (B * N, 256)
             embedded = embedded / embedded.norm(dim=1, keepdim=True).clamp(min=1e-12)
-            out = embedded.new_zeros(len(counts), max(counts), HIDDEN)
-            for b, part in enumerate(embedded.split(counts)):
-                out[b, : len(part)] = part
-        return out.transpose(1, 2), torch.tensor(counts, device=lengths.device)
+            embedded = embedded.view(windows.shape[0], windows.shape[1], HIDDEN)  # (B, N, 256)
+            counts = self.window_counts(lengths)  # (B,)
+            kept = torch.arange(windows.shape[1], device=wave.device) < counts[:, None]  # (B, N)
+            embedded = embedded * kept[..., None]
+        return embedded.transpose(1, 2), counts
