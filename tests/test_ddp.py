@@ -119,6 +119,8 @@ def test_ddp_fit_and_test_count_every_clip_once_and_match_one_process(tmp_path: 
             assert torch.allclose(value, state[key], rtol=1e-4, atol=1e-5), key
 
 
+@pytest.mark.slow  # 1.5 min; resuming is checked in the default run by tests/test_faults.py and
+# the SIGTERM test of tests/test_help.py, and two processes by the DDP fit test above
 def test_ddp_resume_reproduces_the_uninterrupted_run(tmp_path: Path):
     root = write_ravdess(tmp_path / "ravdess", clips_per_emotion=2)
     common = [
