@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import RAVDESS_16K, write_ravdess
+from .helpers import EMODB_2S, RAVDESS_16K, write_ravdess
 
 
 @pytest.fixture
@@ -19,6 +19,13 @@ def real_ravdess() -> Path:
     if not (RAVDESS_16K / "Actor_01").is_dir():
         pytest.skip(f"real RAVDESS not found at {RAVDESS_16K}")
     return RAVDESS_16K
+
+
+@pytest.fixture
+def real_emodb() -> Path:
+    if not (EMODB_2S / "wav").is_dir():
+        pytest.skip(f"real EmoDB not found at {EMODB_2S}")
+    return EMODB_2S
 
 
 @pytest.fixture(autouse=True)

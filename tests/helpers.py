@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 RAVDESS_16K = REPO.parent / "shared" / "data" / "ravdess-16k"
+EMODB_2S = REPO.parent / "shared" / "data" / "emodb-2s"
 
 
 #: emotion code -> tone frequency of the toy corpus: a learnable, known answer.

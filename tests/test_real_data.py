@@ -1,0 +1,48 @@
+"""The real corpora beside the repository (skipped where they are absent): read as they are, and
+a model of one corpus tested on every clip of the other."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from ser.cli import main
+from ser.data import EmoDB
+from ser.data.splits import SplitSpec
+
+from .helpers import CLASSES, REPO, fit, write_ravdess
+
+EMODB_YAML = str(REPO / "configs" / "data" / "emodb.yaml")
+
+
+def test_emodb_copy_reads_as_it_is_with_its_official_counts(real_emodb: Path):
+    """The 2-s copy at 22.05 kHz: every file decoded at 16 kHz, the official 535 clips of 10
+    speakers and 7 emotions, the speaker and emotion from each name."""
+    data = EmoDB(root=str(real_emodb), split=SplitSpec("all"))
+    data.setup("test")
+    test = data.datasets["test"]
+    assert len(test) == 535
+    assert sorted({c.speaker for c in test.clips}) == [
+        "03", "08", "09", "10", "11", "12", "13", "14", "15", "16"]  # fmt: skip
+    assert Counter(c.emotion for c in test.clips) == EmoDB.OFFICIAL.per_class
+    assert {round(len(w) / 16000, 2) for w in test.waves} == {2.0}  # cut or padded to 2 s
+
+
+def test_a_model_of_other_data_tests_on_every_shared_clip_of_emodb(
+    real_emodb: Path, tmp_path: Path, monkeypatch
+):
+    """A model trained on (toy) RAVDESS's four classes, tested on EmoDB (another corpus): every
+    clip of the four classes the two share (79 neutral, 71 happy, 62 sad, 127 angry), once."""
+    monkeypatch.chdir(tmp_path)
+    fit(write_ravdess(tmp_path / "ravdess"), "--trainer.max_epochs", "1",
+        "--data.emotions", f"[{', '.join(CLASSES)}]", "--test_after_fit", "false")  # fmt: skip
+    run = tmp_path / "lightning_logs" / "cnn2d" / "version_0"
+    main(["test", "--config", str(run / "config.yaml"), "--ckpt_path",
+          str(run / "checkpoints" / "last.ckpt"), "--data", EMODB_YAML,
+          "--data.root", str(real_emodb), "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    report = run.parent / "version_1" / "test" / "metrics.json"
+    metrics = json.loads(report.read_text())
+    assert metrics["class_names"] == CLASSES and metrics["n_clips"] == 79 + 71 + 62 + 127
+    rows = (report.parent / "predictions.csv").read_text().splitlines()[1:]
+    assert len(rows) == 339 and len({r.split(",")[0] for r in rows}) == 339
