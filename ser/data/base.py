@@ -61,6 +61,23 @@ __all__ = ["Clip", "SERDataModule"]
 MIN_SAMPLE_RATE = 4000
 
 
+def readable(
+    clips: list[Clip], decoded: list[torch.Tensor | AudioError], what: str = ""
+) -> tuple[list[Clip], list[torch.Tensor]]:
+    """The clips whose decoded audio can be used, and that audio: an unreadable, empty or silent
+    file is skipped with a warning naming it (``what`` before the warning)."""
+    kept, waves = [], []
+    for clip, wave in zip(clips, decoded, strict=True):
+        if isinstance(wave, AudioError):
+            log.warning("%sskipping %s", what, wave)
+        elif is_silent(wave):
+            log.warning("%sskipping %s: %s", what, clip.path, SILENT)
+        else:
+            kept.append(clip)
+            waves.append(wave)
+    return kept, waves
+
+
 def check_unlabeled(folder: Path, balance_classes: bool, augment: Augmentation | None) -> None:
     """Refuse ``--data.unlabeled`` where it cannot work, before any work: a folder that is not
     there, or settings that need every training clip's label (class-balanced sampling, mixup)."""
@@ -362,15 +379,7 @@ class SERDataModule(L.LightningDataModule):
     def usable(self, clips: list[Clip]) -> tuple[list[Clip], list[torch.Tensor]]:
         """Decode ``clips``; skip unreadable, empty and silent files with a warning naming each,
         and (with ``verify``) report files whose decoded audio is identical."""
-        waves, kept = [], []
-        for clip, wave in zip(clips, self.decode_clips(clips), strict=True):
-            if isinstance(wave, AudioError):
-                log.warning("skipping %s", wave)
-            elif is_silent(wave):
-                log.warning("skipping %s: %s", clip.path, SILENT)
-            else:
-                waves.append(wave)
-                kept.append(clip)
+        kept, waves = readable(clips, self.decode_clips(clips))
         short = [
             c.path
             for c, w in zip(kept, waves, strict=True)
@@ -471,17 +480,12 @@ class SERDataModule(L.LightningDataModule):
         if self.unlabeled is None or train is None:
             return
         paths = audio_files(sorted(self.unlabeled.rglob("*")), self.unlabeled)
-        waves, clips = [], []
-        for path, wave in zip(paths, decode_uncached(paths, self.decode), strict=True):
-            if isinstance(wave, AudioError):
-                log.warning("--data.unlabeled: skipping %s", wave)
-            elif is_silent(wave):
-                log.warning("--data.unlabeled: skipping %s: %s", path, SILENT)
-            else:
-                folder = path.parent.relative_to(self.unlabeled).as_posix()
-                speaker = UNLABELED_CORPUS if folder == "." else f"{UNLABELED_CORPUS}/{folder}"
-                waves.append(wave)
-                clips.append(Clip(path, "", speaker, "train", UNLABELED_CORPUS))
+        found = []
+        for path in paths:  # each folder one speaker
+            folder = path.parent.relative_to(self.unlabeled).as_posix()
+            speaker = UNLABELED_CORPUS if folder == "." else f"{UNLABELED_CORPUS}/{folder}"
+            found.append(Clip(path, "", speaker, "train", UNLABELED_CORPUS))
+        clips, waves = readable(found, decode_uncached(paths, self.decode), "--data.unlabeled: ")
         if not waves:
             raise SERError(
                 f"--data.unlabeled {self.unlabeled}: none of its {len(paths)} audio files could "

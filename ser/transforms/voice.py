@@ -26,6 +26,7 @@ from torch import nn
 from ser.errors import SERError
 from ser.pretrained import weights_hash
 from ser.safe import load_tensors
+from ser.transforms.augment import rms, valid_mask
 
 #: Resemblyzer's audio: 16 kHz, 25-ms windows every 10 ms, 40 mel bands (its ``hparams``).
 RATE, N_FFT, HOP, N_MELS = 16000, 400, 160, 40
@@ -154,11 +155,9 @@ class VoiceEmbedding(nn.Module):
         self, wave: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            valid = torch.arange(wave.shape[1], device=wave.device) < lengths[:, None]  # (B, T)
-            wave = wave.float() * valid
+            wave = wave.float() * valid_mask(lengths, wave.shape[1])  # (B, T), padding silent
             if self.level_dbfs is not None:
-                power = wave.square().sum(1) / lengths.clamp(min=1)  # (B,)
-                gain = 10 ** ((self.level_dbfs - 10 * torch.log10(power.clamp(min=1e-10))) / 20)
+                gain = 10 ** ((self.level_dbfs - 20 * torch.log10(rms(wave, lengths))) / 20)  # (B,)
                 wave = wave * gain[:, None]
             # silence after the batch's end, enough for every clip's last window (a fixed pad:
             # no size computed from the batch, so that a traced export keeps any length)
@@ -170,6 +169,6 @@ class VoiceEmbedding(nn.Module):
             embedded = embedded / embedded.norm(dim=1, keepdim=True).clamp(min=1e-12)
             embedded = embedded.view(windows.shape[0], windows.shape[1], HIDDEN)  # (B, N, 256)
             counts = self.window_counts(lengths)  # (B,)
-            kept = torch.arange(windows.shape[1], device=wave.device) < counts[:, None]  # (B, N)
+            kept = valid_mask(counts, windows.shape[1])  # (B, N)
             embedded = embedded * kept[..., None]
         return embedded.transpose(1, 2), counts
