@@ -207,9 +207,11 @@ def write_report(
     }
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["true\\predicted", *class_names])
+        writer.writerow(["true\\predicted", *class_names, "support", "recall"])
         for name, row in zip(class_names, confusion, strict=True):
-            writer.writerow([name, *row.tolist()])
+            recall = metrics["per_class"][name]["recall"]
+            writer.writerow([name, *row.tolist(), int(row.sum()),
+                             "absent" if recall is None else f"{recall:.4f}"])  # fmt: skip
     save_figure(confusion_figure(confusion, class_names), paths["png"], "test/confusion_matrix",
                 add_figure)  # fmt: skip
     if predictions:

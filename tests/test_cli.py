@@ -43,8 +43,10 @@ def test_fit_learns_then_test_writes_report(tmp_path: Path, monkeypatch, capsys)
     report = tmp_path / "lightning_logs" / "cnn2d" / "version_1" / "test"
     with open(report / "confusion_matrix.csv") as f:
         rows = list(csv.reader(f))
-    assert rows[0][1:] == spec["class_names"]
-    assert sum(int(v) for row in rows[1:] for v in row[1:]) == 2 * 4 * 4  # actors 19, 20 x 4 x 4
+    assert rows[0][1:] == [*spec["class_names"], "support", "recall"]
+    counts = [[int(v) for v in row[1:5]] for row in rows[1:]]
+    assert sum(map(sum, counts)) == 2 * 4 * 4  # actors 19, 20 x 4 x 4
+    assert [int(row[5]) for row in rows[1:]] == [sum(c) for c in counts] == [8, 8, 8, 8]
     assert (report / "confusion_matrix.png").stat().st_size > 1000
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["n_clips"] == 32 and metrics["uar"] == pytest.approx(after_fit["uar"])

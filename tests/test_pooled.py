@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -12,12 +13,12 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ser.cli import main
-from ser.data import CREMAD, RAVDESS, Pooled
+from ser.data import CREMAD, RAVDESS, ManifestCorpus, Pooled
 from ser.data.dataset import EpochSampler
 from ser.data.splits import SplitSpec
 from ser.errors import SERError
 
-from .helpers import CONFIG, RAVDESS_YAML, REPO, write_crema, write_ravdess
+from .helpers import CONFIG, RAVDESS_YAML, REPO, write_corpus, write_crema, write_ravdess
 
 POOLED_YAML = REPO / "configs" / "data" / "pooled.yaml"
 FOUR = ["neutral", "happy", "sad", "angry"]
@@ -190,3 +191,32 @@ def test_a_pool_with_a_cached_front_end_hands_over_whole_clips(
     longest = max(len(w) for w in train.waves)
     assert longest > 0.5 * data.sample_rate  # longer than the crop: handed over whole
     assert len(train[0]["waveform"]) == len(train.waves[0])
+
+
+def manifest_corpus(root: Path, clips: dict[str, int], **kwargs) -> ManifestCorpus:
+    """A manifest corpus of angry and sad tones: ``clips`` maps a speaker to its clips per class."""
+    names = [f"audio/{spk}_{lab}_{i}.wav" for spk, n in clips.items()
+             for lab in ("angry", "sad") for i in range(n)]  # fmt: skip
+    write_corpus(root, names)
+    rows = [f"{n},{n.split('_')[1]},{n.split('/')[1].split('_')[0]}" for n in names]
+    (root / "list.csv").write_text("\n".join(["path,label,speaker", *rows]) + "\n")
+    return ManifestCorpus(manifest=str(root / "list.csv"), verify=False, **kwargs)
+
+
+def test_a_pool_checks_each_corpus_speaker_ids_and_held_out_part(
+    corpora: dict[str, Path], tmp_path: Path, caplog
+):
+    ravdess = RAVDESS(root=str(corpora["ravdess"]), split=SPLIT, verify=False)
+    variants = manifest_corpus(tmp_path / "m1", {"1": 3, "01": 3, "2": 3, "3": 3, "4": 3},
+                               split=SplitSpec(test_speakers=["4"], val_speakers=["3"]))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="ser"):
+        Pooled([ravdess, variants]).setup("fit")
+    assert "ManifestCorpus: speakers 01, 1 look like one speaker written differently" in caplog.text
+    # the pool's test fold has RAVDESS's 8 clips of angry and sad, but the manifest's part of it
+    # is one clip per class: its per-corpus figure would mean nothing
+    ravdess = RAVDESS(root=str(corpora["ravdess"]), split=SPLIT, verify=False)
+    tiny = manifest_corpus(tmp_path / "m2", {"2": 3, "3": 3, "4": 1},
+                           split=SplitSpec(test_speakers=["4"], val_speakers=["3"]))  # fmt: skip
+    part = r"the test fold of manifestcorpus holds 2 clips .* from speakers manifestcorpus/4: "
+    with pytest.raises(SERError, match=part + "fewer than 4 clips"):
+        Pooled([ravdess, tiny]).setup("fit")

@@ -43,6 +43,13 @@ def test_absent_class_is_marked_in_json_and_figure(tmp_path):
                           tmp_path, add_figure=lambda tag, fig: figures.append(fig))  # fmt: skip
     data = json.loads(report.files["json"].read_text())
     assert data["absent_classes"] == ["z"] and data["per_class"]["z"]["recall"] is None
+    with open(report.files["csv"]) as f:  # counts, support and recall; absent is not 0.000
+        assert list(csv.reader(f)) == [
+            ["true\\predicted", "x", "y", "z", "support", "recall"],
+            ["x", "5", "0", "0", "5", "1.0000"],
+            ["y", "1", "4", "0", "5", "0.8000"],
+            ["z", "0", "0", "0", "0", "absent"],
+        ]
     (fig,) = figures
     normalised = fig.axes[1]
     assert [t.get_text() for t in normalised.get_yticklabels()] == ["x", "y", "z (absent)"]
@@ -62,7 +69,11 @@ def test_write_report(tmp_path):
     )
     with open(report.files["csv"]) as f:
         rows = list(csv.reader(f))
-    assert rows == [["true\\predicted", "sad", "angry"], ["sad", "3", "1"], ["angry", "2", "4"]]
+    assert rows == [
+        ["true\\predicted", "sad", "angry", "support", "recall"],
+        ["sad", "3", "1", "4", "0.7500"],
+        ["angry", "2", "4", "6", "0.6667"],
+    ]
     assert report.files["png"].read_bytes()[:4] == b"\x89PNG"
     data = json.loads(report.files["json"].read_text())
     assert data["confusion_matrix"] == [[3, 1], [2, 4]] and data["n_clips"] == 10

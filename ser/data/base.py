@@ -435,33 +435,37 @@ class SERDataModule(L.LightningDataModule):
         """Refuse a test fold of fewer than ``split.min_clips_per_class`` clips per compared class
         and warn about a validation fold of fewer, or a held-out fold without some of the compared
         classes, naming the fold's speakers, clips and classes."""
-        min_clips = self.split.min_clips_per_class * len(self.compared_classes)
         for stage in ("test", "val"):
             data = self.datasets.get(stage)
-            if data is None or len(data) == 0:
-                continue
-            classes = Counter(self.class_names[label] for label in data.labels)
-            absent = [c for c in self.compared_classes if c not in classes]
-            speakers = sorted(
-                {c.speaker for c in data.clips}, key=lambda s: natural(speaker_key(s))
-            )
-            what = (
-                f"the {stage} fold holds {len(data)} clips of {len(classes)} classes ("
-                + ", ".join(f"{c} {classes[c]}" for c in self.class_names if c in classes)
-                + (f"; absent: {', '.join(absent)}" if absent else "")
-                + f") from speakers {', '.join(speakers)}"
-            )
-            if len(data) < min_clips:
-                message = (f"{what}: fewer than {min_clips} clips ({self.split.min_clips_per_class} "
-                           "per class, --data.split.min_clips_per_class) give no meaningful UAR; "
-                           f"hold out more speakers (--data.split.{stage}_speakers, --data.split."
-                           "n_folds) or check the speaker ids")  # fmt: skip
-                if stage == "test":
-                    raise SERError(message)
-                log.warning("%s", message)
-            elif absent:
-                log.warning("%s: the report marks the absent classes absent and the UAR averages "
-                            "the classes present only", what)  # fmt: skip
+            if data is not None:
+                self.check_fold(stage, data.labels, data.clips)
+
+    def check_fold(self, stage: str, labels: list[int], clips: list[Clip], of: str = "") -> None:
+        """:meth:`check_split` for one held-out fold (``of``: whose part of it, e.g. a corpus of
+        a pool)."""
+        if not labels:
+            return
+        min_clips = self.split.min_clips_per_class * len(self.compared_classes)
+        classes = Counter(self.class_names[label] for label in labels)
+        absent = [c for c in self.compared_classes if c not in classes]
+        speakers = sorted({c.speaker for c in clips}, key=lambda s: natural(speaker_key(s)))
+        what = (
+            f"the {stage} fold{of} holds {len(labels)} clips of {len(classes)} classes ("
+            + ", ".join(f"{c} {classes[c]}" for c in self.class_names if c in classes)
+            + (f"; absent: {', '.join(absent)}" if absent else "")
+            + f") from speakers {', '.join(speakers)}"
+        )
+        if len(labels) < min_clips:
+            message = (f"{what}: fewer than {min_clips} clips ({self.split.min_clips_per_class} "
+                       "per class, --data.split.min_clips_per_class) give no meaningful UAR; "
+                       f"hold out more speakers (--data.split.{stage}_speakers, --data.split."
+                       "n_folds) or check the speaker ids")  # fmt: skip
+            if stage == "test":
+                raise SERError(message)
+            log.warning("%s", message)
+        elif absent:
+            log.warning("%s: the report marks the absent classes absent and the UAR averages "
+                        "the classes present only", what)  # fmt: skip
 
     def finish_setup(self) -> None:
         """What every data module does once its datasets are built: unlabeled recordings join

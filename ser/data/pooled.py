@@ -207,6 +207,7 @@ class Pooled(SERDataModule):
             scanned = corpus.scan(corpus.check_root())
             if corpus.verify_files:
                 corpus.verify(scanned)
+            corpus.warn_speaker_variants([c.speaker for c in scanned])
             kept, waves = corpus.usable(self.corpus_clips(name, scanned))
             labels = [self.label(c) for c in kept]
             if name not in self.train_corpora:  # a corpus only tested on: all of its clips
@@ -225,12 +226,24 @@ class Pooled(SERDataModule):
                 waves, labels, clips, self.crop_samples(), train=name == "train",
                 crop_positions=self.crop_positions,
             )  # fmt: skip
+        self.check_split()
         self.finish_setup()
         log_split = "; ".join(
             f"{s} " + ", ".join(f"{n} {sum(c.corpus == n for c in d.clips)}" for n in self.corpora)
             for s, d in self.datasets.items()
         )
         log.info("Pooled: %d classes %s; %s", self.n_classes, self.compared_classes, log_split)
+
+    def check_split(self) -> None:
+        """Each corpus's part of each held-out fold is checked on its own: its figures are
+        reported per corpus (``test/uar/<corpus>``), so a tiny part is as meaningless as a tiny
+        fold."""
+        for stage in ("test", "val"):
+            data = self.datasets.get(stage)
+            for name in self.corpora if data is not None else ():
+                part = [i for i, c in enumerate(data.clips) if c.corpus == name]
+                self.check_fold(stage, [data.labels[i] for i in part],
+                                [data.clips[i] for i in part], f" of {name}")  # fmt: skip
 
     def clip_weights(self, clips: list[Clip]) -> list[float] | None:
         """Each training clip's chance of being drawn: its corpus's weight over its clip count."""
