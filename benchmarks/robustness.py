@@ -11,7 +11,7 @@
 Run from the repository root::
 
     python -m benchmarks.robustness --runs plain=RUN0,RUN1,RUN2 robust=RUN3,RUN4,RUN5 \\
-        [--corpus ravdess] [--plot docs/robustness.png] [--cost]
+        [--corpus ravdess] [--conditions clean "noise 10"] [--plot docs/robustness.png] [--cost]
 
 A run is a folder ``ser fit`` wrote (``config.yaml``, ``checkpoints/last.ckpt``); ``--corpus``
 picks one corpus's figures in a pooled run; other options go to every ``ser test`` (e.g.
@@ -51,11 +51,12 @@ def score(run: Path, condition: str, corpus: str | None, out: Path, extra: list[
     return metrics["per_corpus"][corpus]["uar"] if corpus else metrics["uar"]
 
 
-def robustness_table(labels: dict[str, list[Path]], corpus: str | None, extra: list[str]) -> dict:
+def robustness_table(labels: dict[str, list[Path]], corpus: str | None, extra: list[str],
+                     conditions: list[str] = CONDITIONS) -> dict:  # fmt: skip
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, runs in labels.items():
-            for condition in CONDITIONS:
+            for condition in conditions:
                 results.setdefault(condition, {})[label] = [
                     score(run, condition, corpus, Path(tmp), extra) for run in runs
                 ]
@@ -77,11 +78,12 @@ def plot(results: dict, labels: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     snrs = [("clean", 40), ("noise 20", 20), ("noise 10", 10), ("noise 5", 5), ("noise 0", 0)]
+    snrs = [(c, snr) for c, snr in snrs if c in results]  # the conditions scored
     figure, axes = plt.subplots(figsize=(5, 3.5))
     for label in labels:
         means = [statistics.mean(results[c][label]) for c, _ in snrs]
         axes.plot([s for _, s in snrs], means, marker="o", label=label)
-    axes.set_xticks([s for _, s in snrs], ["clean", "20", "10", "5", "0"])
+    axes.set_xticks([s for _, s in snrs], [c.removeprefix("noise ") for c, _ in snrs])
     axes.invert_xaxis()
     axes.set_xlabel("SNR of added white noise (dB)")
     axes.set_ylabel("UAR")
@@ -124,6 +126,8 @@ def main() -> None:
     parser.add_argument("--corpus", help="a pooled run's corpus whose test figures to take")
     parser.add_argument("--plot", type=Path, help="write UAR against SNR here (PNG)")
     parser.add_argument("--cost", action="store_true", help="time each augmentation")
+    parser.add_argument("--conditions", nargs="+", default=CONDITIONS, metavar="CONDITION",
+                        help="the conditions to score (default: all of table 1)")  # fmt: skip
     args, extra = parser.parse_known_args()  # the rest goes to every ser test
     torch.set_num_threads(1)
     labels = {}
@@ -131,7 +135,7 @@ def main() -> None:
         label, _, runs = item.partition("=")
         labels[label] = [Path(r) for r in runs.split(",")]
     if labels:
-        results = robustness_table(labels, args.corpus, extra)
+        results = robustness_table(labels, args.corpus, extra, args.conditions)
         if args.plot:
             plot(results, list(labels), args.plot)
     if args.cost:
