@@ -298,6 +298,36 @@ def test_caches(tmp_path, marker, monkeypatch):
     assert computed.shape == (3, 4) and not marker.exists()
 
 
+def test_audio_decode_cache(tmp_path, marker, capsys, caplog):
+    """The decoded-audio cache (raw float32 and a JSON index, :mod:`ser.data.cache`): a cache
+    file made into a pickle, given a pickle as its index, or made a torch archive is rebuilt
+    with one warning, through the command that reads it; its code never runs."""
+    from ser.data.cache import MAGIC
+    from ser.io import cache_root
+
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 2), clips_per_emotion=1, seconds=0.5)
+    args = ["explore", "--data", RAVDESS_YAML, "--data.root", str(root),
+            "--out", str(tmp_path / "fig"), "--overwrite", "true"]  # fmt: skip
+    ser_main(args)
+    (cache,) = (cache_root() / "audio").glob("RAVDESS-*.cache")
+    audio = cache.read_bytes()
+    index = pickle.dumps(Payload(marker))
+    crafted = {
+        "a pickle": pickle.dumps(Payload(marker)),
+        "a pickle as its index": audio[:64] + index + len(index).to_bytes(8, "little") + MAGIC,
+        "a torch archive": evil_torch_file(tmp_path / "evil.pt", marker).read_bytes(),
+    }
+    for kind, content in crafted.items():
+        cache.write_bytes(content)
+        caplog.clear()
+        ser_main(args)
+        assert not marker.exists(), f"code ran from {kind}"
+        warnings = [r.message for r in caplog.records if "unreadable audio cache" in r.message]
+        assert len(warnings) == 1 and str(cache) in warnings[0], kind
+        assert cache.read_bytes() == audio, kind  # rebuilt: the same decoded audio
+    assert "RAVDESS" in capsys.readouterr().out
+
+
 # --- the scan: no call in ser/ that would run code from a file -------------------------------
 
 
