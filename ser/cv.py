@@ -45,7 +45,7 @@ def resumed(out: Path, settings: dict, files: list[Path], overwrite: bool) -> li
 
     Without a results file, the ``files`` the command writes are refused if there
     (:func:`ser.io.refuse_to_replace`); with ``overwrite`` the command starts afresh (the results
-    file is emptied now, so a killed fresh start never resumes the old runs).
+    file is replaced when its first run finishes).
 
     Args:
         out: the ``--out`` folder.
@@ -60,8 +60,6 @@ def resumed(out: Path, settings: dict, files: list[Path], overwrite: bool) -> li
     path = out / RESULTS_FILE
     what = f"--out {out}"
     if overwrite:
-        if path.is_file():
-            write_text(path, "[]\n")
         return []
     if not path.is_file():
         refuse_to_replace([path, *files], overwrite, what)

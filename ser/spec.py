@@ -208,11 +208,16 @@ PATH_SETTINGS = ("weights", "bundle")
 HASH_SETTING = "weights_sha256"
 
 
+#: What a refused number of a model file says of it.
+EDITED = "the file is damaged or was edited by hand"
+
+
 def check_number(value: Any, what: str, field: str, minimum: float | None = None,
                  maximum: float | None = None, positive: bool = False,
-                 whole: bool = False) -> float:  # fmt: skip
+                 whole: bool = False, advice: str = EDITED) -> float:  # fmt: skip
     """``value`` of a model file's ``field`` as a number, refused unless it is finite, a whole
-    number when ``whole``, ``> 0`` when ``positive`` and within ``[minimum, maximum]``.
+    number when ``whole``, ``> 0`` when ``positive`` and within ``[minimum, maximum]``; the
+    error ends with ``advice``.
 
     Raises:
         SERError: naming ``what`` (the file), the field and the value.
@@ -228,7 +233,7 @@ def check_number(value: Any, what: str, field: str, minimum: float | None = None
                          f"{maximum if maximum is not None else 'inf'}]")  # fmt: skip
         raise SERError(
             f"{what}: {field} is {value!r}; it must be a finite{' ' if rules else ''}"
-            f"{', '.join(rules)} number: the file is damaged or was edited by hand"
+            f"{', '.join(rules)} number: {advice}"
         )
     return int(value) if whole else float(value)
 
@@ -241,8 +246,8 @@ def check_spec(spec: dict, what: str, folder: Path | None = None,
 
     Checked: the layout version; ``class_names`` (two or more distinct names);
     ``sample_rate`` (whole Hz, 1000 to 768000); ``n_features``; ``temperature`` (finite,
-    positive); the OOD statistics and threshold (:func:`check_ood`); the front-end and net (classes of ``ser.transforms`` / ``ser.models`` only, their
-    settings by name); ``denoise``; ``corpus`` (classes of ``ser.data`` only). A path a setting
+    positive); the OOD statistics and threshold (:func:`check_ood`); the front-end and net
+    (classes of ``ser.transforms`` / ``ser.models`` only, their settings by name); ``denoise``; ``corpus`` (classes of ``ser.data`` only). A path a setting
     names (``weights``, a Hugging Face ``bundle`` folder) is kept only inside the model's own
     ``folder``; a weights file's hash (``weights_sha256``) must be there when the front-end
     records one. Only the user names a file elsewhere, on the command line: ``encoder_weights``.
@@ -308,8 +313,9 @@ def check_ood(entry: Any, what: str, exported: bool = False) -> dict:
     Raises:
         SERError: naming ``what`` and the field, e.g. ``ood.std[3]``.
     """
-    damaged = (f"; its {OOD_KEY!r} entry is damaged: refit it with ser test --ckpt_path CKPT "
-               "--recalibrate true, or delete the entry")  # fmt: skip
+    advice = (f"its {OOD_KEY!r} entry is damaged: refit it with ser test --ckpt_path CKPT "
+              "--recalibrate true, or delete the entry")  # fmt: skip
+    damaged = f"; {advice}"
     allowed = (*OOD_FIELDS, "pipeline") if exported else OOD_FIELDS
     if not isinstance(entry, dict):
         raise SERError(f"{what}: {OOD_KEY} is a {type(entry).__name__}, not a mapping{damaged}")
@@ -329,17 +335,17 @@ def check_ood(entry: Any, what: str, exported: bool = False) -> dict:
             f"{what}: {OOD_KEY}.mean holds {len(lists['mean'])} numbers, {OOD_KEY}.std "
             f"{len(lists['std'])}: one per feature number each{damaged}"
         )
-    try:
-        for key, values in lists.items():
-            for i, value in enumerate(values):
-                check_number(value, what, f"{OOD_KEY}.{key}[{i}]", positive=key == "std")
-        check_number(entry.get("threshold"), what, f"{OOD_KEY}.threshold", minimum=0)
-        if "accept" in entry:
-            check_number(entry["accept"], what, f"{OOD_KEY}.accept", maximum=1, positive=True)
-        if "n_clips" in entry:
-            check_number(entry["n_clips"], what, f"{OOD_KEY}.n_clips", minimum=0, whole=True)
-    except SERError as err:
-        raise SERError(f"{str(err).split(': the file is damaged')[0]}{damaged}") from None
+    for key, values in lists.items():
+        for i, value in enumerate(values):
+            check_number(value, what, f"{OOD_KEY}.{key}[{i}]", positive=key == "std",
+                         advice=advice)  # fmt: skip
+    check_number(entry.get("threshold"), what, f"{OOD_KEY}.threshold", minimum=0, advice=advice)
+    if "accept" in entry:
+        check_number(entry["accept"], what, f"{OOD_KEY}.accept", maximum=1, positive=True,
+                     advice=advice)  # fmt: skip
+    if "n_clips" in entry:
+        check_number(entry["n_clips"], what, f"{OOD_KEY}.n_clips", minimum=0, whole=True,
+                     advice=advice)  # fmt: skip
     return entry
 
 

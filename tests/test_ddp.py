@@ -240,8 +240,7 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path: Path):
     ended = {r: (tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)}
     assert ended[1].startswith("SERError: training stopped: the loss is nan at step 2"), ended
     assert ended[0].startswith(
-        "SERError: training stopped: the loss is not finite in another of the 2 processes at "
-        "step 2"
+        "SERError: training stopped: the loss is not finite in another of the 2 processes at step 2"
     ), ended
     # no update after it; (a rank left waiting would end by the 30-s timeout, with its error)
     assert ended[0].endswith("step 2") and ended[1].endswith("step 2")

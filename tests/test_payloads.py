@@ -189,12 +189,13 @@ def test_encoder_weights_outside_the_folder_only_when_the_user_names_them(
     assert (tmp_path / "ts" / "model.ts").is_file()
     # still hash-checked, and read without running code
     evil = evil_torch_file(tmp_path / "evil.pth", marker)
-    line = refused(capsys, marker, "predict", str(folder), str(audio), "--encoder-weights", str(evil))
+    predict = ["predict", str(folder), str(audio), "--encoder-weights"]
+    line = refused(capsys, marker, *predict, str(evil))
     assert "evil.pth: not the WAVLM_BASE_PLUS weights this model was trained with" in line
     set_frontend(folder, weights_sha256=weights_hash(evil))
-    line = refused(capsys, marker, "predict", str(folder), str(audio), "--encoder-weights", str(evil))
+    line = refused(capsys, marker, *predict, str(evil))
     assert "evil.pth: not WAVLM_BASE_PLUS's weights" in line and "pickled Python" in line
-    line = refused(capsys, marker, "predict", str(folder), str(audio), "--encoder-weights", "nope")
+    line = refused(capsys, marker, *predict, "nope")
     assert line == "error: --encoder-weights nope: no such file"
     plain = write_checkpoint(tmp_path / "plain.ckpt")  # a front-end without encoder weights
     line = refused(capsys, marker, "predict", str(plain), str(audio), *option)
