@@ -120,6 +120,19 @@ def test_ood_statistics_are_checked_with_the_rest_of_the_model_file(
     assert f"{folder}: {expected}" in error_line(capsys, "predict", str(folder), clip)
 
 
+def test_ood_statistics_of_a_torchscript_export_are_checked(tmp_path, capsys):
+    sf.write(tmp_path / "clip.wav", noise(1.0), RATE)
+    ser_main(["export", str(write_checkpoint(tmp_path / "m.ckpt")), "-o", str(tmp_path / "ts"),
+              "--format", "torchscript"])  # fmt: skip
+    export = tmp_path / "ts" / "model.ts"
+    info = json.loads((tmp_path / "ts" / "classes.json").read_text())
+    pipeline = torch.load(tmp_path / "m.ckpt", weights_only=True)[SPEC_KEY]["pipeline"]
+    info["ood"] = {**OOD, "threshold": float("nan"), "pipeline": pipeline}
+    torch.jit.save(torch.jit.load(export), export, _extra_files={"classes.json": json.dumps(info)})
+    line = error_line(capsys, "predict", str(export), str(tmp_path / "clip.wav"))
+    assert f"{export}: classes.json: ood.threshold is nan" in line
+
+
 def test_ser_test_refuses_damaged_ood_statistics_and_recalibrate_repairs_them(
     run, tmp_path, capsys, monkeypatch
 ):
