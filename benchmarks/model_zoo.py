@@ -130,7 +130,7 @@ def run_baseline(data: str, root: str, out: Path, features: list[str], extra: li
     command = [
         sys.executable, "-m", "ser", "baseline", "--data", data, "--data.root", root,
         "--frontends", frontends, "--C", "10", "--kernel", "rbf",
-        "--out_dir", str(out / "baseline"), *extra,
+        "--out_dir", str(out / "baseline"), "--overwrite", "true", *extra,
     ]  # fmt: skip
     print("$ python", " ".join(command[1:]), flush=True)
     start = time.perf_counter()

@@ -32,13 +32,16 @@ from ser.confusion import metrics_from_confusion
 from ser.data.base import SERDataModule
 from ser.data.dataset import ClipDataset, collate
 from ser.errors import SERError
-from ser.io import write_text
+from ser.io import refuse_to_replace, write_text
 from ser.models.pooling import mean_std_pool
-from ser.report import format_table, write_report
+from ser.report import format_table, report_files, write_report
 from ser.transforms.handcrafted import DEFAULT_FEATURES
 from ser.transforms.pipeline import FeaturePipeline, FrontendFactory
 
 log = logging.getLogger("ser")
+
+#: The file listing every front-end's scores, beside their reports.
+SUMMARY_FILE = "summary.json"
 
 
 @torch.no_grad()
@@ -102,26 +105,33 @@ def run_baseline(
     C: float = 10.0,
     kernel: str = "rbf",
     gamma: str | float = "scale",
+    overwrite: bool = False,
 ) -> list[BaselineResult]:
-    """Fit and evaluate one SVM per front-end (default: the data's); write each one's test report."""
+    """Fit and evaluate one SVM per front-end (default: the data's); write each one's test report
+    and ``OUT_DIR/summary.json``. A report file there already is replaced only with ``overwrite``
+    (:func:`ser.io.refuse_to_replace`), checked before any work."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    base = datamodule.pipeline.eval()
+    pipelines = [base] if not frontends else [base.with_frontend(f) for f in frontends]
+    names_of = frontend_names([p.spec["frontend"] for p in pipelines])
+    files = [
+        out_dir / SUMMARY_FILE,
+        *(f for name in names_of for f in report_files(out_dir / name)),
+    ]
+    refuse_to_replace(files, overwrite, f"--out_dir {out_dir}")
     datamodule.prepare_data()
     datamodule.setup("fit")
     n, names = datamodule.n_classes, datamodule.class_names
-    base = datamodule.pipeline.eval()
-    pipelines = [base] if not frontends else [base.with_frontend(f) for f in frontends]
     results = []
     for pipeline in pipelines:
         if getattr(pipeline.frontend, "normalize", False):
             log.warning("ser baseline: %s standardises each clip's features, so their per-clip "
                         "statistics say little; give it normalize: false",
                         type(pipeline.frontend).__name__)  # fmt: skip
-    for name, pipeline in zip(
-        frontend_names([p.spec["frontend"] for p in pipelines]), pipelines, strict=True
-    ):
+    for name, pipeline in zip(names_of, pipelines, strict=True):
         start = time.perf_counter()
         x_train, y_train = pooled_features(datamodule, "train", pipeline)
         model = make_pipeline(StandardScaler(), SVC(C=C, kernel=kernel, gamma=gamma))
@@ -196,6 +206,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--out_dir", type=str, default="lightning_logs/baseline", help="where the reports go"
     )
+    parser.add_argument(
+        "--overwrite", type=bool, default=False,
+        help="replace the reports and summary.json an earlier run wrote in --out_dir; without it "
+        "an existing file is an error before any work",
+    )  # fmt: skip
     return parser
 
 
@@ -209,7 +224,9 @@ def main(argv: list[str] | None = None) -> list[BaselineResult]:
         raise SERError(f"--gamma must be positive (or scale, auto), got {cfg.gamma}")
     init = parser.instantiate_classes(cfg)
     out_dir = Path(cfg.out_dir)
-    results = run_baseline(init.data, out_dir, init.frontends, cfg.C, cfg.kernel, cfg.gamma)
+    results = run_baseline(
+        init.data, out_dir, init.frontends, cfg.C, cfg.kernel, cfg.gamma, cfg.overwrite
+    )
     table = summary_table(results)
     print("\n" + table, flush=True)
     payload = {
@@ -222,7 +239,7 @@ def main(argv: list[str] | None = None) -> list[BaselineResult]:
         "best": max(results, key=lambda r: r.val_uar).name,
         "svm": {"C": cfg.C, "kernel": cfg.kernel, "gamma": cfg.gamma},
     }  # fmt: skip
-    path = write_text(out_dir / "summary.json", json.dumps(payload, indent=2) + "\n")
+    path = write_text(out_dir / SUMMARY_FILE, json.dumps(payload, indent=2) + "\n")
     print(f"wrote summary: {path}", flush=True)
     return results
 

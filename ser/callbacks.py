@@ -131,14 +131,28 @@ def average_across_processes(norm: nn.modules.batchnorm._BatchNorm, strategy) ->
 class StopOnNonFiniteLoss(L.Callback):
     """Stop training at the first NaN or infinite loss, before its backward pass changes the
     weights, with one error naming the step, the batch's files and the likely cause: a run that
-    went on would train on NaN to the end and report a number computed from nothing."""
+    went on would train on NaN to the end and report a number computed from nothing.
+
+    With several processes (DDP) every process stops at that step: they agree on it (one
+    collective per step) before any backward pass, so none waits forever in a gradient exchange
+    that a stopped process never joins."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         self._batch, self._batch_idx = batch, batch_idx
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        if bool(torch.isfinite(loss.detach()).all()):
+        finite = bool(torch.isfinite(loss.detach()).all())
+        everywhere = finite
+        if trainer.world_size > 1:
+            everywhere = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if everywhere:
             return
+        if finite:  # another process's loss: it names its batch and the cause
+            raise SERError(
+                f"training stopped: the loss is not finite in another of the {trainer.world_size} "
+                f"processes at step {trainer.global_step} (epoch {trainer.current_epoch}); its "
+                "error names the batch's files and the likely cause"
+            )
         batch = getattr(self, "_batch", None) or {}
         files = list(batch.get("path", []) if isinstance(batch, dict) else [])
         shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")

@@ -31,15 +31,24 @@ from ser.data.pooled import CORPUS_SEPARATOR, Pooled
 from ser.data.splits import SplitSpec
 from ser.errors import SERError
 from ser.fairness import fairness_scalars, format_fairness
-from ser.io import ensure_writable
+from ser.io import ensure_writable, refuse_to_replace
 from ser.report import (
     figure,
     format_table,
     metrics_from_confusion,
     per_corpus_metrics,
+    report_files,
     write_report,
 )
-from ser.spec import check_finite, check_fits, class_path, read_checkpoint, read_spec
+from ser.spec import (
+    OOD_KEY,
+    SPEC_KEY,
+    check_finite,
+    check_fits,
+    class_path,
+    read_checkpoint,
+    read_spec,
+)
 from ser.tasks.classification import EmotionClassifier
 from ser.transforms.conditions import perturbation
 
@@ -127,6 +136,12 @@ class SERCLI(LightningCLI):
             "(white noise at DB dB SNR), 'pink DB', 'babble DB', 'reverb RT60' (s), 'telephone', "
             "'clip FRACTION' (of the peak). The robustness benchmark runs a series of them.",
         )  # fmt: skip
+        parser.add_argument(
+            "--overwrite", type=bool, default=False,
+            help="Replace the test report files (<run folder>/test/) an earlier test wrote there "
+            "(a fixed --trainer.logger.init_args.version, or --trainer.logger false: the current "
+            "folder); without it they are an error before any work.",
+        )  # fmt: skip
         for name, default, what in (
             ("window", WINDOW_SECONDS, "window length"),
             ("hop", HOP_SECONDS, "step between windows"),
@@ -152,6 +167,14 @@ class SERCLI(LightningCLI):
                 "lightning_logs/<model>/version_N/checkpoints/"
             )
         checkpoint = read_checkpoint(path, what)  # weights_only: a pickle's code is never run
+        spec = checkpoint.get(SPEC_KEY) if isinstance(checkpoint, dict) else None
+        if self.config[subcommand].get("recalibrate") and isinstance(spec, dict):
+            # --recalibrate fits both again: a damaged stored one is what it repairs
+            refitted = ("temperature", OOD_KEY)
+            checkpoint = {
+                **checkpoint,
+                SPEC_KEY: {k: v for k, v in spec.items() if k not in refitted},
+            }
         self._checkpoint = (what, checkpoint, read_spec(checkpoint, what, path.parent))
 
     def before_instantiate_classes(self) -> None:
@@ -193,12 +216,23 @@ class SERCLI(LightningCLI):
         return trainer
 
     def _check_run_folder(self) -> None:
-        """Fail before any work when the run folder cannot be written."""
-        if self.trainer.is_global_zero:
-            ensure_writable(
-                self.trainer.log_dir or self.trainer.default_root_dir,
-                "run folder (--trainer.logger.init_args.save_dir)",
-            )
+        """Fail before any work when the run folder cannot be written, or when the test report
+        would replace one an earlier test wrote there without ``--overwrite``."""
+        if not self.trainer.is_global_zero:
+            return
+        folder = ensure_writable(
+            self.trainer.log_dir or self.trainer.default_root_dir,
+            "run folder (--trainer.logger.init_args.save_dir)",
+        )
+        config = self.config[self.subcommand]
+        tests = self.subcommand == "test" or (
+            self.subcommand == "fit"
+            and config.get("test_after_fit", True)
+            and not self.trainer.fast_dev_run
+        )
+        if tests:  # the folder after_test writes the report into
+            refuse_to_replace(report_files(folder / "test"), config.get("overwrite", False),
+                              f"ser {self.subcommand}: the test report in {folder / 'test'}")  # fmt: skip
 
     def _check_clips(self) -> None:
         """Fail before any work when a crop (``--data.max_seconds``) or a scored window

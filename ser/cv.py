@@ -11,7 +11,11 @@ exactly once), with the report of ``ser test`` in ``OUT/pooled``::
         --protocol loso --jobs 2 --out lightning_logs/cv_savee
 
 Options ``ser cv`` does not know go to every ``ser fit`` as they are. A fold's result is saved as
-soon as it finishes (``OUT/results.json``), so a rerun resumes at the first missing fold.
+soon as it finishes (``OUT/results.json``, with the options it was run with), so a rerun with the
+same options resumes at the first missing fold (and rewrites ``OUT/pooled`` from all the folds);
+a rerun with other options is refused, and ``--overwrite`` starts afresh. Without
+``OUT/results.json``, an ``OUT`` that holds a report already is refused as every command refuses
+to replace a file (:func:`ser.io.refuse_to_replace`).
 ``--jobs N`` trains N folds at once, each with cores / N torch threads.
 """
 
@@ -28,9 +32,55 @@ from pathlib import Path
 import numpy as np
 
 from ser.errors import SERError
-from ser.io import write_text
-from ser.report import format_table, write_report
+from ser.io import refuse_to_replace, write_text
+from ser.report import format_table, report_files, write_report
 from ser.runs import fit_and_test
+
+#: Where ``ser cv`` (and ``--protocol matrix``) keeps each finished run, which a rerun resumes.
+RESULTS_FILE = "results.json"
+
+
+def resumed(out: Path, settings: dict, files: list[Path], overwrite: bool) -> list[dict]:
+    """The finished runs in ``OUT/results.json`` that a rerun with the same ``settings`` resumes.
+
+    Without a results file, the ``files`` the command writes are refused if there
+    (:func:`ser.io.refuse_to_replace`); with ``overwrite`` the command starts afresh (the results
+    file is replaced when its first run finishes).
+
+    Args:
+        out: the ``--out`` folder.
+        settings: the options the runs depend on, stored with each run.
+        files: the files the command writes besides the results file.
+        overwrite: the user's ``--overwrite``.
+
+    Raises:
+        SERError: the results file is not ``ser cv``'s or holds runs of other options, or (no
+            results file) a file to write exists, without ``overwrite``.
+    """
+    path = out / RESULTS_FILE
+    what = f"--out {out}"
+    if overwrite:
+        return []
+    if not path.is_file():
+        refuse_to_replace([path, *files], overwrite, what)
+        return []
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        runs = err
+    if not (isinstance(runs, list) and all(isinstance(r, dict) for r in runs)):
+        raise SERError(
+            f"{what}: {path} is not the results file ser cv writes; choose another --out, or add "
+            "--overwrite to start afresh"
+        )
+    other = [r.get("settings") for r in runs if r.get("settings") != settings]
+    if other:
+        raise SERError(
+            f"{what}: {path} holds runs of other options ({json.dumps(other[0])}, now "
+            f"{json.dumps(settings)}); a rerun resumes only the same cross-validation: give the "
+            "same options, another --out, or --overwrite to start afresh"
+        )
+    return runs
 
 
 def threads_per_job(jobs: int) -> int:
@@ -154,28 +204,34 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--folds", type=int, nargs="*", help="run only these folds (default all)")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once")
     parser.add_argument("--out", default="lightning_logs/cv", help="runs, results and the report")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in --out: forget the finished folds of OUT/results.json "
+                        "(a rerun without it resumes them) and replace the report")  # fmt: skip
     args, fit_args = parser.parse_known_args(argv)
     if args.jobs < 1 or args.n_folds < 2:
         raise SERError(f"--jobs ({args.jobs}) must be >= 1 and --n_folds ({args.n_folds}) >= 2")
     if not any(a == "--config" or a.startswith("--config=") for a in fit_args):
         raise SERError("ser cv needs a run config: --config configs/cnn2d.yaml (and --data ...)")
-    n_folds, class_names, corpora = count_folds(fit_args, args.protocol, args.n_folds)
-    out = Path(args.out)
+    out = Path(args.out).expanduser()
+    settings = {"protocol": args.protocol, "fit_args": fit_args}
+    if args.protocol == "speaker":
+        settings["n_folds"] = args.n_folds
     if args.protocol == "matrix":
-        from ser.matrix import run_matrix
+        from ser.matrix import MATRIX_FILES, run_matrix
 
-        return {"matrix": run_matrix(fit_args, corpora, args.seeds, args.jobs, out, run_jobs)}
-    results_path = out / "results.json"
-    results = (
-        {r["fold"]: r for r in json.loads(results_path.read_text())}
-        if results_path.is_file()
-        else {}
-    )
+        done = resumed(out, settings, [out / f for f in MATRIX_FILES], args.overwrite)
+        _, _, corpora = count_folds(fit_args, args.protocol, args.n_folds)
+        matrix = run_matrix(fit_args, corpora, args.seeds, args.jobs, out, run_jobs, done, settings)
+        return {"matrix": matrix}
+    done = resumed(out, settings, report_files(out / "pooled"), args.overwrite)
+    n_folds, class_names, corpora = count_folds(fit_args, args.protocol, args.n_folds)
+    results_path = out / RESULTS_FILE
+    results = {r["fold"]: r for r in done}
     folds = args.folds if args.folds is not None else range(n_folds)
     todo = [f for f in folds if f not in results]
 
     def record(result: dict) -> None:
-        results[result["fold"]] = result
+        results[result["fold"]] = {**result, "settings": settings}
         done = sorted(results.values(), key=lambda r: r["fold"])
         write_text(results_path, json.dumps(done, indent=2) + "\n")
         print(fold_table([result]), flush=True)

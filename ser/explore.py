@@ -22,9 +22,12 @@ import numpy as np
 import torch
 
 from ser.data.base import SERDataModule
-from ser.io import atomic_path, ensure_writable
+from ser.io import atomic_path, ensure_writable, refuse_to_replace
 
 log = logging.getLogger("ser")
+
+#: The figures :func:`explore` writes, by kind.
+FIGURES = {kind: f"{kind}.png" for kind in ("counts", "durations", "waveforms", "features")}
 
 
 @dataclass
@@ -91,7 +94,7 @@ def explore(dm: SERDataModule, out_dir: str | Path) -> Exploration:
     ax2.set_title(f"clips per speaker ({len(speakers)})")
     ax2.tick_params(axis="x", rotation=90, labelsize=7)
     fig.tight_layout()
-    files["counts"] = _save(fig, out_dir / "counts.png")
+    files["counts"] = _save(fig, out_dir / FIGURES["counts"])
 
     fig, axes = _grid(len(classes))
     bins = np.linspace(0, max(max(d) for d in durations.values()), 30)
@@ -100,7 +103,7 @@ def explore(dm: SERDataModule, out_dir: str | Path) -> Exploration:
         ax.set_title(f"{c} (n={len(durations[c])})")
         ax.set_xlabel("duration (s)")
     fig.tight_layout()
-    files["durations"] = _save(fig, out_dir / "durations.png")
+    files["durations"] = _save(fig, out_dir / FIGURES["durations"])
 
     # One clip per class: the first by path, so the figures are reproducible.
     examples = {c: next(k for k in kept if k[1] == c) for c in classes}
@@ -110,7 +113,7 @@ def explore(dm: SERDataModule, out_dir: str | Path) -> Exploration:
         ax.set_title(f"{c}: {clip.path.name}", fontsize=8)
         ax.set_xlabel("time (s)")
     fig.tight_layout()
-    files["waveforms"] = _save(fig, out_dir / "waveforms.png")
+    files["waveforms"] = _save(fig, out_dir / FIGURES["waveforms"])
 
     pipeline = dm.pipeline.eval()
     frontend = type(pipeline.frontend).__name__
@@ -127,7 +130,7 @@ def explore(dm: SERDataModule, out_dir: str | Path) -> Exploration:
         ax.set_xlabel("time (s)")
         ax.set_ylabel(f"{frontend} channel")
     fig.tight_layout()
-    files["features"] = _save(fig, out_dir / "features.png")
+    files["features"] = _save(fig, out_dir / FIGURES["features"])
 
     total = sum(sum(d) for d in durations.values())
     lines = [
@@ -197,8 +200,11 @@ def main(argv: list[str] | None = None) -> Exploration:
     parser.add_argument("--config", help="a run config (only its data section is used)")
     parser.add_subclass_arguments(SERDataModule, "data", required=True)
     parser.add_argument("--out", default="explore", help="folder for the PNG figures")
+    parser.add_argument("--overwrite", type=bool, default=False,
+                        help="replace the figures an earlier run wrote in --out")  # fmt: skip
     cfg = parser.parse_args(_run_config_to_data(list(sys.argv[1:] if argv is None else argv)))
-    ensure_writable(cfg.out, "--out")
+    out = ensure_writable(cfg.out, "--out")
+    refuse_to_replace([out / name for name in FIGURES.values()], cfg.overwrite, f"--out {cfg.out}")
     dm = parser.instantiate_classes(cfg).data
     result = explore(dm, cfg.out)  # ser.__main__ reports a SERError in one line
     print(result.summary)

@@ -157,20 +157,24 @@ def write_heatmap(rows: list[dict], corpora: list[str], path: Path) -> None:
     plt.close(figure)
 
 
+#: The files of the summary ``run_matrix`` writes into ``OUT``.
+MATRIX_FILES = ("matrix.csv", "matrix.png")
+
+
 def run_matrix(fit_args: list[str], corpora: list[str], seeds: list[int], jobs: int,
-               out: Path, pool_runner) -> list[dict]:  # fmt: skip
-    """Every (train set, seed) run not yet in ``OUT/results.json``; then the summary, printed and
-    written. ``pool_runner(function, jobs_args, jobs, record)`` runs the jobs (``ser cv``'s)."""
+               out: Path, pool_runner, done: list[dict], settings: dict) -> list[dict]:  # fmt: skip
+    """Every (train set, seed) run not in ``done`` (the finished runs of ``OUT/results.json``,
+    :func:`ser.cv.resumed`); then the summary, printed and written. ``pool_runner(function,
+    jobs_args, jobs, record)`` runs the jobs (``ser cv``'s); ``settings`` go with each run."""
     if not any(a == "--data.emotions" or a.startswith("--data.emotions=") for a in fit_args):
         fit_args = [*fit_args, "--data.emotions", json.dumps(DEFAULT_EMOTIONS)]
     results_path = out / "results.json"
-    done = json.loads(results_path.read_text()) if results_path.is_file() else []
     results = {run_key(r["train"], r["seed"]): r for r in done}
     todo = [(fit_args, train, seed, str(out)) for train in train_sets(corpora) for seed in seeds
             if run_key(train, seed) not in results]  # fmt: skip
 
     def record(result: dict) -> None:
-        results[run_key(result["train"], result["seed"])] = result
+        results[run_key(result["train"], result["seed"])] = {**result, "settings": settings}
         write_text(results_path, json.dumps(list(results.values()), indent=2) + "\n")
         cells = ", ".join(f"{name} {c['uar']:.3f}" for name, c in result["cells"].items())
         print(f"trained on {row_name(result['train'])}, seed {result['seed']}: UAR {cells} "
@@ -179,8 +183,8 @@ def run_matrix(fit_args: list[str], corpora: list[str], seeds: list[int], jobs: 
     pool_runner(run_cell, todo, jobs, record)
     rows = summarise(list(results.values()), corpora)
     print("\n" + format_matrix(rows, corpora))
-    write_csv(rows, out / "matrix.csv")
-    write_heatmap(rows, corpora, out / "matrix.png")
+    write_csv(rows, out / MATRIX_FILES[0])
+    write_heatmap(rows, corpora, out / MATRIX_FILES[1])
     for kind, name in (("matrix", "matrix.csv"), ("heat-map", "matrix.png"),
                        ("runs", "results.json")):  # fmt: skip
         print(f"wrote {kind}: {out / name}")

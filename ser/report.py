@@ -162,6 +162,20 @@ def save_figure(fig, path: Path, tag: str, add_figure: Callable | None) -> None:
         plt.close(fig)
 
 
+#: Every file :func:`write_report` may write into its folder, by kind.
+REPORT_FILES = {
+    "csv": "confusion_matrix.csv", "png": "confusion_matrix.png", "json": "metrics.json",
+    "reliability": "reliability_diagram.png", "risk_coverage": "risk_coverage.png",
+    "predictions": "predictions.csv",
+}  # fmt: skip
+
+
+def report_files(out_dir: str | Path) -> list[Path]:
+    """The files :func:`write_report` may write into ``out_dir`` (for
+    :func:`ser.io.refuse_to_replace`, before the work that leads to them)."""
+    return [Path(out_dir) / name for name in REPORT_FILES.values()]
+
+
 @dataclass
 class Report:
     """What :func:`write_report` computed and wrote."""
@@ -200,11 +214,7 @@ def write_report(
     out_dir = Path(out_dir)
     confusion = np.asarray(confusion, dtype=np.int64)
     metrics = metrics_from_confusion(confusion, class_names)
-    paths = {
-        "csv": out_dir / "confusion_matrix.csv",
-        "png": out_dir / "confusion_matrix.png",
-        "json": out_dir / "metrics.json",
-    }
+    paths = {kind: out_dir / REPORT_FILES[kind] for kind in ("csv", "png", "json")}
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true\\predicted", *class_names, "support", "recall"])
@@ -221,13 +231,13 @@ def write_report(
         metrics["ece"] = expected_calibration_error(
             torch.from_numpy(probabilities), torch.from_numpy(labels)
         )
-        paths["reliability"] = out_dir / "reliability_diagram.png"
+        paths["reliability"] = out_dir / REPORT_FILES["reliability"]
         figure = reliability_figure(probabilities, labels, ECE_BINS, metrics["ece"])
         save_figure(figure, paths["reliability"], "test/reliability_diagram", add_figure)
         from ser.abstention import risk_coverage, risk_coverage_figure
 
         metrics["risk_coverage"] = risk_coverage(probabilities, labels, class_names)
-        paths["risk_coverage"] = out_dir / "risk_coverage.png"
+        paths["risk_coverage"] = out_dir / REPORT_FILES["risk_coverage"]
         figure = risk_coverage_figure(probabilities, labels, class_names)
         save_figure(figure, paths["risk_coverage"], "test/risk_coverage", add_figure)
         from ser.fairness import fairness
@@ -242,7 +252,7 @@ def write_report(
     write_text(paths["json"], json.dumps(payload, indent=2, default=str) + "\n")
     if predictions is not None:
         paths["predictions"] = write_predictions(
-            predictions, class_names, out_dir / "predictions.csv"
+            predictions, class_names, out_dir / REPORT_FILES["predictions"]
         )
     return Report(metrics=metrics, files=paths)
 

@@ -41,6 +41,8 @@ SPEC_KEY = "ser"
 #: Version of the spec's layout; 2: the feature pipeline (front-end by class path, denoise).
 SPEC_VERSION = 2
 SPEC_FIELDS = ("class_names", "sample_rate", "n_features", "pipeline", "net")
+#: Key of the OOD statistics inside a spec (:mod:`ser.inference.ood`; absent: no OOD score).
+OOD_KEY = "ood"
 
 
 def class_path(cls: type) -> str:
@@ -173,7 +175,8 @@ def check_fits(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tenso
     )
 
 
-def read_spec(checkpoint: Any, what: str, folder: Path | None = None) -> dict:
+def read_spec(checkpoint: Any, what: str, folder: Path | None = None,
+              encoder_weights: Path | None = None) -> dict:  # fmt: skip
     """The spec of a loaded checkpoint, checked by :func:`check_spec`; one clear error for
     anything else.
 
@@ -181,6 +184,7 @@ def read_spec(checkpoint: Any, what: str, folder: Path | None = None) -> dict:
         checkpoint: the loaded file.
         what: how errors name the file.
         folder: the model's own folder (where a path it stores may point).
+        encoder_weights: the encoder weights the user named (:func:`check_spec`).
 
     Raises:
         SERError: not a checkpoint of ``ser fit``, one from a ser older than this spec layout, or
@@ -192,7 +196,7 @@ def read_spec(checkpoint: Any, what: str, folder: Path | None = None) -> dict:
             f"{what}: a checkpoint without the {SPEC_KEY!r} entry (class names, sample rate, "
             "feature pipeline); it was not saved by `ser fit`"
         )
-    return check_spec(spec, what, folder)
+    return check_spec(spec, what, folder, encoder_weights)
 
 
 #: A torchaudio bundle name (``WAVLM_BASE_PLUS``) and a Hugging Face Hub id (``org/model``).
@@ -204,11 +208,16 @@ PATH_SETTINGS = ("weights", "bundle")
 HASH_SETTING = "weights_sha256"
 
 
+#: What a refused number of a model file says of it.
+EDITED = "the file is damaged or was edited by hand"
+
+
 def check_number(value: Any, what: str, field: str, minimum: float | None = None,
                  maximum: float | None = None, positive: bool = False,
-                 whole: bool = False) -> float:  # fmt: skip
+                 whole: bool = False, advice: str = EDITED) -> float:  # fmt: skip
     """``value`` of a model file's ``field`` as a number, refused unless it is finite, a whole
-    number when ``whole``, ``> 0`` when ``positive`` and within ``[minimum, maximum]``.
+    number when ``whole``, ``> 0`` when ``positive`` and within ``[minimum, maximum]``; the
+    error ends with ``advice``.
 
     Raises:
         SERError: naming ``what`` (the file), the field and the value.
@@ -224,28 +233,31 @@ def check_number(value: Any, what: str, field: str, minimum: float | None = None
                          f"{maximum if maximum is not None else 'inf'}]")  # fmt: skip
         raise SERError(
             f"{what}: {field} is {value!r}; it must be a finite{' ' if rules else ''}"
-            f"{', '.join(rules)} number: the file is damaged or was edited by hand"
+            f"{', '.join(rules)} number: {advice}"
         )
     return int(value) if whole else float(value)
 
 
-def check_spec(spec: dict, what: str, folder: Path | None = None) -> dict:
+def check_spec(spec: dict, what: str, folder: Path | None = None,
+               encoder_weights: Path | None = None) -> dict:  # fmt: skip
     """What a model file (a checkpoint's spec, a model folder's ``config.json``) says, checked
     before anything is built from it: the one validation ``ser test``, ``ser predict``,
     ``ser export``, teachers, the server and every loader share.
 
     Checked: the layout version; ``class_names`` (two or more distinct names);
     ``sample_rate`` (whole Hz, 1000 to 768000); ``n_features``; ``temperature`` (finite,
-    positive); the front-end and net (classes of ``ser.transforms`` / ``ser.models`` only, their
-    settings by name); ``denoise``; ``corpus`` (classes of ``ser.data`` only). A path a setting
+    positive); the OOD statistics and threshold (:func:`check_ood`); the front-end and net
+    (classes of ``ser.transforms`` / ``ser.models`` only, their settings by name); ``denoise``; ``corpus`` (classes of ``ser.data`` only). A path a setting
     names (``weights``, a Hugging Face ``bundle`` folder) is kept only inside the model's own
     ``folder``; a weights file's hash (``weights_sha256``) must be there when the front-end
-    records one.
+    records one. Only the user names a file elsewhere, on the command line: ``encoder_weights``.
 
     Args:
         spec: the spec as read from the file (not changed).
         what: how errors name the file (and the ensemble member).
         folder: the model's own folder; ``None``: no stored path is read.
+        encoder_weights: the front-end's weights file the user named (``--encoder-weights``),
+            read wherever it is, instead of the one the model file names (still hash-checked).
 
     Returns:
         A copy of ``spec`` with stored paths made absolute (inside ``folder``) or dropped.
@@ -272,7 +284,9 @@ def check_spec(spec: dict, what: str, folder: Path | None = None) -> dict:
     check_number(spec["n_features"], what, "n_features", 1, whole=True)
     if spec.get("temperature") is not None:
         check_number(spec["temperature"], what, "temperature", positive=True)
-    spec["pipeline"] = check_pipeline(spec["pipeline"], what, "pipeline", folder)
+    if spec.get(OOD_KEY) is not None:
+        check_ood(spec[OOD_KEY], what)
+    spec["pipeline"] = check_pipeline(spec["pipeline"], what, "pipeline", folder, encoder_weights)
     check_factory(spec["net"], "ser.models", what, "net", folder)
     corpus = spec.get("corpus")
     if corpus is not None and not (
@@ -282,7 +296,61 @@ def check_spec(spec: dict, what: str, folder: Path | None = None) -> dict:
     return spec
 
 
-def check_pipeline(pipeline: Any, what: str, field: str, folder: Path | None) -> dict:
+#: The OOD entry's fields (:class:`ser.inference.ood.OODStats`); ``pipeline`` only in exports.
+OOD_FIELDS = ("mean", "std", "threshold", "accept", "n_clips")
+
+
+def check_ood(entry: Any, what: str, exported: bool = False) -> dict:
+    """The OOD statistics and threshold of a model file (:data:`OOD_KEY`): ``mean`` and ``std``
+    lists of one length, finite, every ``std`` positive; ``threshold`` finite and ``>= 0`` (a
+    root mean square of z-scores); ``accept`` in (0, 1]; ``n_clips`` a whole number.
+
+    Args:
+        entry: the entry as read.
+        what: how errors name the file (and the ensemble member).
+        exported: an export's entry, which also carries the front-end's ``pipeline``.
+
+    Raises:
+        SERError: naming ``what`` and the field, e.g. ``ood.std[3]``.
+    """
+    advice = (f"its {OOD_KEY!r} entry is damaged: refit it with ser test --ckpt_path CKPT "
+              "--recalibrate true, or delete the entry")  # fmt: skip
+    damaged = f"; {advice}"
+    allowed = (*OOD_FIELDS, "pipeline") if exported else OOD_FIELDS
+    if not isinstance(entry, dict):
+        raise SERError(f"{what}: {OOD_KEY} is a {type(entry).__name__}, not a mapping{damaged}")
+    unknown = [k for k in entry if k not in allowed]
+    if unknown:
+        raise SERError(f"{what}: {OOD_KEY}.{unknown[0]} is not an OOD setting{damaged}")
+    lists = {}
+    for key in ("mean", "std"):
+        values = entry.get(key)
+        if not (isinstance(values, list) and values):
+            raise SERError(
+                f"{what}: {OOD_KEY}.{key} is {values!r:.60}, not a list of numbers{damaged}"
+            )
+        lists[key] = values
+    if len(lists["mean"]) != len(lists["std"]):
+        raise SERError(
+            f"{what}: {OOD_KEY}.mean holds {len(lists['mean'])} numbers, {OOD_KEY}.std "
+            f"{len(lists['std'])}: one per feature number each{damaged}"
+        )
+    for key, values in lists.items():
+        for i, value in enumerate(values):
+            check_number(value, what, f"{OOD_KEY}.{key}[{i}]", positive=key == "std",
+                         advice=advice)  # fmt: skip
+    check_number(entry.get("threshold"), what, f"{OOD_KEY}.threshold", minimum=0, advice=advice)
+    if "accept" in entry:
+        check_number(entry["accept"], what, f"{OOD_KEY}.accept", maximum=1, positive=True,
+                     advice=advice)  # fmt: skip
+    if "n_clips" in entry:
+        check_number(entry["n_clips"], what, f"{OOD_KEY}.n_clips", minimum=0, whole=True,
+                     advice=advice)  # fmt: skip
+    return entry
+
+
+def check_pipeline(pipeline: Any, what: str, field: str, folder: Path | None,
+                   encoder_weights: Path | None = None) -> dict:  # fmt: skip
     """A feature pipeline's spec (``{"frontend", "denoise"}``) of a model file, checked as
     :func:`check_spec` checks the model's own (in place; returned).
 
@@ -291,7 +359,8 @@ def check_pipeline(pipeline: Any, what: str, field: str, folder: Path | None) ->
     """
     if not isinstance(pipeline, dict) or not isinstance(pipeline.get("frontend"), dict):
         raise SERError(f"{what}: {field} must be a mapping with a frontend entry")
-    check_factory(pipeline["frontend"], "ser.transforms", what, f"{field}.frontend", folder)
+    check_factory(pipeline["frontend"], "ser.transforms", what, f"{field}.frontend", folder,
+                  encoder_weights)  # fmt: skip
     denoise = pipeline.get("denoise")
     plain = str | int | float | bool | type(None)
     if denoise is not None and not (
@@ -317,11 +386,12 @@ def check_class_names(names: Any, what: str) -> list[str]:
     return names
 
 
-def check_factory(factory: Any, package: str, what: str, field: str,
-                  folder: Path | None) -> None:  # fmt: skip
+def check_factory(factory: Any, package: str, what: str, field: str, folder: Path | None,
+                  encoder_weights: Path | None = None) -> None:  # fmt: skip
     """A ``{"class_path", "init_args"}`` of a model file, in place: the class from ``package``,
-    settings it takes by name, stored paths resolved (:func:`ser.safe.stored_path`), the weights'
-    hash present where the class records one."""
+    settings it takes by name, stored paths resolved (:func:`ser.safe.stored_path`) or replaced
+    by the weights file the user named (``encoder_weights``), the weights' hash present where
+    the class records one."""
     if not (isinstance(factory, dict) and isinstance(factory.get("class_path"), str)):
         raise SERError(f"{what}: {field} must be a mapping with a class_path")
     args = factory.setdefault("init_args", {})
@@ -336,9 +406,16 @@ def check_factory(factory: Any, package: str, what: str, field: str,
             f"{what}: {field}.init_args.{unknown[0]}: {cls.__name__} takes no such setting; "
             "use the ser the model was trained with"
         )
+    if encoder_weights is not None:
+        if "weights" not in params:
+            raise SERError(
+                f"--encoder-weights {encoder_weights}: {what}: its front-end {cls.__name__} reads "
+                "no encoder weights file; leave the option out"
+            )
+        args["weights"] = str(encoder_weights)  # the user's choice, read wherever it is
     for key in PATH_SETTINGS:
         value = args.get(key)
-        if value is None or key not in params:
+        if value is None or key not in params or (key == "weights" and encoder_weights):
             continue
         name = f"{field}.init_args.{key}"
         if not isinstance(value, str) or not value:
@@ -353,8 +430,9 @@ def check_factory(factory: Any, package: str, what: str, field: str,
             args[key] = str(inside)
         elif key == "weights":  # torch.hub's file of the bundle is read instead, hash-checked
             log.warning("%s: %s %s is not in the model's folder: not read (a model file names "
-                        "files inside its own folder only); the encoder's weights are looked for "
-                        "in torch.hub's folder ($TORCH_HOME/hub/checkpoints)", what, name, value)  # fmt: skip
+                        "files inside its own folder only; name it yourself with --encoder-weights "
+                        "FILE); the encoder's weights are looked for in torch.hub's folder "
+                        "($TORCH_HOME/hub/checkpoints)", what, name, value)  # fmt: skip
             args[key] = None
         else:
             raise SERError(
@@ -373,7 +451,7 @@ def check_factory(factory: Any, package: str, what: str, field: str,
 
 def check_info(info: Any, what: str) -> dict:
     """What an export carries beside its weights (``classes.json``: class names, sample rate,
-    noise reduction), checked as :func:`check_spec` checks a spec.
+    noise reduction, OOD statistics), checked as :func:`check_spec` checks a spec.
 
     Raises:
         SERError: naming ``what`` and the field.
@@ -385,4 +463,6 @@ def check_info(info: Any, what: str) -> dict:
     denoise = info.get("denoise")
     if denoise is not None and not isinstance(denoise, dict):
         raise SERError(f"{what}: denoise must be null or a mapping of plain settings")
+    if info.get(OOD_KEY) is not None:
+        check_ood(info[OOD_KEY], what, exported=True)
     return info

@@ -10,7 +10,7 @@ import pytest
 from ser.__main__ import main as ser_main
 from ser.errors import SERError
 
-from .helpers import CONFIG, RAVDESS_YAML, write_ravdess
+from .helpers import CONFIG, RAVDESS_YAML, error_line, write_ravdess
 
 FIT = ["--data.emotions", "[neutral, happy, sad, angry]", "--data.batch_size", "4",
        "--data.max_seconds", "0.5", "--trainer.max_epochs", "1"]  # fmt: skip
@@ -35,6 +35,23 @@ def test_cv_tests_every_speaker_once_and_pools_the_folds(tmp_path: Path, monkeyp
     ser_main(["cv", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root),
               "--n_folds", "3", "--out", str(out), *FIT])  # fmt: skip
     assert len(list((out / "fold0").iterdir())) == 1
+    # a rerun with other options never mixes their folds into these: refused before any work
+    cv = ["cv", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root), *FIT]
+    line = error_line(capsys, *cv, "--n_folds", "2", "--out", str(out))
+    assert f"--out {out}: {out / 'results.json'} holds runs of other options" in line
+    assert '"n_folds": 3' in line and '"n_folds": 2' in line and "--overwrite" in line
+    # a report without the results it came from is the user's file: not replaced
+    other = tmp_path / "other"
+    (other / "pooled").mkdir(parents=True)
+    (other / "pooled" / "metrics.json").write_text("{}")
+    line = error_line(capsys, *cv, "--n_folds", "3", "--out", str(other))
+    assert f"--out {other}: {other / 'pooled' / 'metrics.json'} already exists" in line
+    assert not (other / "fold0").exists()
+    # --overwrite starts afresh: only the fold run now is in the results and the pooled report
+    ser_main([*cv, "--n_folds", "3", "--folds", "1", "--out", str(out), "--overwrite"])
+    results = json.loads((out / "results.json").read_text())
+    assert [r["fold"] for r in results] == [1] and results[0]["settings"]["n_folds"] == 3
+    assert json.loads((out / "pooled" / "metrics.json").read_text())["folds"] == [1]
 
 
 def test_cv_leave_one_speaker_out_counts_the_speakers(tmp_path: Path, monkeypatch):

@@ -4,17 +4,21 @@ the same test figures as one process, disjoint shards, precise BN over the whole
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning.pytorch as L
 import pytest
 import torch
 
 from ser.calibration import fit_temperature, validation_logits
-from ser.callbacks import PreciseBatchNorm
+from ser.callbacks import PreciseBatchNorm, StopOnNonFiniteLoss
 from ser.data import RAVDESS
 from ser.data.dataset import EpochSampler, ShardSampler
 from ser.data.splits import SplitSpec
@@ -24,6 +28,7 @@ from ser.tasks import EmotionClassifier
 from .helpers import (
     CONFIG,
     RAVDESS_YAML,
+    free_port,
     logged_steps,
     run_ser,
     tree_env,
@@ -179,3 +184,63 @@ def test_torchrun_fit_on_pooled_corpora_ends_with_one_report(tmp_path: Path):
         "ravdess": ravdess,
         "cremad": cremad,
     }
+
+
+class NaNOnRankOne(L.LightningModule):
+    """A linear model whose loss is NaN on rank 1 only, at its third batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self.layer(batch[0]).pow(2).mean()
+        return loss * float("nan") if self.global_rank == 1 and batch_idx == 2 else loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def train_dataloader(self):
+        data = torch.utils.data.TensorDataset(torch.randn(32, 4))
+        return torch.utils.data.DataLoader(data, batch_size=4)
+
+
+def fit_one_rank(rank: int, port: int, out: str) -> None:
+    """One of two DDP processes (gloo, CPU) fitting :class:`NaNOnRankOne` with
+    :class:`StopOnNonFiniteLoss`; writes how its fit ended to ``out/rank<N>.txt``."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    os.environ.update(LOCAL_RANK=str(rank), NODE_RANK="0", WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+    torch.set_num_threads(1)
+    # a process left waiting in a collective fails after 30 s instead of hanging for 30 min
+    strategy = DDPStrategy(process_group_backend="gloo", timeout=timedelta(seconds=30))
+    trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy=strategy, max_epochs=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[StopOnNonFiniteLoss()],
+    )  # fmt: skip
+    try:
+        trainer.fit(NaNOnRankOne())
+        ended = "finished"
+    except Exception as err:  # noqa: BLE001 (what the test reads)
+        ended = f"{type(err).__name__}: {err}"
+    Path(out, f"rank{rank}.txt").write_text(f"{ended}\nstep {trainer.global_step}")
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path: Path):
+    """Rank 1's loss is NaN at its third step: both ranks stop there with an error (rank 0
+    pointing to the other process), none is left waiting for a gradient exchange."""
+    start = time.monotonic()
+    context = torch.multiprocessing.start_processes(
+        fit_one_rank, (free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+    )
+    while not context.join(timeout=5):
+        assert time.monotonic() - start < 300, "the processes did not end"
+    ended = {r: (tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)}
+    assert ended[1].startswith("SERError: training stopped: the loss is nan at step 2"), ended
+    assert ended[0].startswith(
+        "SERError: training stopped: the loss is not finite in another of the 2 processes at step 2"
+    ), ended
+    # no update after it; (a rank left waiting would end by the 30-s timeout, with its error)
+    assert ended[0].endswith("step 2") and ended[1].endswith("step 2")

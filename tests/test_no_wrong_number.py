@@ -83,6 +83,73 @@ def test_errors_name_the_ensemble_member_and_the_field(tmp_path, capsys):
     assert f"{bad} (ensemble model 2 of 2): temperature is 0" in line
 
 
+#: OOD statistics as calibration writes them (2 feature numbers).
+OOD = {"mean": [0.0, 1.0], "std": [1.0, 2.0], "threshold": 1.5, "accept": 0.95, "n_clips": 10}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"threshold": float("nan")}, "ood.threshold is nan"),
+        ({"threshold": -1.0}, "ood.threshold is -1.0"),
+        ({"std": [1.0, 0.0]}, "ood.std[1] is 0.0"),
+        ({"mean": [0.0, float("inf")]}, "ood.mean[1] is inf"),
+        ({"mean": [0.0]}, "ood.mean holds 1 numbers, ood.std 2"),
+        ({"std": "wide"}, "ood.std is 'wide', not a list of numbers"),
+        ({"accept": 1.5}, "ood.accept is 1.5"),
+        ({"n_clips": 2.5}, "ood.n_clips is 2.5"),
+        ({"script": "x"}, "ood.script is not an OOD setting"),
+    ],
+)
+def test_ood_statistics_are_checked_with_the_rest_of_the_model_file(
+    tmp_path, capsys, change, expected
+):
+    sf.write(tmp_path / "clip.wav", noise(1.0), RATE)
+    good = write_checkpoint(tmp_path / "good.ckpt")
+    bad = edit_spec(write_checkpoint(tmp_path / "bad.ckpt", seed=1), ood={**OOD, **change})
+    clip = str(tmp_path / "clip.wav")
+    line = error_line(capsys, "predict", str(good), clip, "--ensemble", str(bad))
+    assert f"{bad} (ensemble model 2 of 2): {expected}" in line and "'ood' entry is damaged" in line
+    line = error_line(capsys, "export", str(bad), "--output", str(tmp_path / "out"))
+    assert f"{bad}: {expected}" in line
+    folder = tmp_path / "folder"  # a model folder's config.json: the same check
+    ser_main(["export", str(good), "-o", str(folder), "--format", "hub"])
+    config = json.loads((folder / "config.json").read_text())
+    config["ood"] = {**OOD, **change}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert f"{folder}: {expected}" in error_line(capsys, "predict", str(folder), clip)
+
+
+def test_ood_statistics_of_a_torchscript_export_are_checked(tmp_path, capsys):
+    sf.write(tmp_path / "clip.wav", noise(1.0), RATE)
+    ser_main(["export", str(write_checkpoint(tmp_path / "m.ckpt")), "-o", str(tmp_path / "ts"),
+              "--format", "torchscript"])  # fmt: skip
+    export = tmp_path / "ts" / "model.ts"
+    info = json.loads((tmp_path / "ts" / "classes.json").read_text())
+    pipeline = torch.load(tmp_path / "m.ckpt", weights_only=True)[SPEC_KEY]["pipeline"]
+    info["ood"] = {**OOD, "threshold": float("nan"), "pipeline": pipeline}
+    torch.jit.save(torch.jit.load(export), export, _extra_files={"classes.json": json.dumps(info)})
+    line = error_line(capsys, "predict", str(export), str(tmp_path / "clip.wav"))
+    assert f"{export}: classes.json: ood.threshold is nan" in line
+
+
+def test_ser_test_refuses_damaged_ood_statistics_and_recalibrate_repairs_them(
+    run, tmp_path, capsys, monkeypatch
+):
+    root, checkpoint, _ = run
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(checkpoint.read_bytes())
+    edit_spec(bad, ood={**OOD, "threshold": float("nan")})
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root), *FAST]
+    line = error_line(capsys, "test", *args, "--ckpt_path", str(bad))
+    assert f"--ckpt_path {bad}: ood.threshold is nan" in line
+    # the advice of the error works: the statistics are fitted again and written into the file
+    ser_main(["test", *args, "--ckpt_path", str(bad), "--recalibrate", "true"])
+    ood = torch.load(bad, weights_only=True)[SPEC_KEY]["ood"]
+    assert np.isfinite(ood["threshold"]) and len(ood["mean"]) != len(OOD["mean"])
+
+
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [

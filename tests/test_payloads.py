@@ -167,6 +167,41 @@ def test_a_stored_path_outside_the_model_folder_is_not_read(
     assert "pipeline.frontend.init_args.bundle" in line and "outside the model's folder" in line
 
 
+def test_encoder_weights_outside_the_folder_only_when_the_user_names_them(
+    tmp_path, marker, audio, capsys, monkeypatch
+):
+    from ser.pretrained import hub_file, weights_hash
+
+    folder, checkpoint = encoder_folder(tmp_path, monkeypatch, None)
+    elsewhere = tmp_path / "elsewhere" / "wavlm.pth"  # the only copy of the real weights
+    elsewhere.parent.mkdir()
+    hub_file("WAVLM_BASE_PLUS").rename(elsewhere)
+    set_frontend(folder, weights=str(elsewhere))
+    # stored in the model file: still not read (so the encoder has no weights here)
+    line = refused(capsys, marker, "predict", str(folder), str(audio))
+    assert "no weights for encoder WAVLM_BASE_PLUS" in line
+    # named on the command line: read where it is, by predict, export and explain
+    option = ["--encoder-weights", str(elsewhere)]
+    ser_main(["predict", str(folder), str(audio), *option, "--output", str(tmp_path / "p.csv")])
+    assert (tmp_path / "p.csv").read_text().count("clip.wav") == 1
+    ser_main(["export", str(checkpoint), "-o", str(tmp_path / "ts"), "--format", "torchscript",
+              *option])  # fmt: skip
+    assert (tmp_path / "ts" / "model.ts").is_file()
+    # still hash-checked, and read without running code
+    evil = evil_torch_file(tmp_path / "evil.pth", marker)
+    predict = ["predict", str(folder), str(audio), "--encoder-weights"]
+    line = refused(capsys, marker, *predict, str(evil))
+    assert "evil.pth: not the WAVLM_BASE_PLUS weights this model was trained with" in line
+    set_frontend(folder, weights_sha256=weights_hash(evil))
+    line = refused(capsys, marker, *predict, str(evil))
+    assert "evil.pth: not WAVLM_BASE_PLUS's weights" in line and "pickled Python" in line
+    line = refused(capsys, marker, *predict, "nope")
+    assert line == "error: --encoder-weights nope: no such file"
+    plain = write_checkpoint(tmp_path / "plain.ckpt")  # a front-end without encoder weights
+    line = refused(capsys, marker, "predict", str(plain), str(audio), *option)
+    assert f"{plain}: its front-end LogMel reads no encoder weights file" in line
+
+
 def test_encoder_weights_the_user_gives(tmp_path, marker, capsys, monkeypatch):
     root = write_ravdess(tmp_path / "ravdess", actors=(1, 15, 19), clips_per_emotion=1)
     write_encoder(monkeypatch, tmp_path / "torch", "WAVLM_BASE_PLUS")
@@ -262,6 +297,36 @@ def test_caches(tmp_path, marker, monkeypatch):
     evil_torch_file(features.entry(wave), marker)
     computed = features.features(lambda w, n: (torch.ones(1, 3, 4), torch.tensor([4])), wave)
     assert computed.shape == (3, 4) and not marker.exists()
+
+
+def test_audio_decode_cache(tmp_path, marker, capsys, caplog):
+    """The decoded-audio cache (raw float32 and a JSON index, :mod:`ser.data.cache`): a cache
+    file made into a pickle, given a pickle as its index, or made a torch archive is rebuilt
+    with one warning, through the command that reads it; its code never runs."""
+    from ser.data.cache import MAGIC
+    from ser.io import cache_root
+
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 2), clips_per_emotion=1, seconds=0.5)
+    args = ["explore", "--data", RAVDESS_YAML, "--data.root", str(root),
+            "--out", str(tmp_path / "fig"), "--overwrite", "true"]  # fmt: skip
+    ser_main(args)
+    (cache,) = (cache_root() / "audio").glob("RAVDESS-*.cache")
+    audio = cache.read_bytes()
+    index = pickle.dumps(Payload(marker))
+    crafted = {
+        "a pickle": pickle.dumps(Payload(marker)),
+        "a pickle as its index": audio[:64] + index + len(index).to_bytes(8, "little") + MAGIC,
+        "a torch archive": evil_torch_file(tmp_path / "evil.pt", marker).read_bytes(),
+    }
+    for kind, content in crafted.items():
+        cache.write_bytes(content)
+        caplog.clear()
+        ser_main(args)
+        assert not marker.exists(), f"code ran from {kind}"
+        warnings = [r.message for r in caplog.records if "unreadable audio cache" in r.message]
+        assert len(warnings) == 1 and str(cache) in warnings[0], kind
+        assert cache.read_bytes() == audio, kind  # rebuilt: the same decoded audio
+    assert "RAVDESS" in capsys.readouterr().out
 
 
 # --- the scan: no call in ser/ that would run code from a file -------------------------------

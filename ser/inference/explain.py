@@ -19,7 +19,7 @@ import torch
 
 from ser.audio import read_audio
 from ser.errors import AudioError, SERError
-from ser.inference.models import EmotionModel, load_model
+from ser.inference.models import EmotionModel, add_encoder_weights, load_model
 from ser.inference.predict import expand_paths
 from ser.io import atomic_path, ensure_writable, refuse_to_replace
 
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace PNGs an earlier run wrote there"
     )
+    add_encoder_weights(parser)
     return parser
 
 
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
         raise SERError(CAPTUM_HINT)
     if not args.seconds > 0:
         raise SERError(f"--seconds {args.seconds}: give a positive number of seconds")
-    model = load_model(args.model)
+    model = load_model(args.model, encoder_weights=args.encoder_weights)
     if not isinstance(model, EmotionModel):
         raise SERError(
             f"{args.model}: an export holds compiled code, not the net's parts; give the checkpoint "

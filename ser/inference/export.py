@@ -30,6 +30,8 @@ from ser.inference.models import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     EmotionModel,
+    add_encoder_weights,
+    given_weights,
     load_folder,
     load_model,
     model_info,
@@ -201,15 +203,18 @@ def export(
     output: str | Path,
     formats: list[str] | None = None,
     overwrite: bool = False,
+    encoder_weights: str | Path | None = None,
 ) -> dict[str, list[float] | None]:
     """Export ``checkpoint`` into ``output``; return each format's parity figures (``None``: unchecked).
 
     ``formats`` defaults to TorchScript and ONNX; ONNX is then skipped with a note when its
     packages are missing. A file the export would write that exists already is replaced only
     with ``overwrite`` (:func:`ser.io.refuse_to_replace`); other files of ``output`` stay.
+    ``encoder_weights``: the front-end encoder's weights file the user named
+    (:func:`ser.inference.models.load_model`); a model folder does not store its path.
     """
     checkpoint = Path(checkpoint).expanduser()
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, encoder_weights=encoder_weights)
     if not isinstance(model, EmotionModel) or checkpoint.is_dir():
         raise SERError(f"{checkpoint}: already an export; `ser export` takes a training checkpoint")
     output = ensure_writable(Path(output).expanduser(), f"--output {output}")
@@ -231,11 +236,11 @@ def export(
         path = output / FILENAMES[fmt]
         if fmt == "hub":
             export_hub(checkpoint, output)
-            loaded = load_folder(output)
+            loaded = load_folder(output, encoder_weights=given_weights(encoder_weights))
             figures[fmt] = check(model, lambda w, m=loaded: m(w).detach(), output)
         elif fmt == "torchscript":
             export_torchscript(model, path)
-            loaded = load_model(path)
+            loaded = load_model(path, encoder_weights=encoder_weights)
             figures[fmt] = check(model, lambda w, m=loaded: m(w).detach(), path)
         else:
             written = False  # export_onnx writes atomically: an earlier export stays if it fails
@@ -274,12 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace the files an earlier export wrote there (model.ts, model.onnx, classes.json, "
         "or the model folder's files); without it an existing file is an error",
     )  # fmt: skip
+    add_encoder_weights(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    figures = export(args.checkpoint, args.output, args.format, args.overwrite)
+    figures = export(
+        args.checkpoint, args.output, args.format, args.overwrite, args.encoder_weights
+    )
     output = Path(args.output)
     for fmt, differences in figures.items():
         if differences is None:

@@ -247,14 +247,16 @@ def model_info(model: EmotionModel | ExportedModel | Ensemble) -> dict:
     return info
 
 
-def read_weights(path: Path, what: str = "") -> tuple[dict, dict[str, torch.Tensor]]:
+def read_weights(path: Path, what: str = "", encoder_weights: Path | None = None
+                 ) -> tuple[dict, dict[str, torch.Tensor]]:  # fmt: skip
     """A training checkpoint's spec and its net's weights (keys without the ``net.`` prefix).
 
     Args:
         what: how errors name the file (default: its path).
+        encoder_weights: the front-end's weights file the user named (:func:`load_model`).
     """
     checkpoint = read_checkpoint(path, what or str(path))
-    spec = read_spec(checkpoint, what or str(path), path.parent)
+    spec = read_spec(checkpoint, what or str(path), path.parent, encoder_weights)
     prefix = "net."
     weights = {
         k[len(prefix) :]: v
@@ -289,21 +291,24 @@ def build_model(spec: dict, weights: dict[str, torch.Tensor], what: str) -> Emot
         ) from None
     check_finite(weights, what)
     temperature = spec.get("temperature", 1.0)
-    ood = OODStats.from_spec(spec, what)
+    ood = OODStats.from_spec(spec)
     return EmotionModel(pipeline, net, spec["class_names"], temperature, ood).eval()
 
 
-def load_checkpoint(path: Path, what: str = "") -> EmotionModel:
+def load_checkpoint(path: Path, what: str = "", encoder_weights: Path | None = None
+                    ) -> EmotionModel:  # fmt: skip
     """Rebuild :class:`EmotionModel` from a training checkpoint's spec and weights, with its
     temperature (1.0 when it has none: trained before calibration or with ``--calibrate false``).
 
     Args:
         what: how errors name the file (default: its path).
+        encoder_weights: the front-end's weights file the user named (:func:`load_model`).
     """
-    return build_model(*read_weights(path, what), what or str(path))
+    return build_model(*read_weights(path, what, encoder_weights), what or str(path))
 
 
-def load_folder(folder: Path, what: str = "") -> EmotionModel:
+def load_folder(folder: Path, what: str = "", encoder_weights: Path | None = None
+                ) -> EmotionModel:  # fmt: skip
     """Rebuild :class:`EmotionModel` from a model folder (``ser export --format hub``): the spec
     from ``config.json``, the weights from ``model.safetensors``; neither pickle nor Lightning."""
     what = what or str(folder)
@@ -314,7 +319,9 @@ def load_folder(folder: Path, what: str = "") -> EmotionModel:
                 f"{what}: a folder without {path.name}; give a checkpoint, a model.ts or a "
                 "folder written by `ser export --format hub`"
             )
-    spec = read_spec({SPEC_KEY: read_json(config, f"{what}: {CONFIG_FILE}")}, what, folder)
+    spec = read_spec(
+        {SPEC_KEY: read_json(config, f"{what}: {CONFIG_FILE}")}, what, folder, encoder_weights
+    )
     tensors = load_tensors(weights, f"{what}: {WEIGHTS_FILE}")
     return build_model(spec, tensors, what)
 
@@ -329,7 +336,8 @@ def read_json(path: Path, what: str) -> object:
         ) from None
 
 
-def load_exported(path: Path, what: str = "") -> ExportedModel:
+def load_exported(path: Path, what: str = "", encoder_weights: Path | None = None
+                  ) -> ExportedModel:  # fmt: skip
     """Load a TorchScript export and its class names (inside it, or ``classes.json`` beside it),
     checked as a model file's spec is (:func:`ser.spec.check_info`).
 
@@ -369,22 +377,26 @@ def load_exported(path: Path, what: str = "") -> ExportedModel:
     if info.get(OOD_KEY) is not None:
         entry = dict(info[OOD_KEY])
         pipeline = check_pipeline(
-            entry.pop("pipeline", None), where, f"{OOD_KEY}.pipeline", path.parent
+            entry.pop("pipeline", None), where, f"{OOD_KEY}.pipeline", path.parent, encoder_weights
         )
         ood_pipeline = FeaturePipeline.from_spec(pipeline, info["sample_rate"])
-        ood = OODStats.from_spec({OOD_KEY: entry}, where)
+        ood = OODStats.from_spec({OOD_KEY: entry})
     return ExportedModel(
         module, info["class_names"], info["sample_rate"], denoise, ood, ood_pipeline
     ).eval()
 
 
-def load_model(path: str | Path, what: str = "") -> EmotionModel | ExportedModel:
+def load_model(path: str | Path, what: str = "", encoder_weights: str | Path | None = None
+               ) -> EmotionModel | ExportedModel:  # fmt: skip
     """Load a training checkpoint (``.ckpt``), a TorchScript export (``model.ts``) or a model
     folder (``ser export --format hub``) for inference.
 
     Args:
         path: the file or folder (as the user gave it: ``~`` is expanded).
         what: how errors name it (default: its path), e.g. with its place in an ensemble.
+        encoder_weights: the front-end encoder's weights file the user named on the command line
+            (``--encoder-weights``): read wherever it is, in place of the one the model file
+            names (which may only point inside the model's own folder); still hash-checked.
 
     Raises:
         SERError: the path is missing, is none of these, or says something this ser refuses
@@ -392,13 +404,34 @@ def load_model(path: str | Path, what: str = "") -> EmotionModel | ExportedModel
     """
     path = Path(path).expanduser()
     what = what or str(path)
+    weights = given_weights(encoder_weights)
     if path.is_dir():
-        return load_folder(path, what)
+        return load_folder(path, what, weights)
     if not path.is_file():
         raise SERError(f"{what}: no such checkpoint or exported model")
     if is_torchscript(path):
-        return load_exported(path, what)
-    return load_checkpoint(path, what)
+        return load_exported(path, what, weights)
+    return load_checkpoint(path, what, weights)
+
+
+def add_encoder_weights(parser) -> None:
+    """The ``--encoder-weights FILE`` option of the commands that load a model."""
+    parser.add_argument(
+        "--encoder-weights", metavar="FILE", default=None,
+        help="the pretrained encoder's weights file (a model with a SpeechEncoder front-end) "
+        "wherever it is: a model file may name files inside its own folder only; still checked "
+        "against the hash the model records",
+    )  # fmt: skip
+
+
+def given_weights(encoder_weights: str | Path | None) -> Path | None:
+    """The ``--encoder-weights`` file as a path, refused when it is not a file."""
+    if encoder_weights is None:
+        return None
+    path = Path(encoder_weights).expanduser().absolute()
+    if not path.is_file():
+        raise SERError(f"--encoder-weights {encoder_weights}: no such file")
+    return path
 
 
 def member_name(path: str | Path, index: int, count: int) -> str:
@@ -406,8 +439,12 @@ def member_name(path: str | Path, index: int, count: int) -> str:
     return str(path) if count == 1 else f"{path} (ensemble model {index} of {count})"
 
 
-def load_models(paths: list[str | Path]) -> EmotionModel | ExportedModel | Ensemble:
+def load_models(paths: list[str | Path], encoder_weights: str | Path | None = None
+                ) -> EmotionModel | ExportedModel | Ensemble:  # fmt: skip
     """:func:`load_model` of one path, or the :class:`Ensemble` of several (errors name the
-    member)."""
-    models = [load_model(p, member_name(p, i, len(paths))) for i, p in enumerate(paths, start=1)]
+    member); ``encoder_weights`` goes to each."""
+    models = [
+        load_model(p, member_name(p, i, len(paths)), encoder_weights)
+        for i, p in enumerate(paths, start=1)
+    ]
     return models[0] if len(models) == 1 else Ensemble(models)

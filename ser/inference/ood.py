@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ser.errors import SERError
+from ser.spec import OOD_KEY
 
-#: Key of the OOD statistics inside a checkpoint's spec (absent: no OOD score).
-OOD_KEY = "ood"
+__all__ = ["ACCEPT", "MIN_STD", "OOD_KEY", "UNLIKE", "OODStats", "feature_summary", "fit_ood"]
 #: The share of in-distribution (validation) clips the default threshold accepts.
 ACCEPT = 0.95
 #: Keeps the z-score of a feature number that never varies across the validation clips finite.
@@ -84,27 +84,11 @@ class OODStats:
         return asdict(self)
 
     @classmethod
-    def from_spec(cls, spec: dict | None, what: str) -> OODStats | None:
-        """The statistics of a spec's :data:`OOD_KEY` entry; ``None`` when it has none.
-
-        Raises:
-            SERError: the entry is there but damaged.
-        """
+    def from_spec(cls, spec: dict | None) -> OODStats | None:
+        """The statistics of a spec's :data:`OOD_KEY` entry, as :func:`ser.spec.check_spec` (or
+        :func:`ser.spec.check_info`) checked it; ``None`` when it has none."""
         entry = (spec or {}).get(OOD_KEY)
-        if entry is None:
-            return None
-        try:
-            stats = cls(**entry)
-            ok = len(stats.mean) == len(stats.std) > 0 and min(stats.std) > 0
-            ok = ok and torch.tensor([*stats.mean, *stats.std, stats.threshold]).isfinite().all()
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise SERError(
-                f"{what}: its {OOD_KEY!r} entry is damaged; refit it with ser test --ckpt_path "
-                "CKPT --recalibrate true, or delete the entry"
-            )
-        return stats
+        return None if entry is None else cls(**entry)
 
 
 def fit_ood(summary: torch.Tensor, accept: float = ACCEPT) -> OODStats:

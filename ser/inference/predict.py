@@ -39,6 +39,7 @@ from ser.inference.models import (
     EmotionModel,
     Ensemble,
     ExportedModel,
+    add_encoder_weights,
     has_ood,
     load_models,
     shortest_clip,
@@ -464,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing --output or --plot file"
     )
+    add_encoder_weights(parser)
     return parser
 
 
@@ -479,7 +481,7 @@ def run(args: argparse.Namespace) -> None:
             refuse_to_replace([path], args.overwrite, f"{option} {path}")
     if not 0 <= args.min_confidence <= 1:
         raise SERError(f"--min-confidence {args.min_confidence}: give a probability from 0 to 1")
-    model = load_models([args.model, *args.ensemble])
+    model = load_models([args.model, *args.ensemble], args.encoder_weights)
     paths = expand_paths(args.paths)
     if not paths:
         raise SERError(f"no audio files found in {' '.join(args.paths)}")

@@ -12,7 +12,13 @@ import signal
 from dataclasses import asdict
 
 from ser.errors import SERError
-from ser.inference.models import EmotionModel, Ensemble, load_models, model_info
+from ser.inference.models import (
+    EmotionModel,
+    Ensemble,
+    add_encoder_weights,
+    load_models,
+    model_info,
+)
 
 log = logging.getLogger("ser")
 
@@ -62,11 +68,12 @@ def build_server(args: argparse.Namespace):
     from ser.serve.worker import EmotionAPI
 
     paths = [args.model, *args.ensemble]
-    model = load_models(paths)  # here first: a bad model is one clear error before any worker
+    # here first: a bad model is one clear error before any worker
+    model = load_models(paths, args.encoder_weights)
     limits = Limits(args.max_bytes, args.max_seconds, args.timeout, args.max_queue)
     spec = AudioSpec(limits, model.sample_rate, model.decode_denoise is None, args.api_key)
     api = EmotionAPI(paths, limits, args.api_key, args.batch_size, args.max_batch_size,
-                     args.batch_timeout, spec)  # fmt: skip
+                     args.batch_timeout, spec, args.encoder_weights)  # fmt: skip
     info = {**describe(model, paths), "limits": asdict(limits)}
     server = ls.LitServer(
         api, accelerator=args.device, devices=1, workers_per_device=args.workers,
@@ -134,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds a request may take (default 60); longer: 504")  # fmt: skip
     parser.add_argument("--max-queue", type=positive(int), default=128,
                         help="requests held at once (default 128); more: 503 with Retry-After")  # fmt: skip
+    add_encoder_weights(parser)
     return parser
 
 

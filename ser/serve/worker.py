@@ -41,18 +41,21 @@ class EmotionAPI(ls.LitAPI):
         max_batch_size: requests answered together (LitServe's batching; 1: one at a time).
         batch_timeout: seconds LitServe waits to fill a batch.
         spec: the HTTP endpoints (:class:`ser.serve.endpoints.AudioSpec`).
+        encoder_weights: the encoder weights file the user named (``--encoder-weights``).
     """
 
     def __init__(self, models: list[str], limits: Limits, api_key: str | None = None,
                  batch_size: int = 16, max_batch_size: int = 1, batch_timeout: float = 0.0,
-                 spec: ls.specs.base.LitSpec | None = None) -> None:  # fmt: skip
+                 spec: ls.specs.base.LitSpec | None = None,
+                 encoder_weights: str | None = None) -> None:  # fmt: skip
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, spec=spec)
         self.models, self.limits, self.api_key = list(models), limits, api_key
+        self.encoder_weights = encoder_weights
         self.batch_size = batch_size
 
     def setup(self, device: str) -> None:
         self.device = device  # LitServe's: "cpu" or "cuda:N"
-        self.model = load_models(self.models).to(self.device).eval()
+        self.model = load_models(self.models, self.encoder_weights).to(self.device).eval()
 
     def decode_request(self, request: dict) -> dict:
         return request  # the endpoint built the payload; errors travel as answers, not exceptions
