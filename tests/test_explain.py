@@ -138,6 +138,8 @@ def test_cli_test_split_bad_input(ravdess_root: Path, tmp_path: Path, capsys):
         main([checkpoint, "a.wav", "--test", *out, *data])
     with pytest.raises(SERError, match="--data chooses a test split: add --test"):
         main([checkpoint, "a.wav", *out, *data])
+    with pytest.raises(SERError, match="needs audio files"):
+        main([checkpoint, *out])
     with pytest.raises(SERError, match="needs the data"):
         main([checkpoint, "--test", *out])
     with pytest.raises(SERError, match="--per-class 0"):
