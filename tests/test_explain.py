@@ -126,8 +126,12 @@ def test_cli_test_split_writes_one_picture_per_class(ravdess_root: Path, tmp_pat
     assert "clips per class: neutral 4, happy 4, sad 4, angry 4" in capsys.readouterr().out
     with pytest.raises(SERError, match="already exists .*--overwrite"):
         main([str(checkpoint), "--test", "-o", str(out), *data])
-    main([str(checkpoint), "--test", "-o", str(out), "--per-class", "1", "--overwrite", *data])
-    assert np.load(out / "attributions.npz")["counts"].tolist() == [1, 1, 1, 1]
+    # --per-class 2: the first and the last clip of each class, one of each test actor
+    main([str(checkpoint), "--test", "-o", str(out), "--per-class", "2", "--overwrite", *data])
+    saved = np.load(out / "attributions.npz")
+    assert saved["counts"].tolist() == [2, 2, 2, 2]
+    expected = (per_clip[0] + per_clip[3]) / 2
+    np.testing.assert_allclose(saved["profile"][2], expected, rtol=1e-5, atol=1e-8)
 
 
 def test_cli_test_split_bad_input(ravdess_root: Path, tmp_path: Path, capsys):

@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--per-class", type=int, default=None, metavar="N",
-        help="--test: the first N test clips of each class (default all)",
+        help="--test: N test clips of each class, evenly spread over the split (default all)",
     )  # fmt: skip
     parser.add_argument(
         "--overwrite", action="store_true", help="replace PNGs an earlier run wrote there"
@@ -327,14 +327,17 @@ def run_test(args: argparse.Namespace, data_args: list[str]) -> dict:
     refuse_to_replace([output / n for n in names], args.overwrite, f"--output {args.output}")
     clips = test_split_clips(model, data_args)
     shortest = model.pipeline.shortest(getattr(model.net, "min_frames", 1))
-    kept, taken = [], [0] * len(model.class_names)
+    per_class: list[list[tuple[torch.Tensor, int]]] = [[] for _ in model.class_names]
     for wave, label in clips:
         if len(wave) < shortest * model.sample_rate:
             print(f"skipping a {len(wave) / model.sample_rate:.2f}-s clip: shorter than the "
                   f"{shortest:.2f} s the model needs")  # fmt: skip
-        elif args.per_class is None or taken[label] < args.per_class:
-            kept.append((wave, label))
-            taken[label] += 1
+        else:
+            per_class[label].append((wave, label))
+    kept = []
+    for group in per_class:  # --per-class: spread over the split, so over its speakers
+        n = len(group) if args.per_class is None else min(args.per_class, len(group))
+        kept += [group[i] for i in np.linspace(0, len(group) - 1, n).round().astype(int)]
     if not kept:
         raise SERError(f"none of the {len(clips)} test clips could be explained (see above)")
     result = class_attributions(model, kept, args.method)
