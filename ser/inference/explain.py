@@ -166,7 +166,9 @@ def class_figure(mean_map: np.ndarray, profile: np.ndarray, title: str, frame_se
     bins = np.arange(len(profile)) + 0.5
     side.barh(bins, profile, height=1.0, color=np.where(profile >= 0, "tab:red", "tab:blue"))
     side.axvline(0, color="black", linewidth=0.5)
-    side.set_xlabel("mean over frames")
+    side.set_xlabel("mean over frames", labelpad=12)  # below the 1e-3 of the ticks
+    side.locator_params(axis="x", nbins=3)
+    side.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
     fig.tight_layout()
     return fig
 
