@@ -11,10 +11,17 @@ named, and ``OUT_DIR/summary.json`` lists them all::
         --data configs/data/ravdess.yaml --data.root PATH
 
 Pooled statistics want the raw features: give front-ends ``normalize: false``.
+
+Each report also ranks the front-end's feature groups by permutation importance on the test
+split (:func:`group_importance`): the hand-crafted features by name (MFCC, pitch, RMS energy,
+spectral centroid...), an encoder's statistics by layer, other front-ends' by blocks of
+contiguous bins; ``permutation_importance.csv`` and ``permutation_importance`` in
+``metrics.json``.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import time
@@ -32,7 +39,7 @@ from ser.confusion import metrics_from_confusion
 from ser.data.base import SERDataModule
 from ser.data.dataset import ClipDataset, collate
 from ser.errors import SERError
-from ser.io import refuse_to_replace, write_text
+from ser.io import atomic_path, refuse_to_replace, write_text
 from ser.models.pooling import mean_std_pool
 from ser.report import format_table, report_files, write_report
 from ser.transforms.handcrafted import DEFAULT_FEATURES
@@ -78,6 +85,107 @@ def frontend_names(specs: list[dict]) -> list[str]:
     return names
 
 
+#: Most groups a front-end without named features is cut into (blocks of contiguous bins).
+MAX_BIN_GROUPS = 8
+
+
+def feature_groups(frontend, n_dims: int) -> list[tuple[str, np.ndarray]]:
+    """The groups of the pooled statistics' ``n_dims`` columns (:func:`pooled_features`: the mean
+    of each channel, then the std of each; per layer for an encoder) whose importance is measured,
+    each with both statistics of its channels: an encoder's layers (``layer K``); a
+    :class:`~ser.transforms.Handcrafted` front-end's features (``mfcc``, ``pitch``, ``rms``...);
+    else at most :data:`MAX_BIN_GROUPS` blocks of contiguous bins (``bins A-B``)."""
+    n_layers = getattr(frontend, "n_layers", None)
+    if n_layers and n_layers > 1:
+        width = n_dims // n_layers
+        return [(f"layer {k}", np.arange(k * width, (k + 1) * width)) for k in range(n_layers)]
+    n_channels = n_dims // 2  # (mean, std) of each channel
+
+    def columns(channels: np.ndarray) -> np.ndarray:
+        return np.concatenate([channels, channels + n_channels])
+
+    names, sizes = getattr(frontend, "features", None), getattr(frontend, "sizes", None)
+    if names is not None and sizes is not None and sum(sizes) == n_channels:
+        ends = np.cumsum(sizes)
+        return [(name, columns(np.arange(end - size, end)))
+                for name, size, end in zip(names, sizes, ends, strict=True)]  # fmt: skip
+    blocks = np.array_split(np.arange(n_channels), min(MAX_BIN_GROUPS, n_channels))
+    return [(f"bins {b[0]}-{b[-1]}", columns(b)) for b in blocks]
+
+
+def group_importance(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: list[tuple[str, np.ndarray]],
+    class_names: list[str],
+    repeats: int = 10,
+    seed: int = 0,
+) -> dict:
+    """Grouped permutation importance: for each group, its columns' rows are shuffled together
+    (one permutation for the whole group, so its columns keep their joint values and only their
+    link to the label is cut) ``repeats`` times; the group's importance is the mean drop of UAR
+    (and accuracy) from the unshuffled score, with its std over the repeats.
+
+    Args:
+        model: a fitted classifier (``predict``).
+        x: ``(n_clips, n_dims)`` the clips' features; ``y``: ``(n_clips,)`` their labels.
+        groups: ``(name, column indices)`` (:func:`feature_groups`).
+
+    Returns:
+        ``{"uar", "accuracy", "repeats", "groups": [...]}``: the unshuffled scores and one entry
+        per group (``group``, ``n_dims``, ``uar_drop``, ``uar_drop_std``, ``accuracy_drop``),
+        the most important first.
+    """
+    n = len(class_names)
+
+    def scores(features: np.ndarray) -> np.ndarray:
+        m = metrics_from_confusion(confusion(y, model.predict(features), n), class_names)
+        return np.array([m["uar"], m["accuracy"]])
+
+    base = scores(x)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, columns in groups:
+        drops = []
+        for _ in range(repeats):
+            shuffled = x.copy()
+            shuffled[:, columns] = x[rng.permutation(len(x))][:, columns]
+            drops.append(base - scores(shuffled))
+        drops = np.array(drops)  # (repeats, 2): UAR, accuracy
+        rows.append({"group": name, "n_dims": len(columns), "uar_drop": float(drops[:, 0].mean()),
+                     "uar_drop_std": float(drops[:, 0].std()),
+                     "accuracy_drop": float(drops[:, 1].mean())})  # fmt: skip
+    rows.sort(key=lambda r: -r["uar_drop"])
+    return {"uar": float(base[0]), "accuracy": float(base[1]), "repeats": repeats, "groups": rows}
+
+
+def format_importance(importance: dict) -> str:
+    """The permutation-importance table, most important group first."""
+    rows = importance["groups"]
+    width = max(12, *(len(r["group"]) for r in rows))
+    lines = [
+        f"permutation importance on the test split (UAR {importance['uar']:.4f}; drop when a "
+        f"group is shuffled, mean +- std over {importance['repeats']} shuffles):",
+        f"{'feature group':<{width}}  dims  UAR drop       accuracy drop",
+    ]
+    for r in rows:
+        lines.append(f"{r['group']:<{width}} {r['n_dims']:5d}  {r['uar_drop']:+.4f} +- "
+                     f"{r['uar_drop_std']:.4f}  {r['accuracy_drop']:+.4f}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_importance(importance: dict, path: Path) -> Path:
+    """``permutation_importance.csv``: one row per group, most important first."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["group", "n_dims", "uar_drop", "uar_drop_std", "accuracy_drop"])
+        for r in importance["groups"]:
+            writer.writerow([r["group"], r["n_dims"], f"{r['uar_drop']:.6f}",
+                             f"{r['uar_drop_std']:.6f}", f"{r['accuracy_drop']:.6f}"])  # fmt: skip
+    return path
+
+
 def confusion(true: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
     """``(n_classes, n_classes)`` counts, rows = true class."""
     out = np.zeros((n_classes, n_classes), dtype=np.int64)
@@ -105,11 +213,13 @@ def run_baseline(
     C: float = 10.0,
     kernel: str = "rbf",
     gamma: str | float = "scale",
+    permutation_repeats: int = 10,
     overwrite: bool = False,
 ) -> list[BaselineResult]:
     """Fit and evaluate one SVM per front-end (default: the data's); write each one's test report
-    and ``OUT_DIR/summary.json``. A report file there already is replaced only with ``overwrite``
-    (:func:`ser.io.refuse_to_replace`), checked before any work."""
+    with the permutation importance of its feature groups (``permutation_repeats`` shuffles of
+    each; 0: none) and ``OUT_DIR/summary.json``. A report file there already is replaced only with
+    ``overwrite`` (:func:`ser.io.refuse_to_replace`), checked before any work."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
@@ -141,11 +251,19 @@ def run_baseline(
             x, y = pooled_features(datamodule, stage, pipeline)
             scores[stage] = confusion(y, model.predict(x), n)
         val_uar = metrics_from_confusion(scores["val"], names)["uar"]
+        importance = None
+        if permutation_repeats > 0:  # x, y: the test split's
+            groups = feature_groups(pipeline.frontend, x_train.shape[1])
+            importance = group_importance(model, x, y, groups, names, permutation_repeats)
         extra = {
             "name": name, "pipeline": pipeline.spec, "svm": {"C": C, "kernel": kernel, "gamma": gamma},
             "val_uar": val_uar, "data": type(datamodule).__name__, "n_train": len(y_train),
+            "permutation_importance": importance,
         }  # fmt: skip
         report = write_report(scores["test"], names, out_dir / name, extra=extra)
+        if importance is not None:
+            path = write_importance(importance, out_dir / name / "permutation_importance.csv")
+            report.files["permutation_importance"] = path
         seconds = time.perf_counter() - start
         results.append(
             BaselineResult(
@@ -160,6 +278,8 @@ def run_baseline(
         )
         print(f"\n== SVM on {name} ({x_train.shape[1]} dims), test split ==", flush=True)
         print(format_table(report.metrics), flush=True)
+        if importance is not None:
+            print(format_importance(importance), flush=True)
     return results
 
 
@@ -204,6 +324,11 @@ def build_parser() -> ArgumentParser:
         "--gamma", type=float | Literal["scale", "auto"], default="scale", help="RBF kernel width"
     )
     parser.add_argument(
+        "--permutation_repeats", type=int, default=10,
+        help="shuffles of each feature group for its permutation importance on the test split "
+        "(0: none)",
+    )  # fmt: skip
+    parser.add_argument(
         "--out_dir", type=str, default="lightning_logs/baseline", help="where the reports go"
     )
     parser.add_argument(
@@ -222,11 +347,12 @@ def main(argv: list[str] | None = None) -> list[BaselineResult]:
         raise SERError(f"--C must be positive, got {cfg.C}")
     if isinstance(cfg.gamma, float) and not cfg.gamma > 0:
         raise SERError(f"--gamma must be positive (or scale, auto), got {cfg.gamma}")
+    if cfg.permutation_repeats < 0:
+        raise SERError(f"--permutation_repeats must be 0 or more, got {cfg.permutation_repeats}")
     init = parser.instantiate_classes(cfg)
     out_dir = Path(cfg.out_dir)
-    results = run_baseline(
-        init.data, out_dir, init.frontends, cfg.C, cfg.kernel, cfg.gamma, cfg.overwrite
-    )
+    results = run_baseline(init.data, out_dir, init.frontends, cfg.C, cfg.kernel, cfg.gamma,
+                           cfg.permutation_repeats, cfg.overwrite)  # fmt: skip
     table = summary_table(results)
     print("\n" + table, flush=True)
     payload = {

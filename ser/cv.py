@@ -142,6 +142,8 @@ def run_fold(
             }
         ),  # fmt: skip
         **{k: metrics[k] for k in ("uar", "accuracy", "macro_f1", "n_clips", "confusion_matrix")},
+        # per-gender UAR and accuracy of the fold's test report (absent: no gender metadata)
+        "gender": metrics.get("fairness", {}).get("gender"),
         "seconds": time.perf_counter() - start,
         "log_dir": str(log_dir),
     }
@@ -170,17 +172,71 @@ def _set_threads(threads: int) -> None:
 
 def fold_table(results: list[dict]) -> str:
     """One row per fold, then mean +- std (over folds) of UAR, accuracy and macro F1."""
-    lines = ["fold  tested (speakers)      UAR  accuracy  macro F1  clips  minutes"]
+    genders = any(r.get("gender") for r in results)
+    lines = ["fold  tested (speakers)      UAR  accuracy  macro F1  clips  minutes"
+             + ("  UAR per gender" if genders else "")]  # fmt: skip
     for r in results:
+        groups = (r.get("gender") or {}).get("groups", {})
         lines.append(
             f"{r['fold']:>4}  {','.join(r['test_speakers']):<18}  {r['uar']:.3f}  "
             f"{r['accuracy']:>8.3f}  {r['macro_f1']:>8.3f}  {r['n_clips']:>5}  "
             f"{r['seconds'] / 60:>7.1f}"
+            + ("  " + ", ".join(f"{g} {m['uar']:.3f}" for g, m in groups.items()) if groups else "")
         )
     for key in ("uar", "accuracy", "macro_f1"):
         values = np.array([r[key] for r in results])
         spread = values.std(ddof=1) if len(values) > 1 else 0.0
         lines.append(f"{key}: {values.mean():.3f} +- {spread:.3f} (over {len(values)} folds)")
+    summary = gender_summary(results)
+    if summary:
+        lines.append(format_gender(summary))
+    return "\n".join(lines)
+
+
+def gender_summary(results: list[dict]) -> dict:
+    """Per gender, each fold's UAR and accuracy (from its test report's fairness figures) and
+    their mean and std over the folds that tested that gender; the gap (best minus worst gender)
+    over the folds that tested two genders or more. Empty without gender metadata."""
+    per_gender: dict[str, dict[str, list[float]]] = {}
+    gaps: dict[str, list[float]] = {"uar": [], "accuracy": []}
+    for r in results:
+        entry = r.get("gender") or {}  # a fold from before the figures existed has none
+        for group, m in entry.get("groups", {}).items():
+            values = per_gender.setdefault(group, {"uar": [], "accuracy": [], "n_clips": []})
+            for key in values:
+                values[key].append(m[key])
+        for key in gaps:
+            if f"{key}_gap" in entry:
+                gaps[key].append(entry[f"{key}_gap"])
+    if not per_gender:
+        return {}
+
+    def stats(values: list[float]) -> dict:
+        array = np.array(values, dtype=np.float64)
+        spread = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+        return {"mean": float(array.mean()), "std": spread, "n_folds": len(array)}
+
+    summary: dict = {
+        group: {"uar": stats(v["uar"]), "accuracy": stats(v["accuracy"]),
+                "n_clips": int(sum(v["n_clips"]))}
+        for group, v in sorted(per_gender.items())
+    }  # fmt: skip
+    if gaps["uar"]:
+        summary["gap"] = {key: stats(values) for key, values in gaps.items()}
+    return summary
+
+
+def format_gender(summary: dict) -> str:
+    """One line per gender (mean +- std of UAR and accuracy over folds), then the gap."""
+    lines = []
+    for group, s in summary.items():
+        what = "gender gap" if group == "gap" else f"gender {group}"
+        clips = "" if group == "gap" else f", {s['n_clips']} clips"
+        lines.append(
+            f"{what}: UAR {s['uar']['mean']:.3f} +- {s['uar']['std']:.3f}, accuracy "
+            f"{s['accuracy']['mean']:.3f} +- {s['accuracy']['std']:.3f} "
+            f"(over {s['uar']['n_folds']} folds{clips})"
+        )
     return "\n".join(lines)
 
 
@@ -241,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
     done = sorted(results.values(), key=lambda r: r["fold"])
     pooled = np.sum([r["confusion_matrix"] for r in done], axis=0)
     extra = {"protocol": args.protocol, "folds": [r["fold"] for r in done],
-             "fold_uar": [r["uar"] for r in done]}  # fmt: skip
+             "fold_uar": [r["uar"] for r in done], "gender": gender_summary(done) or None}  # fmt: skip
     report = write_report(pooled, class_names, out / "pooled", extra=extra)
     print("\n" + fold_table(done))
     print(f"\npooled over the folds' test clips:\n{format_table(report.metrics)}")

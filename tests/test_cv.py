@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ser.__main__ import main as ser_main
@@ -31,6 +32,23 @@ def test_cv_tests_every_speaker_once_and_pools_the_folds(tmp_path: Path, monkeyp
     assert pooled["fold_uar"] == [r["uar"] for r in results]
     printed = capsys.readouterr().out
     assert "uar: " in printed and "(over 3 folds)" in printed and "pooled over" in printed
+    # per-gender figures of each fold's test report (RAVDESS: odd actors male, even female)
+    for r in results:
+        fold = json.loads((Path(r["log_dir"]) / "test" / "metrics.json").read_text())
+        assert r["gender"] == fold["fairness"]["gender"]
+        assert set(r["gender"]["groups"]) == {"female", "male"}  # each fold: one actor of each
+        assert sum(g["n_clips"] for g in r["gender"]["groups"].values()) == r["n_clips"]
+    gender = pooled["gender"]
+    for group in ("female", "male"):
+        uars = [r["gender"]["groups"][group]["uar"] for r in results]
+        assert gender[group]["uar"]["mean"] == pytest.approx(np.mean(uars))
+        assert gender[group]["uar"]["std"] == pytest.approx(np.std(uars, ddof=1))
+        assert gender[group]["n_clips"] == 24 and gender[group]["uar"]["n_folds"] == 3
+        assert f"gender {group}: UAR {np.mean(uars):.3f} +- {np.std(uars, ddof=1):.3f}" in printed
+    gaps = [r["gender"]["uar_gap"] for r in results]
+    assert gender["gap"]["uar"]["mean"] == pytest.approx(np.mean(gaps))
+    assert f"gender gap: UAR {np.mean(gaps):.3f}" in printed
+    assert "UAR per gender" in printed
     # a rerun resumes: nothing left to train, the same pooled report
     ser_main(["cv", "--config", CONFIG, "--data", RAVDESS_YAML, "--data.root", str(root),
               "--n_folds", "3", "--out", str(out), *FIT])  # fmt: skip

@@ -70,6 +70,8 @@ class EmotionModel(nn.Module):
             raise SERError(f"temperature {temperature} must be positive")
         self.temperature = float(temperature)
         self.ood = ood
+        #: The checked spec it was rebuilt from (:func:`build_model`); ``None``: built in code.
+        self.spec: dict | None = None
 
     def recording(self, wave: torch.Tensor) -> torch.Tensor:
         """A ``(n_samples,)`` recording at ``sample_rate`` prepared as in training."""
@@ -292,7 +294,9 @@ def build_model(spec: dict, weights: dict[str, torch.Tensor], what: str) -> Emot
     check_finite(weights, what)
     temperature = spec.get("temperature", 1.0)
     ood = OODStats.from_spec(spec)
-    return EmotionModel(pipeline, net, spec["class_names"], temperature, ood).eval()
+    model = EmotionModel(pipeline, net, spec["class_names"], temperature, ood).eval()
+    model.spec = spec  # what the data must match for a test split (ser explain --test)
+    return model
 
 
 def load_checkpoint(path: Path, what: str = "", encoder_weights: Path | None = None
