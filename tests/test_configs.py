@@ -16,9 +16,11 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))  # recipes: tests/test_recip
 def config_args(config: Path, tmp_path: Path) -> list[str]:
     """The ``--config`` arguments that run ``config``: distill.yaml adds a task to a model config
     and needs a teacher; distill_on_the_fly.yaml adds to both, and its teacher the student's
-    front-end; robust.yaml adds to a model config."""
+    front-end; robust.yaml adds to a model config, noisy.yaml to voice.yaml."""
     if config.name == "robust.yaml":
         return ["--config", CONFIG, "--config", str(config)]
+    if config.name == "noisy.yaml":
+        return ["--config", str(REPO / "configs" / "voice.yaml"), "--config", str(config)]
     if not config.name.startswith("distill"):
         return ["--config", str(config)]
     frontend = {"class_path": "ser.transforms.LogMel", "init_args": {"hop_ms": 16.0}}  # CONFIG's
@@ -48,6 +50,11 @@ def test_config_runs_one_batch(config: Path, ravdess_root: Path, tmp_path: Path,
     if config.name == "robust.yaml":  # the fragment's settings reach the corpus given after it
         pipeline = cli.datamodule.pipeline
         assert pipeline.normalization.level == "speaker" and len(pipeline.wave_augment) == 8
+    if config.name == "noisy.yaml":  # voice.yaml's encoder, copies in conditions, the noise gate
+        pipeline, train = cli.datamodule.pipeline, cli.datamodule.datasets["train"]
+        assert type(pipeline.frontend).__name__ == "VoiceEmbedding" and pipeline.gate is not None
+        assert pipeline.offline_copies == 2 and len(pipeline.wave_augment) == 7
+        assert len(train) == 3 * len({c.path for c in train.clips}) > 0  # each clip + 2 copies
 
 
 @pytest.mark.parametrize("fragment, epochs", [
