@@ -96,8 +96,7 @@ def report(names: list[str]) -> None:
         killed, survived, timeout = counts["killed"], counts["survived"], counts["timeout"]
         untested = counts["no tests"]
         other = total - killed - survived - timeout - untested
-        tried = killed + survived + timeout
-        score = f"{100 * (killed + timeout) / tried:.0f} %" if tried else "-"
+        score = f"{100 * (killed + timeout) / total:.0f} %"  # a mutant no test runs survives
         files = ", ".join(MODULES[name][0])
         print(f"| {name} | {files} | {total} | {killed} | {survived} | {timeout} | {untested} "
               f"| {other} | {score} |")  # fmt: skip
