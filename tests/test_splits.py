@@ -1,4 +1,8 @@
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ser.data.emotions import canonical, resolve_classes
 from ser.data.splits import SplitSpec, make_split, random_split, speaker_folds, speaker_split
@@ -223,6 +227,55 @@ def test_split_errors_name_what_is_wrong():
             random_split([0, 1] * 10, test_ratio=ratio, val_ratio=0.1, seed=0)
         with pytest.raises(SERError, match=rf"^val_ratio={ratio} must be between 0 and 1"):
             random_split([0, 1] * 10, test_ratio=0.1, val_ratio=ratio, seed=0)
+    with pytest.raises(SERError, match="too few clips"):  # one training clip: no validation
+        make_split("loso", ["a", "b"], [0, 1], [None, None])
     for stages, missing in ((["train"] * 4, "test"), (["test"] * 4, "train")):
         with pytest.raises(SERError, match=f"the predefined split has no {missing} clips"):
             make_split("predefined", ["x"] * 4, [0, 1] * 2, stages)
+
+
+# Properties over generated corpora (hypothesis): whatever the speakers, classes and settings.
+
+corpora = st.lists(
+    st.tuples(st.sampled_from("abcdefghij"), st.integers(0, 3)), min_size=2, max_size=60
+).filter(lambda clips: len({s for s, _ in clips}) >= 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(clips=corpora, data=st.data())
+def test_speaker_split_property(clips: list[tuple[str, int]], data: st.DataObject):
+    speakers, labels = [s for s, _ in clips], [c for _, c in clips]
+    n_folds = data.draw(st.integers(2, len(set(speakers))), label="n_folds")
+    fold = data.draw(st.integers(0, n_folds - 1), label="fold")
+    kind = data.draw(st.sampled_from(["speaker", "loso"]), label="kind")
+    try:
+        split = make_split(kind, speakers, labels, [None] * len(clips), fold=fold, n_folds=n_folds)
+    except SERError as err:  # every speaker held out, or too few training clips to carve from
+        assert "no speaker is left" in str(err) or "too few clips" in str(err)
+        return
+    indices = sorted(i for idx in split.values() for i in idx)
+    assert indices == list(range(len(clips)))  # every clip in exactly one stage
+    held = {stage: {speakers[i] for i in split[stage]} for stage in ("test", "val")}
+    assert not held["test"] & ({speakers[i] for i in split["train"]} | held["val"])
+    if kind == "speaker":
+        assert not held["val"] & {speakers[i] for i in split["train"]}
+    again = make_split(kind, speakers, labels, [None] * len(clips), fold=fold, n_folds=n_folds)
+    assert again == split  # deterministic
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    labels=st.lists(st.integers(0, 3), min_size=4, max_size=80),
+    test_ratio=st.floats(0.05, 0.5),
+    val_ratio=st.floats(0.05, 0.5),
+    seed=st.integers(0, 2**16),
+)
+def test_random_split_property(labels: list[int], test_ratio: float, val_ratio: float, seed: int):
+    try:
+        split = random_split(labels, test_ratio, val_ratio, seed)
+    except SERError as err:  # a share that rounds to every clip
+        assert "too few clips" in str(err)
+        return
+    assert sorted(i for idx in split.values() for i in idx) == list(range(len(labels)))
+    assert len(split["test"]) == math.ceil(test_ratio * len(labels))
+    assert split == random_split(labels, test_ratio, val_ratio, seed)
