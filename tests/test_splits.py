@@ -127,13 +127,15 @@ def held_per_class(labels: list[int], held: list[int]) -> dict[int, int]:
 
 
 def test_random_split_holds_out_the_same_share_of_every_class():
-    # Ten classes of two clips, half held out: stratified, each class gives exactly one clip (as
-    # many held-out clips as classes: the smallest share that can still be stratified).
-    labels = [c for c in range(10) for _ in range(2)]
+    # Ten classes of four clips, half held out for test, then half the rest for validation:
+    # stratified, each class gives two test clips and one validation clip (as many validation
+    # clips as classes: the smallest share that can still be stratified).
+    labels = [c for c in range(10) for _ in range(4)]
     for seed in range(5):
         split = random_split(labels, test_ratio=0.5, val_ratio=0.5, seed=seed)
-        assert held_per_class(labels, split["test"]) == dict.fromkeys(range(10), 1)
-        assert held_per_class(labels, split["train"] + split["val"]) == dict.fromkeys(range(10), 1)
+        assert held_per_class(labels, split["test"]) == dict.fromkeys(range(10), 2)
+        assert held_per_class(labels, split["val"]) == dict.fromkeys(range(10), 1)
+        assert held_per_class(labels, split["train"]) == dict.fromkeys(range(10), 1)
 
 
 def test_carved_validation_is_stratified_and_seeded():
@@ -188,6 +190,11 @@ def test_make_split_and_split_spec_pass_every_setting_on():
         assert make_split(kind, SPEAKERS, labels, stages) == SplitSpec(protocol=kind).apply(
             SPEAKERS, labels, stages
         )
+    seven = list("abcdefg")  # 6 folds: 2, 1, 1, 1, 1, 1 speakers; 7 folds would be 1 each
+    assert make_split("speaker", seven, [0] * 7, [None] * 7) == SplitSpec().apply(
+        seven, [0] * 7, [None] * 7
+    )
+    assert speaker_split(seven)["test"] == [0, 1]
     first_fold = {SPEAKERS[i] for i in speaker_split(SPEAKERS)["test"]}
     assert first_fold == {"01", "02", "03", "04"}  # fold 0 of 6 by default
 
