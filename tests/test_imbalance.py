@@ -45,6 +45,25 @@ def test_balanced_weights_make_every_class_weigh_alike():
     assert torch.allclose(weights * counts, torch.tensor([8 / 3, 8 / 3, 0.0]))  # equal totals
 
 
+def test_balanced_weights_of_a_single_clip_class_and_of_no_labels():
+    # written against mutants of `python benchmarks/mutation.py loss` (docs/testing.md)
+    weights = balanced_class_weights([0] * 6 + [1] + [-1] * 3, 3)  # -1: clips without a label
+    assert torch.allclose(weights, torch.tensor([7 / (3 * 6), 7 / 3, 0.0]))
+    assert torch.equal(balanced_class_weights([-1, -1], 3), torch.zeros(3))  # nothing to weigh
+    assert torch.equal(balanced_class_weights([], 3), torch.zeros(3))
+
+
+def test_integer_class_weights_weigh_as_floats():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 2])
+    model = classifier([2, 1, 0], [])  # YAML or Python ints
+    assert model.loss_weights.dtype == torch.float32
+    per_clip = F.cross_entropy(logits, labels, reduction="none")
+    assert torch.allclose(
+        model.loss(logits, {"label": labels}), (2 * per_clip[0] + per_clip[1]) / 3
+    )
+
+
 def test_class_weights_change_the_loss_as_expected():
     torch.manual_seed(0)
     logits = torch.randn(5, 3)
