@@ -44,6 +44,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ["ser/tasks/classification.py", "ser/tasks/metrics.py"],
         [
             "tests/test_imbalance.py",
+            "tests/test_classification_task.py",
             "tests/test_reliability.py::test_uar_is_one_figure_whether_logged_or_reported",
             "-k",
             "not reaches_the_training_loader",
