@@ -19,6 +19,7 @@ from ser.audio import (
     is_silent,
     read_audio,
     recording_windows,
+    resample,
     window_bounds,
 )
 from ser.errors import AudioError
@@ -141,3 +142,24 @@ def test_windows_tile_any_recording(n_samples: int, window: int, hop: int):
     assert all(e - s == min(window, n_samples) for s, e in bounds)  # every window full
     assert all(0 < b - a <= hop for a, b in zip(starts, starts[1:], strict=False))  # no gap
     assert len(bounds) == (1 if n_samples <= window else math.ceil((n_samples - window) / hop) + 1)
+
+
+def test_resample_takes_any_leading_dimensions_and_gives_float32():
+    wave = torch.randn(2, 3, 4410, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = resample(wave, 44100, 16000)
+    assert out.shape == (2, 3, 1600) and out.dtype == torch.float32
+    for i in range(2):
+        for j in range(3):  # each row as if resampled alone
+            torch.testing.assert_close(out[i, j], resample(wave[i, j].float(), 44100, 16000))
+
+
+@pytest.mark.parametrize(("n_skipped", "ellipsis"), [(5, False), (6, True)])
+def test_audio_files_names_five_skipped_files_then_an_ellipsis(
+    tmp_path: Path, caplog, n_skipped: int, ellipsis: bool
+):
+    paths = [tmp_path / f"n{i}.txt" for i in range(n_skipped)]
+    for path in paths:
+        path.write_bytes(b"x")
+    with caplog.at_level(logging.INFO, logger="ser"):
+        audio_files(paths, tmp_path)
+    assert caplog.records[0].getMessage().endswith(", ...") == ellipsis
