@@ -42,6 +42,9 @@ def test_class_recall_and_uar_against_scikit_learn():
     assert recall.compute()[3].isnan()  # no support: no recall, not 0
     assert float(uar.compute()) == pytest.approx(expected.mean())
     assert float(UnweightedAverageRecall(4).compute()) == 0.0  # no clip at all
+    single = ClassRecall(3)  # a class of one clip has a recall of 0 or 1
+    single.update(torch.eye(3)[[0, 1, 1]], torch.tensor([0, 1, 2]))
+    assert single.compute().tolist() == [1.0, 1.0, 0.0]
 
 
 def test_the_metric_collection_is_uar_accuracy_macro_f1_and_ece():

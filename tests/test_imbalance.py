@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ser.data import RAVDESS
-from ser.data.dataset import EpochSampler, class_balanced_weights
+from ser.data.dataset import UNLABELED, EpochSampler, class_balanced_weights
 from ser.errors import SERError
 from ser.models import CNN2D
 from ser.tasks import EmotionClassifier
@@ -62,6 +62,27 @@ def test_integer_class_weights_weigh_as_floats():
     assert torch.allclose(
         model.loss(logits, {"label": labels}), (2 * per_clip[0] + per_clip[1]) / 3
     )
+
+
+def test_balanced_weights_need_a_training_split_only_to_train():
+    # ser test / validate: no datamodule, no datasets or no training clips: no weights needed
+    for trainer in (SimpleNamespace(), SimpleNamespace(datamodule=SimpleNamespace()),
+                    SimpleNamespace(datamodule=SimpleNamespace(datasets={"train": _Dataset([])}))):  # fmt: skip
+        model = EmotionClassifier(CNN2D, 3, 16, 16000, class_weights="balanced")
+        model.trainer = trainer
+        assert model.class_weight_tensor() is None
+    one_clip = classifier("balanced", [1])  # one training clip is enough to weigh
+    assert torch.equal(one_clip.loss_weights, torch.tensor([0.0, 1 / 3, 0.0]))
+
+
+def test_a_model_that_learns_from_labels_only_refuses_unlabeled_training_clips():
+    with pytest.raises(SERError, match="^--data.unlabeled: this model learns from labels only"):
+        classifier(None, [0, UNLABELED, 1])
+    model = EmotionClassifier(CNN2D, 3, 16, 16000)
+    model.trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(datasets={"train": _Dataset([0, UNLABELED])})
+    )
+    model.setup("test")  # only training refuses them
 
 
 def test_class_weights_change_the_loss_as_expected():
