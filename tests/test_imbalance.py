@@ -83,6 +83,8 @@ def test_a_model_that_learns_from_labels_only_refuses_unlabeled_training_clips()
         datamodule=SimpleNamespace(datasets={"train": _Dataset([0, UNLABELED])})
     )
     model.setup("test")  # only training refuses them
+    model.learns_without_labels = True  # e.g. distillation from teachers
+    model.setup("fit")
 
 
 def test_class_weights_change_the_loss_as_expected():
