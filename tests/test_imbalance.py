@@ -16,6 +16,7 @@ from ser.data.dataset import UNLABELED, EpochSampler, class_balanced_weights
 from ser.errors import SERError
 from ser.models import CNN2D
 from ser.tasks import EmotionClassifier
+from ser.tasks.adversary import DomainAdversary
 from ser.tasks.classification import balanced_class_weights
 
 
@@ -85,6 +86,22 @@ def test_a_model_that_learns_from_labels_only_refuses_unlabeled_training_clips()
     model.setup("test")  # only training refuses them
     model.learns_without_labels = True  # e.g. distillation from teachers
     model.setup("fit")
+
+
+def test_setup_gives_the_adversary_the_domains_of_the_training_clips():
+    clips = [SimpleNamespace(speaker=s, corpus=c) for s, c in [("a", "x"), ("b", "x"), ("c", None)]]
+    for domain, labels, index in (
+        ("speaker", [0, 1, 2], {"a": 0, "b": 1, "c": 2}),
+        ("corpus", [0, UNLABELED, 2], {"": 0, "x": 1}),  # a corpus adversary takes unlabeled clips
+    ):
+        model = EmotionClassifier(CNN2D, 3, 16, 16000, adversary=DomainAdversary(domain=domain))
+        train = _Dataset(labels)
+        train.clips = clips
+        model.trainer = SimpleNamespace(datamodule=SimpleNamespace(datasets={"train": train}))
+        model.setup("test")  # only training sets them
+        assert model.adversary.index == {}
+        model.setup("fit")
+        assert model.adversary.index == index
 
 
 def test_class_weights_change_the_loss_as_expected():
