@@ -72,6 +72,7 @@ def test_balanced_weights_need_a_training_split_only_to_train():
         model = EmotionClassifier(CNN2D, 3, 16, 16000, class_weights="balanced")
         model.trainer = trainer
         assert model.class_weight_tensor() is None
+        model.setup("fit")  # e.g. a fit on plain dataloaders, without a datamodule
     one_clip = classifier("balanced", [1])  # one training clip is enough to weigh
     assert torch.equal(one_clip.loss_weights, torch.tensor([0.0, 1 / 3, 0.0]))
 
