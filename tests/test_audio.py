@@ -163,3 +163,12 @@ def test_audio_files_names_five_skipped_files_then_an_ellipsis(
     with caplog.at_level(logging.INFO, logger="ser"):
         audio_files(paths, tmp_path)
     assert caplog.records[0].getMessage().endswith(", ...") == ellipsis
+
+
+def test_a_stream_tells_a_silent_file_from_a_sound(tmp_path: Path):
+    sf.write(tmp_path / "silence.wav", np.zeros(1600, np.float32), 16000)
+    sf.write(tmp_path / "tone.wav", 0.1 * np.sin(np.arange(1600) / 5).astype(np.float32), 16000)
+    silence, tone = AudioStream(tmp_path / "silence.wav"), AudioStream(tmp_path / "tone.wav")
+    assert silence.silent and tone.silent  # nothing read yet
+    list(silence), list(tone)
+    assert silence.silent and not tone.silent
