@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from ser.calibration import fit_temperature
+from ser.calibration import TEMPERATURE_RANGE, fit_temperature
 from ser.cli import main
+from ser.errors import SERError
 from ser.inference import load_model, predict_files
 from ser.inference.export import example_waveform, export
 from ser.inference.ood import OOD_KEY
@@ -55,6 +57,22 @@ def test_an_underconfident_model_is_sharpened_by_the_same_optimum():
     softened = fit_temperature(logits / 20, labels)  # logits 20 times too small
     assert softened < 1
     assert softened == pytest.approx(fit_temperature(logits, labels) / 20, rel=1e-3)
+
+
+def test_fitted_temperature_is_the_nll_optimum_within_the_temperature_range():
+    logits, labels = overconfident()
+    temperature = fit_temperature(logits, labels)
+    grid = torch.linspace(1.0, 6.0, 501, dtype=torch.float64)  # steps of 0.01
+    nll = torch.stack([F.cross_entropy(logits.double() / t, labels) for t in grid])
+    assert temperature == pytest.approx(float(grid[nll.argmin()]), abs=0.01)
+    # a degenerate validation split is held inside TEMPERATURE_RANGE, not at 0 or infinity
+    low, high = TEMPERATURE_RANGE
+    separable = F.one_hot(labels, 4).float() * 0.01  # every answer right: T -> 0
+    assert fit_temperature(separable, labels) == low
+    unrelated = torch.randn(len(labels), 4, generator=torch.Generator().manual_seed(1)) * 5
+    assert fit_temperature(unrelated, labels) == high  # answers unrelated to labels: T -> inf
+    with pytest.raises(SERError, match="the validation split is empty"):
+        fit_temperature(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
 
 
 @pytest.fixture(scope="module")

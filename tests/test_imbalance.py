@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from ser.data import RAVDESS
-from ser.data.dataset import EpochSampler, class_balanced_weights
+from ser.data.dataset import UNLABELED, EpochSampler, class_balanced_weights
 from ser.errors import SERError
 from ser.models import CNN2D
 from ser.tasks import EmotionClassifier
+from ser.tasks.adversary import DomainAdversary
 from ser.tasks.classification import balanced_class_weights
 
 
@@ -43,6 +44,65 @@ def test_balanced_weights_make_every_class_weigh_alike():
     assert torch.allclose(weights, torch.tensor([8 / (3 * 6), 8 / (3 * 2), 0.0]))
     counts = torch.bincount(torch.tensor(labels), minlength=3).float()
     assert torch.allclose(weights * counts, torch.tensor([8 / 3, 8 / 3, 0.0]))  # equal totals
+
+
+def test_balanced_weights_of_a_single_clip_class_and_of_no_labels():
+    # written against mutants of `python benchmarks/mutation.py loss` (docs/testing.md)
+    weights = balanced_class_weights([0] * 6 + [1] + [-1] * 3, 3)  # -1: clips without a label
+    assert torch.allclose(weights, torch.tensor([7 / (3 * 6), 7 / 3, 0.0]))
+    assert torch.equal(balanced_class_weights([-1, -1], 3), torch.zeros(3))  # nothing to weigh
+    assert torch.equal(balanced_class_weights([], 3), torch.zeros(3))
+
+
+def test_integer_class_weights_weigh_as_floats():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 2])
+    model = classifier([2, 1, 0], [])  # YAML or Python ints
+    assert model.loss_weights.dtype == torch.float32
+    per_clip = F.cross_entropy(logits, labels, reduction="none")
+    assert torch.allclose(
+        model.loss(logits, {"label": labels}), (2 * per_clip[0] + per_clip[1]) / 3
+    )
+
+
+def test_balanced_weights_need_a_training_split_only_to_train():
+    # ser test / validate: no datamodule, no datasets or no training clips: no weights needed
+    for trainer in (SimpleNamespace(), SimpleNamespace(datamodule=SimpleNamespace()),
+                    SimpleNamespace(datamodule=SimpleNamespace(datasets={"train": _Dataset([])}))):  # fmt: skip
+        model = EmotionClassifier(CNN2D, 3, 16, 16000, class_weights="balanced")
+        model.trainer = trainer
+        assert model.class_weight_tensor() is None
+        model.setup("fit")  # e.g. a fit on plain dataloaders, without a datamodule
+    one_clip = classifier("balanced", [1])  # one training clip is enough to weigh
+    assert torch.equal(one_clip.loss_weights, torch.tensor([0.0, 1 / 3, 0.0]))
+
+
+def test_a_model_that_learns_from_labels_only_refuses_unlabeled_training_clips():
+    with pytest.raises(SERError, match="^--data.unlabeled: this model learns from labels only"):
+        classifier(None, [0, UNLABELED, 1])
+    model = EmotionClassifier(CNN2D, 3, 16, 16000)
+    model.trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(datasets={"train": _Dataset([0, UNLABELED])})
+    )
+    model.setup("test")  # only training refuses them
+    model.learns_without_labels = True  # e.g. distillation from teachers
+    model.setup("fit")
+
+
+def test_setup_gives_the_adversary_the_domains_of_the_training_clips():
+    clips = [SimpleNamespace(speaker=s, corpus=c) for s, c in [("a", "x"), ("b", "x"), ("c", None)]]
+    for domain, labels, index in (
+        ("speaker", [0, 1, 2], {"a": 0, "b": 1, "c": 2}),
+        ("corpus", [0, UNLABELED, 2], {"": 0, "x": 1}),  # a corpus adversary takes unlabeled clips
+    ):
+        model = EmotionClassifier(CNN2D, 3, 16, 16000, adversary=DomainAdversary(domain=domain))
+        train = _Dataset(labels)
+        train.clips = clips
+        model.trainer = SimpleNamespace(datamodule=SimpleNamespace(datasets={"train": train}))
+        model.setup("test")  # only training sets them
+        assert model.adversary.index == {}
+        model.setup("fit")
+        assert model.adversary.index == index
 
 
 def test_class_weights_change_the_loss_as_expected():

@@ -56,6 +56,14 @@ def test_recording_level_removes_a_fixed_channel():
     torch.testing.assert_close(norm(louder, frames), norm(plain, frames), atol=1e-3, rtol=1e-3)
 
 
+def test_each_level_groups_a_batch_by_its_own_key():
+    # written against survivors of `python benchmarks/mutation.py normalize` (docs/testing.md)
+    batch = {"speaker": ["a", "b"], "corpus": ["ravdess", "emodb"]}
+    assert Normalization("recording").groups(batch) is None
+    assert Normalization("speaker").groups(batch) == ["a", "b"]
+    assert Normalization("corpus").groups(batch) == ["ravdess", "emodb"]
+
+
 def test_speaker_level_uses_the_speakers_statistics_over_all_their_frames():
     x, lengths = padded([30, 17, 25], seed=2)
     norm = Normalization("speaker")

@@ -1,7 +1,11 @@
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ser.data.emotions import canonical, resolve_classes
-from ser.data.splits import make_split, random_split, speaker_split
+from ser.data.splits import SplitSpec, make_split, random_split, speaker_folds, speaker_split
 from ser.errors import SERError
 
 SPEAKERS = [f"{a:02d}" for a in range(1, 25) for _ in range(10)]
@@ -113,3 +117,172 @@ def test_predefined_split_and_its_errors():
         make_split("speaker", ["unknown"] * 10, [0, 1] * 5, [None] * 10)
     assert make_split("all", ["x"] * 3, [0, 1, 0], [None] * 3) == {
         "train": [], "val": [], "test": [0, 1, 2]}  # fmt: skip
+
+
+# Tests written against the survivors of `python benchmarks/mutation.py splits` (docs/testing.md).
+
+
+def held_per_class(labels: list[int], held: list[int]) -> dict[int, int]:
+    return {c: sum(labels[i] == c for i in held) for c in set(labels)}
+
+
+def test_random_split_holds_out_the_same_share_of_every_class():
+    # Ten classes of four clips, half held out for test, then half the rest for validation:
+    # stratified, each class gives two test clips and one validation clip (as many validation
+    # clips as classes: the smallest share that can still be stratified).
+    labels = [c for c in range(10) for _ in range(4)]
+    for seed in range(5):
+        split = random_split(labels, test_ratio=0.5, val_ratio=0.5, seed=seed)
+        assert held_per_class(labels, split["test"]) == dict.fromkeys(range(10), 2)
+        assert held_per_class(labels, split["val"]) == dict.fromkeys(range(10), 1)
+        assert held_per_class(labels, split["train"]) == dict.fromkeys(range(10), 1)
+
+
+def test_carved_validation_is_stratified_and_seeded():
+    # speaker (val_speakers: []), loso and predefined carve validation from the training clips
+    speakers = [f"{s}" for s in range(4) for _ in range(20)]
+    labels = [c for _ in range(8) for c in range(10)]  # each speaker: two clips of each class
+    for kind, stages in (("speaker", [None] * 80), ("loso", [None] * 80),
+                         ("predefined", ["train"] * 60 + ["test"] * 20)):  # fmt: skip
+        splits = [
+            make_split(
+                kind,
+                speakers,
+                labels,
+                stages,
+                test_speakers=["3"],
+                val_speakers=[],
+                val_ratio=1 / 6,
+                seed=seed,
+            )  # fmt: skip
+            for seed in (0, 0, 1)
+        ]
+        assert splits[0] == splits[1] and splits[0]["val"] != splits[2]["val"], kind
+        assert held_per_class(labels, splits[0]["val"]) == dict.fromkeys(range(10), 1), kind
+
+
+def test_a_share_too_small_or_a_single_clip_class_is_split_unstratified():
+    few = random_split([c for c in range(4) for _ in range(5)], 0.1, 0.1, seed=0)  # 2 < 4 classes
+    assert len(few["test"]) == 2 and sum(map(len, few.values())) == 20
+    lonely = random_split([0] * 10 + [1] * 10 + [2], 0.3, 0.1, seed=0)  # class 2: one clip
+    assert sorted(i for idx in lonely.values() for i in idx) == list(range(21))
+
+
+def test_make_split_and_split_spec_pass_every_setting_on():
+    labels = [i % 4 for i in range(len(SPEAKERS))]
+    stages = ["train"] * 200 + ["test"] * 40
+    settings = [
+        {"protocol": "random", "test_ratio": 0.2, "val_ratio": 0.1, "seed": 3},
+        {"protocol": "predefined", "val_ratio": 0.1, "seed": 3},
+        {"protocol": "speaker", "fold": 2, "n_folds": 4},
+        {"protocol": "speaker", "test_speakers": ["01"], "val_speakers": ["02", "03"]},
+        {"protocol": "speaker", "test_speakers": ["01"], "val_speakers": [], "val_ratio": 0.2},
+    ]
+    for kw in settings:
+        kind = kw["protocol"]
+        args = {k: v for k, v in kw.items() if k != "protocol"}
+        split = SplitSpec(**kw).apply(SPEAKERS, labels, stages)
+        assert split == make_split(kind, SPEAKERS, labels, stages, **args), kw
+        assert split != SplitSpec(protocol=kind).apply(SPEAKERS, labels, stages), kw
+    assert random_split(labels, 0.2, 0.1, 3) == make_split("random", SPEAKERS, labels, stages,
+                                                            test_ratio=0.2, val_ratio=0.1, seed=3)  # fmt: skip
+    for kind in ("speaker", "random", "predefined", "loso"):  # one set of defaults: SplitSpec's
+        assert make_split(kind, SPEAKERS, labels, stages) == SplitSpec(protocol=kind).apply(
+            SPEAKERS, labels, stages
+        )
+    seven = list("abcdefg")  # 6 folds: 2, 1, 1, 1, 1, 1 speakers; 7 folds would be 1 each
+    assert make_split("speaker", seven, [0] * 7, [None] * 7) == SplitSpec().apply(
+        seven, [0] * 7, [None] * 7
+    )
+    assert speaker_split(seven)["test"] == [0, 1]
+    first_fold = {SPEAKERS[i] for i in speaker_split(SPEAKERS)["test"]}
+    assert first_fold == {"01", "02", "03", "04"}  # fold 0 of 6 by default
+
+
+def test_given_test_speakers_and_the_default_validation_fold():
+    split = speaker_split(SPEAKERS, test_speakers=["03"])
+    assert {SPEAKERS[i] for i in split["test"]} == {"03"}
+    assert {SPEAKERS[i] for i in split["val"]} == {"05", "06", "07", "08"}  # fold 1: after fold 0
+    folds = speaker_folds(SPEAKERS, 6)
+    for fold in range(6):  # validation is the fold after the test fold, wrapping round
+        split = speaker_split(SPEAKERS, fold=fold, n_folds=6)
+        assert {SPEAKERS[i] for i in split["val"]} == set(folds[(fold + 1) % 6])
+
+
+def test_two_speakers_are_enough_for_leave_one_speaker_out():
+    speakers, labels = ["a"] * 10 + ["b"] * 10, [0, 1] * 10
+    split = make_split("loso", speakers, labels, [None] * 20, fold=1)
+    assert split["test"] == list(range(10, 20)) and len(split["val"]) == 1
+    assert speaker_folds(speakers, 2) == [["a"], ["b"]]
+
+
+def test_split_errors_name_what_is_wrong():
+    with pytest.raises(SERError, match=r"n_folds=1 does not fit 24 speakers; use 2\.\.24"):
+        speaker_folds(SPEAKERS, 1)
+    with pytest.raises(SERError, match=r"fold=6 is outside 0\.\.5"):
+        speaker_split(SPEAKERS, fold=6, n_folds=6)
+    with pytest.raises(SERError, match=r"^val_speakers \['99'\] are not"):
+        speaker_split(SPEAKERS, test_speakers=["01"], val_speakers=["99"])
+    with pytest.raises(SERError, match=r"^test_speakers \['99'\] are not"):
+        speaker_split(SPEAKERS, test_speakers=["99"], val_speakers=["01"])
+    with pytest.raises(SERError, match=r"speakers \['15'\] are in both"):
+        speaker_split(SPEAKERS, test_speakers=["15", "16"], val_speakers=["15"])
+    with pytest.raises(SERError, match="no speaker is left for training"):
+        speaker_split(["a", "b"], test_speakers=["a"], val_speakers=["b"])
+    for ratio in (0.0, 1.0):
+        with pytest.raises(SERError, match=rf"^test_ratio={ratio} must be between 0 and 1"):
+            random_split([0, 1] * 10, test_ratio=ratio, val_ratio=0.1, seed=0)
+        with pytest.raises(SERError, match=rf"^val_ratio={ratio} must be between 0 and 1"):
+            random_split([0, 1] * 10, test_ratio=0.1, val_ratio=ratio, seed=0)
+    with pytest.raises(SERError, match="too few clips"):  # one training clip: no validation
+        make_split("loso", ["a", "b"], [0, 1], [None, None])
+    for stages, missing in ((["train"] * 4, "test"), (["test"] * 4, "train")):
+        with pytest.raises(SERError, match=f"the predefined split has no {missing} clips"):
+            make_split("predefined", ["x"] * 4, [0, 1] * 2, stages)
+
+
+# Properties over generated corpora (hypothesis): whatever the speakers, classes and settings.
+
+corpora = st.lists(
+    st.tuples(st.sampled_from("abcdefghij"), st.integers(0, 3)), min_size=2, max_size=60
+).filter(lambda clips: len({s for s, _ in clips}) >= 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(clips=corpora, data=st.data())
+def test_speaker_split_property(clips: list[tuple[str, int]], data: st.DataObject):
+    speakers, labels = [s for s, _ in clips], [c for _, c in clips]
+    n_folds = data.draw(st.integers(2, len(set(speakers))), label="n_folds")
+    fold = data.draw(st.integers(0, n_folds - 1), label="fold")
+    kind = data.draw(st.sampled_from(["speaker", "loso"]), label="kind")
+    try:
+        split = make_split(kind, speakers, labels, [None] * len(clips), fold=fold, n_folds=n_folds)
+    except SERError as err:  # every speaker held out, or too few training clips to carve from
+        assert "no speaker is left" in str(err) or "too few clips" in str(err)
+        return
+    indices = sorted(i for idx in split.values() for i in idx)
+    assert indices == list(range(len(clips)))  # every clip in exactly one stage
+    held = {stage: {speakers[i] for i in split[stage]} for stage in ("test", "val")}
+    assert not held["test"] & ({speakers[i] for i in split["train"]} | held["val"])
+    if kind == "speaker":
+        assert not held["val"] & {speakers[i] for i in split["train"]}
+    again = make_split(kind, speakers, labels, [None] * len(clips), fold=fold, n_folds=n_folds)
+    assert again == split  # deterministic
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    labels=st.lists(st.integers(0, 3), min_size=4, max_size=80),
+    test_ratio=st.floats(0.05, 0.5),
+    val_ratio=st.floats(0.05, 0.5),
+    seed=st.integers(0, 2**16),
+)
+def test_random_split_property(labels: list[int], test_ratio: float, val_ratio: float, seed: int):
+    try:
+        split = random_split(labels, test_ratio, val_ratio, seed)
+    except SERError as err:  # a share that rounds to every clip
+        assert "too few clips" in str(err)
+        return
+    assert sorted(i for idx in split.values() for i in idx) == list(range(len(labels)))
+    assert len(split["test"]) == math.ceil(test_ratio * len(labels))
+    assert split == random_split(labels, test_ratio, val_ratio, seed)

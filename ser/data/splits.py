@@ -98,6 +98,11 @@ def _stratified(
 
     counts = np.unique(labels, return_counts=True)[1]
     n_held = int(np.ceil(ratio * len(index)))
+    if n_held >= len(index):  # scikit-learn's own error would not say which split
+        raise SERError(
+            f"cannot hold out a share of {ratio:g} of {len(index)} clip(s) and keep any: too few "
+            "clips to split (e.g. a training split of one clip to carve validation from)"
+        )
     stratify = labels if counts.min() >= 2 and n_held >= len(counts) else None
     rest, held = train_test_split(
         np.asarray(index), test_size=ratio, stratify=stratify, random_state=seed

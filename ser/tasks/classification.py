@@ -80,7 +80,7 @@ class EmotionClassifier(L.LightningModule):
         corpora: list[str] | None = None,
         class_weights: Literal["balanced"] | list[float] | None = None,
         adversary: DomainAdversary | None = None,
-    ) -> None:
+    ) -> None:  # pragma: no mutate block (save_hyperparameters reads this frame)
         super().__init__()
         check_fraction("EmotionClassifier", "label_smoothing", label_smoothing)
         check_optimizer(optimizer, lr_scheduler)
