@@ -12,6 +12,8 @@ from ser.data.splits import SplitSpec
 from ser.errors import SERError
 from ser.transforms.denoise import Denoise, SpectralGate, reduce_noise
 
+from .helpers import write_checkpoint
+
 SR = 16000
 TONE_HZ = 1000.0
 
@@ -131,3 +133,21 @@ def test_cpu_chunks_give_the_whole_batch_result(mode):
     a, b = chunked(batch, lengths), whole(batch, lengths)
     assert (a[torch.arange(24000) >= lengths[:, None]] == 0).all()
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_model_with_the_device_gate_exports_to_torchscript_and_refuses_onnx(
+    tmp_path: Path, capsys
+):
+    """The gate traces into TorchScript (its parity checked by the export); ONNX's exporter never
+    finishes on it, so ONNX is skipped with a note by default and refused when asked for."""
+    from ser.inference.export import export
+
+    checkpoint = write_checkpoint(tmp_path / "m.ckpt", denoise={"where": "device"})
+    figures = export(checkpoint, tmp_path / "out")
+    assert set(figures) == {"torchscript"} and max(figures["torchscript"]) < 1e-4
+    assert "skipping ONNX. ONNX export of a model with noise reduction on the device" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SERError, match="noise reduction on the device .* not supported"):
+        export(checkpoint, tmp_path / "onnx", ["onnx"])
+    assert not (tmp_path / "onnx" / "model.onnx").exists()

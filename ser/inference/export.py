@@ -110,6 +110,10 @@ def export_onnx(model: EmotionModel, path: Path) -> Path:
     if any(isinstance(m, nn.LSTM) for m in model.net.modules()):
         # torch.export cannot trace packed sequences, and unpacked it runs for many minutes
         raise SERError(f"ONNX export of {net} (an LSTM net) is not supported; {USE_TORCHSCRIPT}")
+    if model.pipeline.gate is not None:
+        # torch.export does not finish on the gate's STFT, smoothing and masking (minutes, no end)
+        raise SERError("ONNX export of a model with noise reduction on the device (denoise where: "
+                       f"device) is not supported; {USE_TORCHSCRIPT}")  # fmt: skip
     import logging
 
     example = example_waveform(model.sample_rate, CHECK_SECONDS[0])
