@@ -63,6 +63,9 @@ def test_shard_sampler_counts_every_clip_once():
     assert sorted(i for s in shards for i in s) == list(range(11))
 
 
+# a whole two-process fit and test (over a minute); the default run starts two gloo processes in
+# test_a_non_finite_loss_on_one_rank_stops_every_rank
+@pytest.mark.slow
 def test_ddp_fit_and_test_count_every_clip_once_and_match_one_process(tmp_path: Path):
     root = write_ravdess(tmp_path / "ravdess", clips_per_emotion=4)
     common = [

@@ -23,6 +23,9 @@ def ser_fit(cwd: Path, root: Path, *extra: str) -> subprocess.CompletedProcess:
                    *FAST, *TINY, *extra, cwd=cwd)  # fmt: skip
 
 
+# a fit killed and resumed in subprocesses (most of a minute); the default run resumes in
+# tests/test_help.py::test_a_run_stopped_by_sigterm_exits_non_zero_and_can_resume
+@pytest.mark.slow
 def test_killed_fit_resumes_to_the_same_test_metrics(tmp_path: Path):
     root = write_ravdess(tmp_path / "ravdess")
     whole = ser_fit(tmp_path / "whole", root)
