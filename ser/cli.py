@@ -134,7 +134,8 @@ class SERCLI(LightningCLI):
             "--perturb", type=str | None, default=None,
             help="Test under a recording condition, applied to every test clip: 'noise DB' "
             "(white noise at DB dB SNR), 'pink DB', 'babble DB', 'reverb RT60' (s), 'telephone', "
-            "'clip FRACTION' (of the peak). The robustness benchmark runs a series of them.",
+            "'clip FRACTION' (of the peak), 'opus LEVEL' / 'mp3 LEVEL' (a lossy codec, 0 best to "
+            "1 smallest). The robustness benchmark runs a series of them.",
         )  # fmt: skip
         parser.add_argument(
             "--overwrite", type=bool, default=False,
