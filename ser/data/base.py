@@ -456,10 +456,14 @@ class SERDataModule(L.LightningDataModule):
             + f") from speakers {', '.join(speakers)}"
         )
         if len(labels) < min_clips:
+            options = (
+                f"--data.split.{stage}_speakers, --data.split.n_folds"
+                if not of
+                else f"{stage}_speakers or n_folds of that corpus's split in --data.corpora"
+            )
             message = (f"{what}: fewer than {min_clips} clips ({self.split.min_clips_per_class} "
                        "per class, --data.split.min_clips_per_class) give no meaningful UAR; "
-                       f"hold out more speakers (--data.split.{stage}_speakers, --data.split."
-                       "n_folds) or check the speaker ids")  # fmt: skip
+                       f"hold out more speakers ({options}) or check the speaker ids")  # fmt: skip
             if stage == "test":
                 raise SERError(message)
             log.warning("%s", message)
