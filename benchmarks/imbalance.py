@@ -9,11 +9,18 @@ a CSV manifest written into ``--out`` (``ser fit --data configs/data/manifest.ya
 - ``default``: every training clip once per epoch, unweighted cross-entropy
 - ``weighted``: ``--model.init_args.class_weights balanced``
 - ``sampler``: ``--data.balance_classes true``
+- ``mixup``: ``--data configs/data/augment/mixup.yaml``, unweighted
+- ``mixup_weighted``: mixup and balanced class weights: each soft target's loss divided by the
+  sum of its examples' class weights, as the hard-label loss is
+- ``mixup_weighted_mean``: the same with the loss before that fix, ``F.cross_entropy``'s soft-target
+  mean over the batch size (:class:`BatchMeanSoftLoss`, kept here only as the control)
 
-Runs go two at a time (``--jobs``), niced; results merge into ``--out/results.json``::
+``--model`` names the recipe in ``configs/`` (``cnn2d``; ``voice`` trains in minutes). Runs go two at a time (``--jobs``), niced; results merge into ``--out/results.json``::
 
-    python benchmarks/imbalance.py --root path/to/RAVDESS --seeds 0 1 2
-    python benchmarks/imbalance.py --out lightning_logs/imbalance --table
+    python -m benchmarks.imbalance --root path/to/RAVDESS --seeds 0 1 2
+    python -m benchmarks.imbalance --root path/to/RAVDESS --model voice --out lightning_logs/mixup \
+        --settings weighted mixup mixup_weighted mixup_weighted_mean
+    python -m benchmarks.imbalance --out lightning_logs/imbalance --table
 """
 
 from __future__ import annotations
@@ -28,14 +35,35 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from benchmarks.model_zoo import run_model
 from ser.data import RAVDESS
+from ser.tasks import EmotionClassifier
 
+WEIGHTED = ["--model.init_args.class_weights", "balanced"]
+MIXUP = ["--data", "configs/data/augment/mixup.yaml"]
 SETTINGS = {
     "default": [],
-    "weighted": ["--model.init_args.class_weights", "balanced"],
+    "weighted": WEIGHTED,
     "sampler": ["--data.balance_classes", "true"],
+    "mixup": MIXUP,
+    "mixup_weighted": MIXUP + WEIGHTED,
+    "mixup_weighted_mean": MIXUP + WEIGHTED
+    + ["--model.class_path", "benchmarks.imbalance.BatchMeanSoftLoss"],
 }
+
+
+class BatchMeanSoftLoss(EmotionClassifier):
+    """The control: ``F.cross_entropy`` as it is, whose weighted soft-target loss is divided by
+    the batch size (a weighted hard-label loss by the sum of the weights)."""
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        target = batch.get("target", batch["label"])
+        return F.cross_entropy(
+            logits, target, weight=self.loss_weights, label_smoothing=self.hparams.label_smoothing
+        )
 #: The speaker-independent split of configs/data/ravdess.yaml.
 TEST_SPEAKERS = {"19", "20", "21", "22", "23", "24"}
 VAL_SPEAKERS = {"15", "16", "17", "18"}
@@ -71,13 +99,13 @@ def write_manifest(root: str, out: Path, reduce: list[str], keep: float, seed: i
         writer = csv.writer(f)
         writer.writerow(["path", "label", "speaker", "split"])
         for clip, stage in sorted(rows, key=lambda r: str(r[0].path)):
-            writer.writerow([str(clip.path), clip.emotion, clip.speaker, stage])
+            writer.writerow([str(clip.path.resolve()), clip.emotion, clip.speaker, stage])
     return path
 
 
 def table(results: dict, reduce: list[str]) -> str:
     """Mean +- std over seeds of UAR and accuracy, and the mean recall of each reduced class."""
-    head = f"{'setting':<9} seeds  {'UAR':>13}  {'accuracy':>13}  " + "  ".join(
+    head = f"{'setting':<19} seeds  {'UAR':>13}  {'accuracy':>13}  " + "  ".join(
         f"{'recall ' + c:>16}" for c in reduce
     )
     lines = [head]
@@ -94,7 +122,7 @@ def table(results: dict, reduce: list[str]) -> str:
             f"{statistics.mean(r['recall'][c] for r in runs):>16.3f}" for c in reduce
         )
         lines.append(
-            f"{setting:<9} {len(runs):>5}  {stat([r['uar'] for r in runs]):>13}  "
+            f"{setting:<19} {len(runs):>5}  {stat([r['uar'] for r in runs]):>13}  "
             f"{stat([r['accuracy'] for r in runs]):>13}  {recalls}"
         )
     return "\n".join(lines)
@@ -104,10 +132,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", help="RAVDESS folder (Actor_01..24)")
     parser.add_argument("--out", type=Path, default=Path("lightning_logs/imbalance"))
+    parser.add_argument("--model", default="cnn2d", help="recipe: configs/MODEL.yaml")
     parser.add_argument("--reduce", nargs="+", default=["sad", "fearful"])
     parser.add_argument("--keep", type=float, default=0.25)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument(
+        "--settings", nargs="+", choices=list(SETTINGS), default=["default", "weighted", "sampler"]
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--table", action="store_true", help="only print the table of --out")
     parser.add_argument("extra", nargs="*", help="more `ser fit` arguments, after --")
@@ -126,7 +157,7 @@ def main() -> None:
                 "--data.manifest", str(manifest), "--data.split.protocol", "predefined",
                 "--data.max_seconds", "3.0", *SETTINGS[setting], *args.extra,
             ]  # fmt: skip
-            run = run_model("cnn2d", "configs/data/manifest.yaml", str(args.out), args.out / setting,
+            run = run_model(args.model, "configs/data/manifest.yaml", str(args.out), args.out / setting,
                             extra, seed, env)  # fmt: skip
             metrics = json.loads(
                 (Path(run["ckpt"]).parents[1] / "test" / "metrics.json").read_text()

@@ -96,6 +96,7 @@ def run_model(
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     log = proc.stdout + proc.stderr
+    out.mkdir(parents=True, exist_ok=True)  # a run that fails at once made no folder
     (out / f"{key}.log").write_text(log)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed (exit {proc.returncode}); see {out / f'{key}.log'}")

@@ -20,6 +20,7 @@ from ser.audio import (
     read_audio,
     recording_windows,
     resample,
+    resample_blocks,
     window_bounds,
 )
 from ser.errors import AudioError
@@ -142,6 +143,29 @@ def test_windows_tile_any_recording(n_samples: int, window: int, hop: int):
     assert all(e - s == min(window, n_samples) for s, e in bounds)  # every window full
     assert all(0 < b - a <= hop for a, b in zip(starts, starts[1:], strict=False))  # no gap
     assert len(bounds) == (1 if n_samples <= window else math.ceil((n_samples - window) / hop) + 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.integers(4000, 96000),
+    sample_rate=st.sampled_from([8000, 16000, 22050, 44100]),
+    n_samples=st.integers(1, 30000),
+    data=st.data(),
+)
+def test_resampling_keeps_the_duration_whole_or_block_by_block(
+    rate: int, sample_rate: int, n_samples: int, data
+):
+    """Any rate to any model rate: the length is the duration at the new rate, rounded; blocks
+    cut anywhere resample to the same samples as the whole recording (`ser predict` and training
+    see one signal)."""
+    wave = torch.randn(n_samples, generator=torch.Generator().manual_seed(n_samples))
+    whole = resample(wave, rate, sample_rate)
+    assert whole.dtype == torch.float32
+    assert abs(len(whole) - n_samples * sample_rate / rate) <= 0.5 + 1e-9
+    cuts = sorted(data.draw(st.lists(st.integers(1, n_samples), max_size=5, unique=True)))
+    blocks = [wave[a:b] for a, b in zip([0, *cuts], [*cuts, n_samples], strict=True)]
+    joined = torch.cat(list(resample_blocks(blocks, rate, sample_rate)))
+    torch.testing.assert_close(joined, whole, atol=1e-5, rtol=0)
 
 
 def test_resample_takes_any_leading_dimensions_and_gives_float32():

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ser.data.emotions import canonical, resolve_classes
+from ser.data.emotions import EMOTIONS, canonical, resolve_classes, restrict_to_classes
 from ser.data.splits import SplitSpec, make_split, random_split, speaker_folds, speaker_split
 from ser.errors import SERError
 
@@ -67,6 +67,43 @@ def test_resolve_classes_subset_and_merge():
     assert classes == ["neutral", "happy", "sad", "angry"] and mapping["calm"] == "neutral"
     with pytest.raises(SERError, match="not in this corpus"):
         resolve_classes(corpus, ["fearful"], None)
+
+
+def spelled(name: str, how: int) -> str:
+    """``name`` as a corpus or a user may write it: upper-cased, capitalised, padded."""
+    return [name, name.upper(), name.capitalize(), f" {name} "][how]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_merged_and_chosen_labels_land_in_exactly_one_listed_class(data):
+    """Whatever a corpus's emotions, the merges (written in any case) and the chosen classes:
+    every emotion kept has exactly one class, a merged emotion its target's, an unmerged one its
+    own; every class is listed once and has an emotion; a model's label space keeps its order."""
+    corpus = tuple(data.draw(st.lists(st.sampled_from(EMOTIONS), min_size=2, unique=True)))
+    sources = data.draw(st.lists(st.sampled_from(corpus), unique=True, max_size=len(corpus) - 1))
+    targets = [e for e in corpus if e not in sources]  # no chains: a target is not merged away
+    merge = {s: data.draw(st.sampled_from(targets)) for s in sources}
+    written = {spelled(s, data.draw(st.integers(0, 3))): spelled(t, data.draw(st.integers(0, 3)))
+               for s, t in merge.items()}  # fmt: skip
+    classes, mapping = resolve_classes(corpus, None, written)
+    assert set(mapping) == set(corpus)  # nothing dropped without being asked
+    assert all(mapping[e] == merge.get(e, e) for e in corpus)
+    assert sorted(classes) == sorted(set(targets)) and len(set(classes)) == len(classes)
+    chosen = data.draw(st.lists(st.sampled_from(classes), unique=True))
+    if len(chosen) < 2:
+        with pytest.raises(SERError):
+            resolve_classes(corpus, chosen, written)
+        return
+    classes, kept = resolve_classes(corpus, [c.upper() for c in chosen], written)
+    assert classes == chosen  # the user's order
+    assert kept == {e: c for e, c in mapping.items() if c in chosen}
+    assert set(kept.values()) == set(chosen)  # every class has an emotion
+    target = data.draw(st.permutations([*chosen, *data.draw(st.lists(st.sampled_from(EMOTIONS)))]))
+    target = list(dict.fromkeys(target))
+    restricted, shared = restrict_to_classes(kept, classes, target)
+    assert shared == [c for c in target if c in chosen]  # the model's order
+    assert restricted == {e: c for e, c in kept.items() if c in shared}
 
 
 def test_fold_loop_tests_every_speaker_exactly_once():
