@@ -50,8 +50,12 @@ SETTINGS = {
     "sampler": ["--data.balance_classes", "true"],
     "mixup": MIXUP,
     "mixup_weighted": MIXUP + WEIGHTED,
-    "mixup_weighted_mean": MIXUP + WEIGHTED
-    + ["--model.class_path", "benchmarks.imbalance.BatchMeanSoftLoss"],
+    "mixup_weighted_mean": [
+        *MIXUP,
+        *WEIGHTED,
+        "--model.class_path",
+        "benchmarks.imbalance.BatchMeanSoftLoss",
+    ],
 }
 
 
@@ -64,6 +68,8 @@ class BatchMeanSoftLoss(EmotionClassifier):
         return F.cross_entropy(
             logits, target, weight=self.loss_weights, label_smoothing=self.hparams.label_smoothing
         )
+
+
 #: The speaker-independent split of configs/data/ravdess.yaml.
 TEST_SPEAKERS = {"19", "20", "21", "22", "23", "24"}
 VAL_SPEAKERS = {"15", "16", "17", "18"}

@@ -89,7 +89,8 @@ def test_a_tiny_fit_on_real_emodb_beats_chance_on_its_training_clips(
     train = ["09", "10", "11", "12", "13", "14", "15", "16"]
     split = {"protocol": "speaker", "test_speakers": ["03"], "val_speakers": ["08"]}
     metrics = tiny_fit_scores_its_training_speakers(
-        tmp_path, monkeypatch, EMODB_YAML, real_emodb, train, "--data.split", json.dumps(split))
+        tmp_path, monkeypatch, EMODB_YAML, real_emodb, train, "--data.split", json.dumps(split)
+    )
     assert metrics["n_clips"] == 535 - 49 - 58
     assert len(metrics["class_names"]) == 7
     assert metrics["uar"] > 1 / 7 + 0.15, metrics["uar"]
