@@ -2,8 +2,11 @@ import librosa
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ser.transforms import MFCC, LogMel, Waveform
+from ser.errors import SERError
+from ser.transforms import MFCC, LogMel, MelImage, Waveform
 from ser.transforms.frontends import standardize
 
 
@@ -17,27 +20,33 @@ def signal() -> np.ndarray:
 
 
 def test_logmel_matches_librosa(signal):
-    frontend = LogMel(16000, n_mels=64, win_ms=25, hop_ms=10, top_db=80.0, normalize=False)
+    """The defaults are the documented ones: 64 mels, 25-ms windows (a 512-point FFT at 16 kHz),
+    10-ms hops, floored 80 dB below the loudest bin."""
+    frontend = LogMel(16000, normalize=False)
     x, frames = frontend(torch.from_numpy(signal)[None], torch.tensor([signal.size]))
     mel = librosa.feature.melspectrogram(
-        y=signal, sr=16000, n_fft=frontend.n_fft, win_length=frontend.win_length,
-        hop_length=frontend.hop_length, n_mels=64,
-    )  # fmt: skip
+        y=signal, sr=16000, n_fft=512, win_length=400, hop_length=160, n_mels=64
+    )
     reference = librosa.power_to_db(mel, top_db=80.0)
     assert x.shape == (1, 64, reference.shape[1])
     assert int(frames) == reference.shape[1]
     np.testing.assert_allclose(x[0].numpy(), reference, atol=1e-3)
 
 
-def test_mfcc_matches_librosa(signal):
-    frontend = MFCC(16000, n_mfcc=40, n_mels=64, top_db=None, normalize=False)
+@pytest.mark.parametrize(("n_mfcc", "n_mels"), [(None, None), (13, 40)])
+def test_mfcc_matches_librosa(signal, n_mfcc, n_mels):
+    """Defaults 40 coefficients of 64 mels; other counts as asked."""
+    sizes = {} if n_mfcc is None else {"n_mfcc": n_mfcc, "n_mels": n_mels}
+    frontend = MFCC(16000, top_db=None, normalize=False, **sizes)
+    n_mfcc, n_mels = sizes.get("n_mfcc", 40), sizes.get("n_mels", 64)
+    assert frontend.n_features == n_mfcc
     x, _ = frontend(torch.from_numpy(signal)[None], torch.tensor([signal.size]))
     mel = librosa.feature.melspectrogram(
         y=signal, sr=16000, n_fft=frontend.n_fft, win_length=frontend.win_length,
-        hop_length=frontend.hop_length, n_mels=64,
+        hop_length=frontend.hop_length, n_mels=n_mels,
     )  # fmt: skip
-    reference = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None), n_mfcc=40)
-    assert x.shape == (1, 40, reference.shape[1])
+    reference = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=None), n_mfcc=n_mfcc)
+    assert x.shape == (1, n_mfcc, reference.shape[1])
     np.testing.assert_allclose(x[0].numpy(), reference, atol=1e-2)
 
 
@@ -120,3 +129,144 @@ def test_mel_image_is_a_fixed_size_picture_of_the_valid_frames():
         scaled[:, None], size=(50, 150), mode="bilinear", align_corners=False
     )[:, 0]
     assert torch.allclose(alone, (expected - 0.5) / 0.5, atol=1e-4)
+
+
+@pytest.mark.parametrize("sample_rate", [22050, 44100])
+def test_logmel_matches_librosa_at_other_rates_and_bands(sample_rate: int):
+    """Another rate, window, hop and band: the filterbank follows the rate and the band."""
+    rng = np.random.default_rng(1)
+    signal = (0.3 * rng.standard_normal(sample_rate)).astype(np.float32)
+    frontend = LogMel(sample_rate, n_mels=40, win_ms=30, hop_ms=12, f_min=60.0, f_max=7000.0,
+                      top_db=None, normalize=False)  # fmt: skip
+    x, _ = frontend(torch.from_numpy(signal)[None], torch.tensor([signal.size]))
+    mel = librosa.feature.melspectrogram(
+        y=signal, sr=sample_rate, n_fft=frontend.n_fft, win_length=frontend.win_length,
+        hop_length=frontend.hop_length, n_mels=40, fmin=60.0, fmax=7000.0,
+    )  # fmt: skip
+    np.testing.assert_allclose(x[0].numpy(), librosa.power_to_db(mel, top_db=None), atol=1e-3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sample_rate=st.sampled_from([8000, 11025, 16000, 22050, 24000, 44100, 48000]),
+    win_ms=st.floats(1.0, 64.0),
+    hop_ms=st.floats(1.0, 32.0),
+)
+def test_window_and_hop_are_the_asked_durations_at_any_rate(sample_rate, win_ms, hop_ms):
+    """To the nearest sample; the FFT is the smallest power of two that holds the window."""
+    frontend = LogMel(sample_rate, win_ms=win_ms, hop_ms=hop_ms)
+    assert abs(frontend.win_length - sample_rate * win_ms / 1000) <= 0.5
+    assert abs(frontend.hop_length - sample_rate * hop_ms / 1000) <= 0.5
+    n_fft = frontend.n_fft
+    assert n_fft & (n_fft - 1) == 0 and n_fft // 2 < frontend.win_length <= n_fft
+
+
+@pytest.mark.parametrize("n_samples", [1, 159, 160, 161, 8000, 16001])
+def test_frames_count_what_the_stft_gives_a_clip_of_that_length(n_samples: int):
+    frontend = LogMel(16000, normalize=False)
+    x, frames = frontend(torch.randn(1, n_samples), torch.tensor([n_samples]))
+    assert frames.dtype == torch.int64 and frames.tolist() == [x.shape[-1]]
+    assert int(frontend.frames(torch.tensor([n_samples]))) == n_samples // 160 + 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: LogMel(16000, normalize=False), lambda: MelImage(16000, n_mels=32)],
+    ids=["logmel-top-db", "mel-image"],
+)
+def test_a_clip_is_scaled_by_its_own_level_not_its_batch_neighbours(make):
+    """The dB floor (top_db) and the picture's min-max come from each clip alone: a quiet clip
+    gives the same features beside a loud one, padded or not."""
+    frontend = make()
+    t = torch.arange(8000) / 16000
+    quiet = 1e-3 * torch.sin(2 * torch.pi * 440 * t) * torch.linspace(0.1, 1, 8000)  # (8000,)
+    loud = torch.randn(16000, generator=torch.Generator().manual_seed(0))
+    alone, _ = frontend(quiet[None], torch.tensor([8000]))
+    batch = torch.zeros(2, 16000)
+    batch[0, :8000], batch[1] = quiet, loud
+    together, _ = frontend(batch, torch.tensor([8000, 16000]))
+    n = alone.shape[-1] - (0 if isinstance(frontend, MelImage) else 1)  # last frame meets padding
+    torch.testing.assert_close(together[0, :, :n], alone[0, :, :n], atol=1e-3, rtol=1e-3)
+
+
+def test_standardize_keeps_silence_finite_and_scales_a_one_frame_clip():
+    x = torch.stack([torch.full((3, 4), 2.5), torch.randn(3, 4)])  # (2, 3, 4)
+    y = standardize(x, torch.tensor([4, 1]))
+    assert torch.equal(y[0], torch.zeros(3, 4))  # a constant clip: zeros, not NaN
+    first = x[1, :, 0]  # the one valid frame, standardised over its 3 values
+    expected = (first - first.mean()) / (first.var(unbiased=False) + 1e-5).sqrt()
+    torch.testing.assert_close(y[1, :, 0], expected)
+    assert not y[1, :, 1:].any()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_mels": 1},
+        {"win_ms": 1.0, "hop_ms": 1.0},
+        {"top_db": 1.0},
+        {"top_db": None},
+        {"f_max": 8000.0},
+        {"f_min": 7999.0},
+    ],  # fmt: skip
+)
+def test_logmel_takes_the_edges_of_its_ranges(kwargs):
+    assert LogMel(16000, **kwargs).n_features == kwargs.get("n_mels", 64)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_mels": 0},
+        {"win_ms": 0.0},
+        {"hop_ms": 0.0},
+        {"top_db": 0.0},
+        {"f_max": 8001.0},
+        {"f_min": 8000.0},
+        {"f_min": 4000.0, "f_max": 4000.0},
+        {"f_min": 5000.0, "f_max": 4000.0},
+        {"f_min": -1.0},
+    ],  # fmt: skip
+)
+def test_logmel_refuses_settings_outside_them_naming_itself(kwargs):
+    with pytest.raises(SERError, match=r"^MFCC: "):
+        MFCC(16000, n_mfcc=1, **kwargs)
+
+
+@pytest.mark.parametrize(("n_mfcc", "ok"), [(1, True), (32, True), (0, False), (33, False)])
+def test_mfcc_count_is_between_one_and_the_mels(n_mfcc: int, ok: bool):
+    if ok:
+        assert MFCC(16000, n_mfcc=n_mfcc, n_mels=32).n_features == n_mfcc
+    else:
+        with pytest.raises(SERError, match=r"^MFCC: n_mfcc \(\d+\) must be between 1 and"):
+            MFCC(16000, n_mfcc=n_mfcc, n_mels=32)
+
+
+def test_mfcc_stores_no_tensor_of_its_own_in_a_checkpoint():
+    """The DCT is rebuilt from the settings: a checkpoint of an MFCC model holds the same
+    front-end tensors as a log-mel one."""
+    assert set(MFCC(16000).state_dict()) == set(LogMel(16000).state_dict())
+
+
+def test_mel_image_follows_its_log_mel_settings_and_sizes():
+    image = MelImage(16000, image_size=(20, 30), n_mels=32, hop_ms=20.0)
+    assert image.n_features == 20 and image.mel.mel_scale.n_mels == 32
+    assert image.hop_length == 320
+    wave = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    out, _ = image(wave, torch.tensor([16000]))
+    db = LogMel(16000, n_mels=32, hop_ms=20.0, normalize=False).log_mel(wave)  # (1, 32, F)
+    scaled = (db - db.min()) / (db.max() - db.min())
+    expected = torch.nn.functional.interpolate(
+        scaled[:, None], size=(20, 30), mode="bilinear", align_corners=False
+    )[:, 0]
+    torch.testing.assert_close(out, (expected - 0.5) / 0.5, atol=1e-4, rtol=0)
+    with pytest.raises(SERError, match="MelImage"):
+        MelImage(16000, image_size=(0, 30))
+
+
+def test_mel_image_spans_the_whole_range_even_for_a_narrow_one():
+    """A clip whose log-mel varies by less than 1 dB still fills [-1, 1]."""
+    wave = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    out, _ = MelImage(16000, top_db=0.5)(wave, torch.tensor([16000]))
+    assert float(out.min()) == pytest.approx(-1.0, abs=1e-3)  # the floor
+    assert float(out.max()) > 0.5  # the loudest bins, averaged a little by the resize
