@@ -52,8 +52,16 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "normalize": (["ser/transforms/normalize.py"], ["tests/test_normalize.py"]),
     "frontends": (["ser/transforms/frontends.py"], ["tests/test_frontends.py"]),
-    "ood": (["ser/inference/ood.py"], ["tests/test_ood.py", "-k", "summary or threshold"]),
-    "checkpointing": (["ser/checkpointing.py"], ["tests/test_faults.py"]),
+    "ood": (["ser/inference/ood.py"], ["tests/test_ood.py"]),
+    "predict": (
+        ["ser/inference/predict.py", "ser/inference/grouping.py"],
+        ["tests/test_predict.py", "tests/test_long_recordings.py", "-k",
+         "not import_lightning and not vad and not plot and not resampled[1-"],
+    ),  # fmt: skip
+    "checkpointing": (  # the fit tests: seconds a mutant
+        ["ser/checkpointing.py"],
+        ["tests/test_faults.py", "tests/test_payloads.py", "-k", "not slow"],
+    ),
 }
 
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from .helpers import EMODB_2S, RAVDESS_16K, write_ravdess
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``-n N``) each worker takes its share of the cores for torch's
+    threads, so N workers do not each start a thread per core."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture
