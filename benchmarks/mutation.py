@@ -55,12 +55,18 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "ood": (["ser/inference/ood.py"], ["tests/test_ood.py"]),
     "predict": (
         ["ser/inference/predict.py", "ser/inference/grouping.py"],
-        ["tests/test_predict.py", "tests/test_long_recordings.py", "-k",
-         "not import_lightning and not vad and not plot and not resampled[1-"],
+        [
+            "tests/test_predict.py",
+            "tests/test_long_recordings.py",
+            "tests/test_ood.py",
+            "tests/test_normalize.py::test_speaker_normalised_model_predicts_a_folder_as_ser_test_scores_its_speaker",
+            "-k",
+            "not import_lightning and not plot and not resampled[1-",
+        ],
     ),  # fmt: skip
-    "checkpointing": (  # the fit tests: seconds a mutant
+    "checkpointing": (  # the encoder-weight tests of test_payloads trip a logging clash in mutmut
         ["ser/checkpointing.py"],
-        ["tests/test_faults.py", "tests/test_payloads.py", "-k", "not slow"],
+        ["tests/test_faults.py", "tests/test_payloads.py", "-k", "checkpoint or resume or last"],
     ),
 }
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -95,3 +96,48 @@ def test_a_checkpoint_write_that_dies_leaves_the_previous_one(tmp_path: Path):
         io.save_checkpoint({"epoch": 2, "state": DiesWhenWritten()}, str(path))
     assert torch.load(path, weights_only=True) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+class ScriptedUAR(L.LightningModule):
+    """A one-weight module whose validation UAR follows ``uars``, epoch by epoch."""
+
+    def __init__(self, uars: list[float]) -> None:
+        super().__init__()
+        self.uars, self.weight = uars, torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight - batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/uar", self.uars[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_runs_keep_last_ckpt_of_the_latest_epoch_and_the_best_by_validation_uar(tmp_path: Path):
+    """``last.ckpt`` is rewritten after every epoch under that one name (the file to resume
+    from), and ``best-epochNN-uarX.XXX.ckpt`` is the epoch with the highest validation UAR; both
+    written atomically and read back weights-only, a bad file named in the error."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ser.checkpointing import AtomicCheckpointIO, best_checkpoint, last_checkpoint
+    from ser.errors import SERError
+
+    loader = DataLoader(TensorDataset(torch.ones(4)), batch_size=2)
+    for _ in range(2):  # a second run into the same folder replaces last.ckpt, no last-v1
+        trainer = L.Trainer(
+            max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=tmp_path,
+            callbacks=[last_checkpoint(), best_checkpoint()], plugins=[AtomicCheckpointIO()],
+        )  # fmt: skip
+        trainer.fit(ScriptedUAR([0.5, 0.7, 0.6]), loader, loader)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "best-epoch01-uar0.700-v1.ckpt", "best-epoch01-uar0.700.ckpt", "last.ckpt"]  # fmt: skip
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
+    with pytest.raises(TypeError, match="^AtomicCheckpointIO takes no storage_options$"):
+        AtomicCheckpointIO().save_checkpoint({}, str(folder / "x.ckpt"), storage_options={})
+    (folder / "bad.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SERError, match=f"^checkpoint {folder / 'bad.ckpt'}"):
+        AtomicCheckpointIO().load_checkpoint(str(folder / "bad.ckpt"))

@@ -2,7 +2,7 @@ import librosa
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ser.errors import SERError
@@ -155,6 +155,8 @@ def test_logmel_matches_librosa_at_other_rates_and_bands(sample_rate: int):
     win_ms=st.floats(1.0, 64.0),
     hop_ms=st.floats(1.0, 32.0),
 )
+@example(sample_rate=16000, win_ms=32.0, hop_ms=10.0)  # a window of 512 samples: a 512-point FFT
+@example(sample_rate=16000, win_ms=32.0625, hop_ms=10.0)  # 513 samples: 1024 points
 def test_window_and_hop_are_the_asked_durations_at_any_rate(sample_rate, win_ms, hop_ms):
     """To the nearest sample; the FFT is the smallest power of two that holds the window."""
     frontend = LogMel(sample_rate, win_ms=win_ms, hop_ms=hop_ms)

@@ -32,6 +32,34 @@ def test_feature_summary_is_the_mean_and_std_of_each_bin_over_the_valid_frames()
         np.testing.assert_allclose(summary[i].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_feature_summary_of_a_one_frame_clip_and_of_an_empty_one():
+    features = torch.randn(2, 3, 10)
+    summary = feature_summary(features, torch.tensor([1, 0]))
+    torch.testing.assert_close(summary[0], torch.cat([features[0, :, 0], torch.zeros(3)]))
+    assert torch.equal(summary[1], torch.zeros(6))  # no frame: zeros, not NaN
+
+
+def test_fit_ood_takes_the_edges_of_its_range_and_records_what_it_fitted():
+    generator = torch.Generator().manual_seed(0)
+    two = torch.randn(2, 4, generator=generator)
+    stats = fit_ood(two, accept=1.0)  # two clips are enough; 1.0 accepts every one
+    assert (stats.accept, stats.n_clips) == (1.0, 2)
+    assert float(stats.score(two).max()) == pytest.approx(stats.threshold)
+    stats = fit_ood(torch.randn(50, 4, generator=generator), accept=0.5)
+    assert (stats.accept, stats.n_clips) == (0.5, 50)
+    for accept in (0.0, -0.5, 1.01, 2.0):
+        with pytest.raises(SERError, match=rf"^OOD accept share {accept} must be in \(0, 1\]"):
+            fit_ood(two, accept=accept)
+
+
+def test_statistics_of_another_front_end_are_refused_naming_both_sizes():
+    stats = fit_ood(torch.randn(10, 4, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(
+        SERError, match=r"^OOD statistics of 4 feature numbers, the model's features give 6: "
+    ):
+        stats.score(torch.randn(3, 6))
+
+
 def test_threshold_accepts_the_share_asked_and_shifted_clips_score_higher():
     generator = torch.Generator().manual_seed(0)
     validation = torch.randn(400, 8, generator=generator) * 2 + 5

@@ -21,7 +21,7 @@ from ser.inference import (
     load_models,
     predict_files,
 )
-from ser.inference.predict import expand_paths, main
+from ser.inference.predict import UNCERTAIN, Prediction, expand_paths, main, rows
 from ser.transforms import LogMel
 from ser.transforms.denoise import Denoise
 
@@ -204,6 +204,42 @@ def test_expand_paths_globs_and_folders(tmp_path: Path):
     assert [p.name for p in expand_paths([str(tmp_path / "x")])] == ["1.wav", "2.ogg"]
     assert [p.name for p in expand_paths([str(tmp_path / "**" / "*.wav")])] == ["1.wav", "z.wav"]
     assert expand_paths([str(tmp_path / "z.wav"), str(tmp_path / "z.wav")]) == [tmp_path / "z.wav"]
+
+
+def test_expand_paths_joins_every_argument_and_names_what_finds_nothing(tmp_path: Path, caplog):
+    for name in ["a/1.wav", "b/2.wav", "c[1].wav", "d.wav"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / name, noise(0.2), RATE, format="WAV")
+    (tmp_path / "empty").mkdir()
+    specs = [tmp_path / "a", tmp_path / "b", tmp_path / "c[1].wav", tmp_path / "*.wav",
+             tmp_path / "empty", tmp_path / "*.flac", tmp_path / "missing.wav"]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="ser"):
+        paths = expand_paths([str(s) for s in specs])
+    assert [str(p.relative_to(tmp_path)) for p in paths] == [
+        "a/1.wav", "b/2.wav", "c[1].wav", "d.wav", "missing.wav"]  # fmt: skip
+    # a file whose name holds glob characters is that file; a missing one is reported when read
+    assert [r.getMessage() for r in caplog.records] == [
+        f"no audio files in folder {tmp_path / 'empty'}",
+        f"no files match {tmp_path / '*.flac'}",
+    ]
+
+
+def test_rows_round_times_and_mark_answers_at_the_confidence_and_ood_bounds():
+    prediction = Prediction(
+        Path("r.wav"), duration=1.0, starts=[0.0, 1 / 3], ends=[2 / 3, 1.0],
+        window_probabilities=torch.tensor([[0.5, 0.5], [0.75, 0.25]]),
+        window_ood=torch.tensor([1.0, 1.5]),
+    )  # fmt: skip
+    table = rows([prediction], ["calm", "sad"], per_window=True, min_confidence=0.625)
+    assert [r["window"] for r in table] == ["all", 0, 1]
+    assert [(r["start"], r["end"]) for r in table] == [(0.0, 1.0), (0.0, 0.667), (0.333, 1.0)]
+    # the whole: mean probabilities (0.625, 0.375), exactly at --min-confidence: answered
+    assert [r["emotion"] for r in table] == ["calm", UNCERTAIN, "calm"]
+    assert [r["ood_score"] for r in table] == [1.25, 1.0, 1.5]
+    assert [r["unlike_training_data"] for r in table] == [True, False, True]  # above 1 only
+    assert table[2]["probabilities"] == {"calm": 0.75, "sad": 0.25}
+    plain = rows([prediction], ["calm", "sad"], per_window=False)
+    assert len(plain) == 1 and plain[0]["emotion"] == "calm"  # no --min-confidence: always
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys):

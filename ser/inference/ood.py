@@ -35,14 +35,12 @@ MIN_STD = 1e-3
 UNLIKE = "unlike the training data"
 
 
-def feature_summary(features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+def feature_summary(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Per clip, the mean and standard deviation of each feature bin over its valid frames.
 
     Shapes: ``(B, n_features, F), (B,) -> (B, 2 * n_features)``.
     """
     features = features.float()
-    if lengths is None:
-        lengths = torch.full(features.shape[:1], features.shape[-1], device=features.device)
     frames = torch.arange(features.shape[-1], device=features.device)
     mask = (frames < lengths[:, None]).to(features.dtype)[:, None, :]  # (B, 1, F)
     count = mask.sum(dim=-1).clamp(min=1)  # (B, 1)
