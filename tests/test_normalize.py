@@ -251,3 +251,34 @@ def test_normalised_model_exports_as_its_checkpoint_predicts(tmp_path: Path, pop
     wave = example_waveform(RATE, 1.5, 2, seed=4)
     with torch.inference_mode():
         torch.testing.assert_close(scripted(wave), model(wave), atol=1e-4, rtol=1e-4)
+
+
+def test_a_recording_is_normalised_over_its_valid_frames_whatever_the_padding_holds():
+    """The default level is the recording: padding never enters the statistics, a one-frame clip
+    and a constant one give zeros (not NaN)."""
+    x = torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(0)) * 3 + 2  # (B, C, F)
+    x[2] = 5.0  # constant features
+    lengths = torch.tensor([6, 1, 6])
+    garbage, zeros = x.clone(), x.clone()
+    garbage[1, :, 1:], zeros[1, :, 1:] = 100.0, 0.0
+    norm = Normalization()
+    out = norm(garbage, lengths)
+    torch.testing.assert_close(out, norm(zeros, lengths))
+    assert torch.equal(out[1], torch.zeros(4, 6)) and torch.equal(out[2], torch.zeros(4, 6))
+    valid = out[0]  # mean 0 and std 1 per bin over its 6 frames
+    torch.testing.assert_close(valid.mean(-1), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(valid.std(-1, unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
+
+
+def test_a_group_without_statistics_takes_the_population_or_else_its_own_frames():
+    x = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([5, 5])
+    population = {"mean": [1.0, 2.0, 3.0], "std": [2.0, 4.0, 8.0]}
+    norm = Normalization("speaker", population=population)  # never fitted: only the population
+    mean, std = torch.tensor(population["mean"]), torch.tensor(population["std"])
+    expected = (x - mean[:, None]) / std[:, None]
+    torch.testing.assert_close(norm(x, lengths, ["nobody", "somebody"]), expected)
+    alone = Normalization("speaker")  # no population either: each clip by its own frames
+    torch.testing.assert_close(
+        alone(x, lengths, ["nobody", "somebody"]), Normalization("recording")(x, lengths)
+    )
