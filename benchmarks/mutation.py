@@ -52,6 +52,11 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "normalize": (["ser/transforms/normalize.py"], ["tests/test_normalize.py"]),
     "frontends": (["ser/transforms/frontends.py"], ["tests/test_frontends.py"]),
+    "augment": (["ser/transforms/augment.py"], ["tests/test_augment.py"]),
+    "pipeline": (
+        ["ser/transforms/pipeline.py"],
+        ["tests/test_pipeline.py", "tests/test_augment.py"],
+    ),
     "ood": (["ser/inference/ood.py"], ["tests/test_ood.py"]),
     "predict": (
         ["ser/inference/predict.py", "ser/inference/grouping.py"],

@@ -204,8 +204,11 @@ def test_mixup_soft_targets():
         target.argmax(1)[target.max(1).values > 0.5], labels[target.max(1).values > 0.5]
     )
     assert (mixed_lengths >= lengths).all()
-    same, _, onehot = Mixup(p=0.0)(x, lengths, labels, 4)
+    same, same_lengths, onehot = Mixup(p=0.0)(x, lengths, labels, 4)
     assert torch.equal(same, x) and torch.equal(onehot, F.one_hot(labels, 4).float())
+    assert torch.equal(same_lengths, lengths)  # a clip not mixed keeps its own length
+    _, _, wide = Mixup(p=1.0)(x, lengths, labels, 6)  # classes 4 and 5 absent from the batch
+    assert wide.shape == (16, 6) and not wide[:, 4:].any()
 
 
 def test_soft_target_loss_matches_hard_label_loss():
