@@ -112,6 +112,16 @@ def test_top_db_floors_digital_silence(top_db):
     assert float(x.max() - x.min()) == pytest.approx(top_db or 80.0, abs=1e-3)
 
 
+def picture(db: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The reference picture of a whole clip's log-mel ``(1, n_mels, F)``: min-max scaled,
+    torch's bilinear resize to ``size``, mapped to [-1, 1]."""
+    scaled = (db - db.min()) / (db.max() - db.min())
+    resized = torch.nn.functional.interpolate(
+        scaled[:, None], size=size, mode="bilinear", align_corners=False
+    )[:, 0]
+    return (resized - 0.5) / 0.5
+
+
 def test_mel_image_is_a_fixed_size_picture_of_the_valid_frames():
     from ser.transforms import MelImage
 
@@ -127,11 +137,7 @@ def test_mel_image_is_a_fixed_size_picture_of_the_valid_frames():
     assert out.min() >= -1 - 1e-6 and out.max() <= 1 + 1e-6
     # Unpadded, it is the torch bilinear resize of the min-max scaled log-mel.
     db = image.log_mel(wave)  # (1, 64, F)
-    scaled = (db - db.min()) / (db.max() - db.min())
-    expected = torch.nn.functional.interpolate(
-        scaled[:, None], size=(50, 150), mode="bilinear", align_corners=False
-    )[:, 0]
-    assert torch.allclose(alone, (expected - 0.5) / 0.5, atol=1e-4)
+    assert torch.allclose(alone, picture(db, (50, 150)), atol=1e-4)
 
 
 @pytest.mark.parametrize("sample_rate", [22050, 44100])
@@ -260,11 +266,7 @@ def test_mel_image_follows_its_log_mel_settings_and_sizes():
     wave = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
     out, _ = image(wave, torch.tensor([16000]))
     db = LogMel(16000, n_mels=32, hop_ms=20.0, normalize=False).log_mel(wave)  # (1, 32, F)
-    scaled = (db - db.min()) / (db.max() - db.min())
-    expected = torch.nn.functional.interpolate(
-        scaled[:, None], size=(20, 30), mode="bilinear", align_corners=False
-    )[:, 0]
-    torch.testing.assert_close(out, (expected - 0.5) / 0.5, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out, picture(db, (20, 30)), atol=1e-4, rtol=0)
     with pytest.raises(SERError, match=r"^MelImage: image_size=\[0, 30\]"):
         MelImage(16000, image_size=(0, 30))
 
